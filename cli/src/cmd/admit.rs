@@ -1,0 +1,10 @@
+//! `imgate admit`.
+
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<Outcome> {
+    anyhow::bail!("imgate admit is not built yet")
+}

@@ -1,0 +1,68 @@
+//! Options shared by every command that talks to a registry.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use imgate_core::registry::{ClientConfig, Credentials, RegistryClient, RegistrySettings};
+
+/// Registry connection options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// Extra CA bundle (PEM) to trust for registries, on top of the system roots. Repeatable.
+    #[arg(long = "registry-ca", value_name = "FILE", env = "IMGATE_REGISTRY_CA")]
+    pub registry_ca: Vec<PathBuf>,
+    /// Talk plain HTTP to this registry (HOST[:PORT]). Repeatable. Only for registries you trust on the path.
+    #[arg(long = "allow-http-registry", value_name = "HOST[:PORT]")]
+    pub allow_http_registry: Vec<String>,
+    /// User name for every registry named on the command line (password from --password-stdin).
+    #[arg(long, requires = "password_stdin", env = "IMGATE_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    /// Read the registry password or token from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Docker config file for credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
+    /// Timeout for one registry request, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub registry_timeout: u64,
+}
+
+impl RegistryArgs {
+    /// Builds a client; `registries` are the hosts that `--username` applies to.
+    pub fn client(&self, registries: &[String]) -> anyhow::Result<RegistryClient> {
+        let mut config = ClientConfig {
+            extra_ca_files: self.registry_ca.clone(),
+            docker_config: self.docker_config.clone(),
+            request_timeout: std::time::Duration::from_secs(self.registry_timeout.max(1)),
+            ..ClientConfig::default()
+        };
+        for host in &self.allow_http_registry {
+            config.registries.insert(
+                host.clone(),
+                RegistrySettings {
+                    http: true,
+                    ca_file: None,
+                },
+            );
+        }
+        if let Some(username) = &self.username {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            for host in registries {
+                config.credentials.insert(
+                    host.clone(),
+                    Credentials {
+                        username: username.clone(),
+                        password: password.clone(),
+                    },
+                );
+            }
+        }
+        Ok(RegistryClient::new(config)?)
+    }
+}

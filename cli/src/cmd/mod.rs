@@ -1,0 +1,32 @@
+//! One module per subcommand; `common` holds the options several share.
+
+use std::process::ExitCode;
+
+pub mod admit;
+pub mod common;
+pub mod keys;
+pub mod password;
+pub mod pin;
+pub mod policy;
+pub mod resolve;
+pub mod sign;
+pub mod verify;
+pub mod webhook;
+
+/// How a command ended when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for holds (exit 0).
+    Ok,
+    /// The command ran, and its answer is "no" (exit 1).
+    No,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Ok => ExitCode::SUCCESS,
+            Outcome::No => ExitCode::from(1),
+        }
+    }
+}

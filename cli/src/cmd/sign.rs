@@ -1,0 +1,10 @@
+//! `imgate sign`.
+
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<Outcome> {
+    anyhow::bail!("imgate sign is not built yet")
+}

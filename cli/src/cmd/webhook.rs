@@ -1,0 +1,10 @@
+//! `imgate webhook`.
+
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<Outcome> {
+    anyhow::bail!("imgate webhook is not built yet")
+}

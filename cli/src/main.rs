@@ -1,0 +1,98 @@
+//! The `imgate` binary: parse, init telemetry, run one command, map the
+//! outcome to an exit code (0 ok, 1 verification or policy said no, 2 usage
+//! or runtime error). Commands live in `cmd/`.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod cmd;
+mod telemetry;
+
+/// Sign, pin and admit container images. cosign-compatible.
+///
+/// Exit codes: 0 ok, 1 an image or object was not admitted (or --check found
+/// unpinned images), 2 usage or runtime error.
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgate",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Log format for diagnostics on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Text, env = "IMGATE_LOG_FORMAT")]
+    log_format: telemetry::LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Resolve image references to digest-pinned references.
+    Resolve(cmd::resolve::Args),
+    /// Rewrite image references in Kubernetes YAML and Dockerfiles to digests.
+    Pin(cmd::pin::Args),
+    /// Generate and inspect cosign-compatible key pairs.
+    Keys(cmd::keys::Args),
+    /// Sign images by digest (cosign-compatible signatures).
+    Sign(cmd::sign::Args),
+    /// Verify images' signatures and explain what is missing.
+    Verify(cmd::verify::Args),
+    /// Check a policy file.
+    Policy(cmd::policy::Args),
+    /// Run the admission policy offline over Kubernetes manifests.
+    Admit(cmd::admit::Args),
+    /// Run the admission webhook server, or generate its certificates.
+    Webhook(cmd::webhook::Args),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("imgate: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Resolve(args) => cmd::resolve::run(args).await,
+            Command::Pin(args) => cmd::pin::run(args).await,
+            Command::Keys(args) => cmd::keys::run(args).await,
+            Command::Sign(args) => cmd::sign::run(args).await,
+            Command::Verify(args) => cmd::verify::run(args).await,
+            Command::Policy(args) => cmd::policy::run(args).await,
+            Command::Admit(args) => cmd::admit::run(args).await,
+            Command::Webhook(args) => cmd::webhook::run(args).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "imgate",
+                    &mut std::io::stdout(),
+                );
+                Ok(cmd::Outcome::Ok)
+            }
+        }
+    });
+    match outcome {
+        Ok(outcome) => outcome.exit_code(),
+        Err(err) => {
+            eprintln!("imgate: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

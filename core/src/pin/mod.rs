@@ -1,0 +1,1 @@
+//! Digest pinning of Kubernetes manifests and Dockerfiles (owned by the pin work).

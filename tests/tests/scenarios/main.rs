@@ -1,0 +1,8 @@
+//! Cross-crate scenarios against real parts, in one test binary: the real
+//! registry, the real `imgate` binary, real TLS.
+
+mod admission;
+mod deploy;
+mod pin;
+mod resolve;
+mod sign_verify;

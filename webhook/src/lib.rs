@@ -1,0 +1,12 @@
+//! imgate-webhook: the admission engine shared by `imgate admit` and the
+//! webhook server, plus the HTTPS server, caches and metrics.
+
+pub mod admission;
+pub mod cache;
+pub mod certs;
+pub mod images;
+pub mod metrics;
+pub mod pullsecrets;
+pub mod review;
+pub mod server;
+pub mod tls;
