@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both install what they need first (scripts/install-deps.sh).
+
+CARGO ?= cargo
+
+.PHONY: demo test build lint bench fmt
+
+demo:
+	./scripts/install-deps.sh
+	$(CARGO) build --release -p imgate
+	./scripts/demo.sh target/release/imgate
+
+test:
+	./scripts/install-deps.sh --with-python
+	$(CARGO) fmt --all -- --check
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench:
+	./scripts/install-deps.sh
+	$(CARGO) bench -p imgate-tests
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, only when it is missing, so the
+# README's two commands work on a fresh Debian machine with Rust.
+#   docker-registry  the real CNCF Distribution registry the tests start on loopback
+#   skopeo           an independent OCI client: pushes test images, checks digests
+#   apache2-utils    htpasswd, for the basic-auth registry variant
+#   openssl, curl    the demo's certificate checks and AdmissionReview posts
+#   kubernetes-validate (PyPI)  offline schema validation of deploy/
+set -euo pipefail
+
+need_apt=()
+for pair in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils \
+            openssl:openssl curl:curl; do
+  cmd=${pair%%:*} pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  echo "installing with apt: ${need_apt[*]}" >&2
+  sudo_cmd=()
+  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [[ ${1:-} == --with-python ]] && ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "installing with pip: kubernetes-validate" >&2
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "kubectl is missing: the deploy tests render deploy/ with 'kubectl kustomize'." >&2
+  echo "Install kubectl (any 1.27+) and run again." >&2
+  exit 2
+fi
