@@ -6,6 +6,7 @@
 #   apache2-utils    htpasswd, for the basic-auth registry variant
 #   openssl, curl    the demo's certificate checks and AdmissionReview posts
 #   kubernetes-validate (PyPI)  offline schema validation of deploy/
+#   pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
 set -euo pipefail
 
 need_apt=()
@@ -22,9 +23,15 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [[ ${1:-} == --with-python ]] && ! command -v kubernetes-validate >/dev/null 2>&1; then
-  echo "installing with pip: kubernetes-validate" >&2
-  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+if [[ ${1:-} == --with-python ]]; then
+  need_pip=()
+  command -v kubernetes-validate >/dev/null 2>&1 || need_pip+=(kubernetes-validate)
+  python3 -c 'import nacl' 2>/dev/null || need_pip+=(pynacl)
+  python3 -c 'import cryptography' 2>/dev/null || need_pip+=(cryptography)
+  if ((${#need_pip[@]})); then
+    echo "installing with pip: ${need_pip[*]}" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+  fi
 fi
 
 if ! command -v kubectl >/dev/null 2>&1; then

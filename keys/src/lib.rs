@@ -1,2 +1,29 @@
 //! imgate-keys: ECDSA P-256 key pairs in cosign's file formats; signing and
 //! verifying bytes. No network, no async.
+//!
+//! - [`SigningKey`]: generate, read and write cosign's encrypted private key
+//!   file ([`cosign_format`]), sign bytes (ASN.1 DER ECDSA-P256-SHA256).
+//! - [`PublicKey`]: PKIX PEM in and out, verify signatures, the Sigstore
+//!   bundle `publicKey.hint`.
+//! - [`read_key_source`], [`load_public_key`], [`load_signing_key`]: keys
+//!   from a path or `env://VAR`.
+//! - [`KeyError`]: one error type, messages naming the key.
+
+#![warn(missing_docs)]
+
+mod algorithm;
+pub mod cosign_format;
+mod error;
+mod pem;
+mod public;
+mod signing;
+mod source;
+
+pub use cosign_format::EncryptParams;
+pub use error::KeyError;
+pub use public::PublicKey;
+pub use signing::SigningKey;
+pub use source::{
+    is_encrypted_private_key_pem, is_private_key_pem, load_public_key, load_signing_key,
+    read_key_source, read_key_source_zeroizing, ENV_PREFIX,
+};

@@ -1,10 +1,201 @@
-//! `imgate keys`.
+//! `imgate keys`: generate a cosign-compatible key pair, print a public key.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use imgate_keys::{
+    is_encrypted_private_key_pem, read_key_source_zeroizing, KeyError, PublicKey, SigningKey,
+};
+use zeroize::Zeroizing;
+
+use super::common::OutputFormat;
+use super::password::read_password;
 use super::Outcome;
 
+/// Generate and inspect cosign-compatible key pairs.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: KeysCommand,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<Outcome> {
-    anyhow::bail!("imgate keys is not built yet")
+#[derive(Debug, clap::Subcommand)]
+enum KeysCommand {
+    /// Write a new key pair: PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
+    ///
+    /// The password comes from IMGATE_PASSWORD, else COSIGN_PASSWORD, else a
+    /// prompt on the terminal (asked twice). An empty password is allowed.
+    /// cosign reads the files, and imgate reads cosign's.
+    Generate(GenerateArgs),
+    /// Print the public key (PEM) of a private or public key.
+    ///
+    /// For an encrypted private key the password comes from IMGATE_PASSWORD,
+    /// else COSIGN_PASSWORD, else a terminal prompt.
+    Public(PublicArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// Path prefix of the files written: PREFIX.key and PREFIX.pub.
+    #[arg(long, value_name = "PREFIX", default_value = "cosign")]
+    output_prefix: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+    /// How to report what was written (text goes to stderr, json to stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+struct PublicArgs {
+    /// The key: a path, or env://VAR for a PEM in an environment variable.
+    #[arg(long, value_name = "KEY")]
+    key: String,
+    /// Output format: the PEM, or JSON with the PEM and the key's hint.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.command {
+        KeysCommand::Generate(args) => generate(args),
+        KeysCommand::Public(args) => public(args),
+    }
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<Outcome> {
+    let key_path = PathBuf::from(format!("{}.key", args.output_prefix));
+    let pub_path = PathBuf::from(format!("{}.pub", args.output_prefix));
+    // Checked before asking for a password so the user is not prompted for
+    // nothing; the final write checks again atomically.
+    if !args.force {
+        let existing: Vec<String> = [&key_path, &pub_path]
+            .into_iter()
+            .filter(|p| p.symlink_metadata().is_ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            bail!(
+                "{} already exist{}; refusing to overwrite (use --force to replace)",
+                existing.join(" and "),
+                if existing.len() == 1 { "s" } else { "" }
+            );
+        }
+    }
+
+    let password = read_password(true, &format!("the new key {}", key_path.display()))?;
+    let key = SigningKey::generate().with_name(key_path.display().to_string());
+    let private_pem = Zeroizing::new(key.to_cosign_pem(&password)?);
+    let public = key.public_key();
+
+    write_file(&key_path, private_pem.as_bytes(), PRIVATE_MODE, args.force)?;
+    if let Err(err) = write_file(
+        &pub_path,
+        public.to_pem().as_bytes(),
+        PUBLIC_MODE,
+        args.force,
+    ) {
+        // Do not leave half a key pair behind.
+        let _ = std::fs::remove_file(&key_path);
+        return Err(err);
+    }
+
+    match args.output {
+        OutputFormat::Text => {
+            eprintln!("Private key written to {}", key_path.display());
+            eprintln!("Public key written to {}", pub_path.display());
+        }
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "privateKey": key_path.display().to_string(),
+                "publicKey": pub_path.display().to_string(),
+                "hint": public.hint(),
+            });
+            println!("{report}");
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Mode of the private key file (cosign writes 0600 too).
+const PRIVATE_MODE: u32 = 0o600;
+/// Mode of the public key file.
+const PUBLIC_MODE: u32 = 0o644;
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so a reader never sees a partial key and the private key
+/// never exists with wider permissions, even for a moment.
+fn write_file(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let context = || format!("writing {}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".imgate-key-")
+        .tempfile_in(dir)
+        .with_context(context)?;
+    set_mode(tmp.as_file(), mode).with_context(context)?;
+    tmp.write_all(bytes).with_context(context)?;
+    tmp.as_file().sync_all().with_context(context)?;
+    if overwrite {
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .with_context(context)?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} already exists; refusing to overwrite (use --force to replace)",
+                    path.display()
+                )
+            } else {
+                anyhow::Error::new(e.error).context(context())
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_file: &std::fs::File, _mode: u32) -> std::io::Result<()> {
+    // No POSIX modes; the temporary file is private to the user already.
+    Ok(())
+}
+
+fn public(args: PublicArgs) -> anyhow::Result<Outcome> {
+    let bytes = read_key_source_zeroizing(&args.key)?;
+    let public = if is_encrypted_private_key_pem(&bytes) {
+        let password = read_password(false, &args.key)?;
+        SigningKey::from_cosign_pem(&bytes, &password, &args.key)?.public_key()
+    } else {
+        match PublicKey::from_pem(&bytes, &args.key) {
+            Ok(key) => key,
+            // An unencrypted private key: its public half is what we want.
+            Err(KeyError::PrivateKeyGivenAsPublic { .. }) => {
+                SigningKey::from_cosign_pem(&bytes, b"", &args.key)?.public_key()
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
+    match args.output {
+        OutputFormat::Text => print!("{}", public.to_pem()),
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "key": args.key,
+                "publicKey": public.to_pem(),
+                "hint": public.hint(),
+            });
+            println!("{report}");
+        }
+    }
+    Ok(Outcome::Ok)
 }
