@@ -6,6 +6,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use imgate_core::registry::{ClientConfig, Credentials, RegistryClient, RegistrySettings};
 
+/// How a command prints its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// For machines.
+    Json,
+}
+
 /// Registry connection options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RegistryArgs {
@@ -32,6 +41,12 @@ pub struct RegistryArgs {
 impl RegistryArgs {
     /// Builds a client; `registries` are the hosts that `--username` applies to.
     pub fn client(&self, registries: &[String]) -> anyhow::Result<RegistryClient> {
+        Ok(RegistryClient::new(self.config(registries)?)?)
+    }
+
+    /// The client configuration these options describe (for callers that
+    /// merge in more settings, e.g. a policy's registries, before building).
+    pub fn config(&self, registries: &[String]) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig {
             extra_ca_files: self.registry_ca.clone(),
             docker_config: self.docker_config.clone(),
@@ -63,6 +78,6 @@ impl RegistryArgs {
                 );
             }
         }
-        Ok(RegistryClient::new(config)?)
+        Ok(config)
     }
 }

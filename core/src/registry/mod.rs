@@ -167,6 +167,10 @@ pub struct Resolved {
     pub platforms: Vec<(Option<Platform>, Digest)>,
 }
 
-pub use client::RegistryClient;
+pub use client::{RegistryClient, MAX_BLOB_SIZE, MAX_MANIFEST_SIZE};
 
+mod auth;
 mod client;
+mod dockerconfig;
+mod tls;
+mod transport;

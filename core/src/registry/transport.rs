@@ -1,0 +1,716 @@
+//! The HTTP side of the registry client: URLs, retries with backoff,
+//! timeouts, the anonymous → Basic/Bearer auth flow, request counting and
+//! size-capped body reads. `client.rs` builds registry operations on top.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+
+use super::auth::{credentials_key, parse_challenges, Challenge, TokenCache, TokenResponse};
+use super::dockerconfig::{normalise_host, DockerConfig, IDENTITY_TOKEN_USER};
+use super::{ClientConfig, Credentials, RegistryError};
+use crate::reference::ImageRef;
+
+/// First retry delay; doubled on each further retry.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest wait honoured from a `Retry-After` header or the backoff.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Token server answers larger than this are not tokens.
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+/// Error bodies are read this far for the message.
+const MAX_ERROR_BODY: usize = 16 << 10;
+
+/// What a request needs from the registry's auth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read.
+    Pull,
+    /// Read and write.
+    Push,
+}
+
+impl Access {
+    fn scope(self, repository: &str) -> String {
+        match self {
+            Access::Pull => format!("repository:{repository}:pull"),
+            Access::Push => format!("repository:{repository}:pull,push"),
+        }
+    }
+}
+
+/// One registry API request, before auth.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: url::Url,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+}
+
+/// State shared by a client and all its clones.
+pub(crate) struct Shared {
+    pub(crate) config: ClientConfig,
+    /// The client for registries without their own CA file.
+    default_http: reqwest::Client,
+    /// Clients for registries with a `ca_file`, keyed like `config.registries`.
+    per_registry_http: HashMap<String, reqwest::Client>,
+    docker: Option<DockerConfig>,
+    tokens: TokenCache,
+    /// The last challenge each registry sent, so later requests authenticate
+    /// up front instead of paying a 401 round trip each time.
+    challenges: Mutex<HashMap<String, Challenge>>,
+    /// Credential helper answers per registry (helpers are slow processes).
+    helper_answers: tokio::sync::Mutex<HashMap<String, Option<Credentials>>>,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("registries", &self.config.registries)
+            .field(
+                "docker_config",
+                &self.docker.as_ref().map(|d| d.path().to_path_buf()),
+            )
+            .field("requests", &self.requests.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Builds the HTTP clients and reads the docker config.
+    pub(crate) fn new(config: ClientConfig) -> Result<Self, RegistryError> {
+        let timeout = config.request_timeout;
+        let default_http = super::tls::build_client(&config.extra_ca_files, timeout)?;
+        let mut per_registry_http = HashMap::new();
+        for (host, settings) in &config.registries {
+            if let Some(ca) = &settings.ca_file {
+                let mut files = config.extra_ca_files.clone();
+                files.push(ca.clone());
+                per_registry_http.insert(host.clone(), super::tls::build_client(&files, timeout)?);
+            }
+        }
+        let docker = if !config.use_docker_config {
+            None
+        } else if let Some(path) = &config.docker_config {
+            DockerConfig::load(path, true)?
+        } else if let Some(path) = super::dockerconfig::default_path() {
+            DockerConfig::load(&path, false)?
+        } else {
+            None
+        };
+        Ok(Shared {
+            config,
+            default_http,
+            per_registry_http,
+            docker,
+            tokens: TokenCache::default(),
+            challenges: Mutex::new(HashMap::new()),
+            helper_answers: tokio::sync::Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn settings(&self, image: &ImageRef) -> Option<&super::RegistrySettings> {
+        self.config
+            .registries
+            .get(&image.registry)
+            .or_else(|| self.config.registries.get(image.api_host()))
+    }
+
+    fn http(&self, image: &ImageRef) -> &reqwest::Client {
+        self.per_registry_http
+            .get(&image.registry)
+            .or_else(|| self.per_registry_http.get(image.api_host()))
+            .unwrap_or(&self.default_http)
+    }
+
+    /// `http(s)://<api host>/v2/<repository>/<path>`.
+    pub(crate) fn url(&self, image: &ImageRef, path: &str) -> Result<url::Url, RegistryError> {
+        let scheme = if self.settings(image).is_some_and(|s| s.http) {
+            "http"
+        } else {
+            "https"
+        };
+        let text = format!(
+            "{scheme}://{}/v2/{}/{path}",
+            image.api_host(),
+            image.repository
+        );
+        url::Url::parse(&text)
+            .map_err(|e| RegistryError::Config(format!("bad registry URL {text}: {e}")))
+    }
+
+    /// Credentials for `image`'s registry: explicit ones (`extra` from
+    /// `with_credentials`, then the config's), then the docker config.
+    async fn credentials(
+        &self,
+        extra: &BTreeMap<String, Credentials>,
+        image: &ImageRef,
+    ) -> Result<Option<Credentials>, RegistryError> {
+        let host = normalise_host(&image.registry);
+        let explicit = [extra, &self.config.credentials]
+            .into_iter()
+            .find_map(|map| {
+                map.get(&image.registry)
+                    .or_else(|| map.get(image.api_host()))
+                    .or_else(|| {
+                        map.iter()
+                            .find(|(k, _)| normalise_host(k) == host)
+                            .map(|(_, v)| v)
+                    })
+            });
+        if let Some(creds) = explicit {
+            return Ok(Some(creds.clone()));
+        }
+        let Some(docker) = &self.docker else {
+            return Ok(None);
+        };
+        let mut answers = self.helper_answers.lock().await;
+        if let Some(answer) = answers.get(&host) {
+            return Ok(answer.clone());
+        }
+        let answer = docker.lookup(&host, self.config.request_timeout).await?;
+        answers.insert(host, answer.clone());
+        Ok(answer)
+    }
+
+    /// Sends a request to `image`'s registry with auth: anonymous first (or
+    /// straight with credentials once the registry is known to want them);
+    /// on 401 answers the challenge and tries again. Every status other than
+    /// 401/403 is returned for the caller to judge; 401/403 after auth is
+    /// `Unauthorized`.
+    pub(crate) async fn send(
+        &self,
+        extra: &BTreeMap<String, Credentials>,
+        image: &ImageRef,
+        access: Access,
+        request: Request,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let Request {
+            method,
+            url,
+            headers,
+            body,
+        } = request;
+        let registry = image.registry.as_str();
+        let scope = access.scope(&image.repository);
+        let build = |auth: Option<&HeaderValue>| {
+            let mut req = self
+                .http(image)
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(auth) = auth {
+                req = req.header(AUTHORIZATION, auth.clone());
+            }
+            if let Some(body) = &body {
+                req = req.body(body.clone());
+            }
+            req
+        };
+        let known = self.known_challenge(registry);
+        let mut creds_cache = None;
+        let mut auth = match &known {
+            Some(Challenge::Basic) if self.credentials(extra, image).await?.is_none() => {
+                // Known to want Basic, but this clone has nothing to send:
+                // go anonymously and let the registry decide.
+                None
+            }
+            Some(ch) => Some(
+                self.authorize(extra, image, &scope, ch, false, &mut creds_cache)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut refreshed = false;
+        loop {
+            let resp = self
+                .send_retrying(registry, &|| build(auth.as_ref()))
+                .await?;
+            let status = resp.status();
+            if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+                return Ok(resp);
+            }
+            let challenge = parse_challenges(
+                resp.headers()
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            let detail = error_detail(resp).await;
+            // One fresh attempt: the first 401 of an anonymous request, or a
+            // cached token/credentials the registry no longer accepts.
+            let retry = status == StatusCode::UNAUTHORIZED && challenge.is_some() && !refreshed;
+            let Some(challenge) = challenge.filter(|_| retry) else {
+                let who = match &creds_cache {
+                    Some(Some(c)) => format!("as user {:?}", c.username),
+                    _ if auth.is_some() => "with an anonymous token".to_string(),
+                    _ => "anonymously".to_string(),
+                };
+                return Err(RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    status: status.as_u16(),
+                    detail: format!("{method} {url} {who}: {detail}"),
+                });
+            };
+            refreshed = true;
+            self.challenges
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(registry.to_string(), challenge.clone());
+            auth = Some(
+                self.authorize(extra, image, &scope, &challenge, true, &mut creds_cache)
+                    .await?,
+            );
+        }
+    }
+
+    fn known_challenge(&self, registry: &str) -> Option<Challenge> {
+        self.challenges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(registry)
+            .cloned()
+    }
+
+    /// The `Authorization` value answering `challenge` for `scope`.
+    async fn authorize(
+        &self,
+        extra: &BTreeMap<String, Credentials>,
+        image: &ImageRef,
+        scope: &str,
+        challenge: &Challenge,
+        fresh: bool,
+        creds_cache: &mut Option<Option<Credentials>>,
+    ) -> Result<HeaderValue, RegistryError> {
+        let registry = image.registry.as_str();
+        if creds_cache.is_none() {
+            *creds_cache = Some(self.credentials(extra, image).await?);
+        }
+        let creds = creds_cache.as_ref().and_then(Option::as_ref);
+        match challenge {
+            Challenge::Basic => {
+                let Some(creds) = creds.filter(|c| c.username != IDENTITY_TOKEN_USER) else {
+                    return Err(RegistryError::Unauthorized {
+                        registry: registry.to_string(),
+                        status: 401,
+                        detail: "the registry wants a user name and password and none are configured for it".to_string(),
+                    });
+                };
+                header_value(&basic(creds), registry)
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            } => {
+                let key = credentials_key(creds);
+                if !fresh {
+                    if let Some(token) = self.tokens.get(registry, scope, &key) {
+                        return header_value(&format!("Bearer {token}"), registry);
+                    }
+                }
+                let (token, lifetime) = self
+                    .fetch_token(
+                        image,
+                        realm,
+                        service.as_deref(),
+                        scope,
+                        asked.as_deref(),
+                        creds,
+                    )
+                    .await?;
+                self.tokens
+                    .put(registry, scope, &key, token.clone(), lifetime);
+                header_value(&format!("Bearer {token}"), registry)
+            }
+        }
+    }
+
+    /// Gets a token from the realm: GET with Basic credentials (or none), or
+    /// the OAuth2 refresh-token POST for an identity token.
+    async fn fetch_token(
+        &self,
+        image: &ImageRef,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        asked: Option<&str>,
+        creds: Option<&Credentials>,
+    ) -> Result<(String, Duration), RegistryError> {
+        let registry = image.registry.as_str();
+        let mut url = url::Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            registry: registry.to_string(),
+            detail: format!("token realm {realm:?} is not a URL: {e}"),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(RegistryError::Protocol {
+                registry: registry.to_string(),
+                detail: format!("token realm {realm:?} is not http(s)"),
+            });
+        }
+        let mut scopes = vec![scope.to_string()];
+        if let Some(asked) = asked.filter(|a| *a != scope) {
+            scopes.push(asked.to_string());
+        }
+        let identity_token = creds.filter(|c| c.username == IDENTITY_TOKEN_USER);
+        {
+            let mut q = url.query_pairs_mut();
+            if identity_token.is_none() {
+                if let Some(s) = service {
+                    q.append_pair("service", s);
+                }
+                for s in &scopes {
+                    q.append_pair("scope", s);
+                }
+            }
+        }
+        // The token server is often the registry itself, behind the same CA.
+        let http = self.http(image);
+        let build = || {
+            if let Some(token) = identity_token {
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &token.password),
+                    ("client_id", "imgate"),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                let joined = scopes.join(" ");
+                let mut body = url::form_urlencoded::Serializer::new(String::new());
+                body.extend_pairs(form);
+                body.append_pair("scope", &joined);
+                http.post(url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body.finish())
+            } else {
+                let mut req = http.get(url.clone());
+                if let Some(c) = creds {
+                    req = req.basic_auth(&c.username, Some(&c.password));
+                }
+                req
+            }
+        };
+        let resp = self.send_retrying(registry, &build).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let detail = error_detail(resp).await;
+            let who = creds.map_or("anonymously".to_string(), |c| {
+                format!("as user {:?}", c.username)
+            });
+            return Err(RegistryError::Unauthorized {
+                registry: registry.to_string(),
+                status: status.as_u16(),
+                detail: format!("token server {realm} refused a token for {scope} {who}: {detail}"),
+            });
+        }
+        let body = read_body(
+            resp,
+            MAX_TOKEN_RESPONSE,
+            registry,
+            "token response",
+            self.config.request_timeout,
+        )
+        .await?;
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                registry: registry.to_string(),
+                detail: format!("token server {realm} sent invalid JSON: {e}"),
+            })?;
+        parsed.into_token().ok_or_else(|| RegistryError::Protocol {
+            registry: registry.to_string(),
+            detail: format!("token server {realm} sent no token"),
+        })
+    }
+
+    /// Sends with retries: 429/500/502/503/504 and connection errors are
+    /// retried up to `retries` times with exponential backoff (or the
+    /// registry's `Retry-After`, capped); a timeout is final.
+    pub(crate) async fn send_retrying(
+        &self,
+        registry: &str,
+        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+    ) -> Result<reqwest::Response, RegistryError> {
+        let retries = self.config.retries;
+        let mut attempt = 0u32;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let backoff = BACKOFF_BASE
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(MAX_RETRY_DELAY);
+            match build().send().await {
+                Ok(resp) if retryable(resp.status()) && attempt < retries => {
+                    let delay = retry_after(resp.headers())
+                        .unwrap_or(backoff)
+                        .min(MAX_RETRY_DELAY);
+                    tracing::debug!(
+                        registry,
+                        status = resp.status().as_u16(),
+                        ?delay,
+                        "retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(resp) => return Ok(resp),
+                Err(err) if err.is_timeout() => {
+                    return Err(RegistryError::Timeout {
+                        registry: registry.to_string(),
+                        timeout: self.config.request_timeout,
+                    })
+                }
+                Err(err)
+                    if (err.is_connect() || err.is_request())
+                        && !is_tls_failure(&err)
+                        && attempt < retries =>
+                {
+                    tracing::debug!(registry, error = %error_chain(&err), "retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(err) => {
+                    return Err(RegistryError::Connect {
+                        registry: registry.to_string(),
+                        detail: error_chain(&err),
+                    })
+                }
+            }
+            attempt += 1;
+        }
+    }
+}
+
+/// A TLS failure (unknown issuer, wrong name, bad handshake) will fail the
+/// same way again, so it is not worth a retry.
+fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    if err.is::<rustls::Error>() {
+        return true;
+    }
+    // io::Error::source skips its own payload (reqwest nests an io::Error
+    // inside another), so look inside it directly.
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if is_tls_failure(inner) {
+            return true;
+        }
+    }
+    err.source().is_some_and(is_tls_failure)
+}
+
+fn retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from registries and ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+fn basic(creds: &Credentials) -> String {
+    let raw = format!("{}:{}", creds.username, creds.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+fn header_value(value: &str, registry: &str) -> Result<HeaderValue, RegistryError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        RegistryError::Config(format!(
+            "credentials for {registry} contain characters not allowed in an HTTP header"
+        ))
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// An error with its sources, `a: b: c`.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// What an error response says: the registry's `errors[].message` when it
+/// sent the standard JSON, else the start of the body, else the status.
+pub(crate) async fn error_detail(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let body = read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(parsed) = serde_json::from_slice::<Errors>(&body) {
+        let msgs: Vec<String> = parsed
+            .errors
+            .into_iter()
+            .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
+                (false, false) => format!("{}: {}", e.code, e.message),
+                (false, true) => e.code,
+                _ => e.message,
+            })
+            .filter(|m| !m.is_empty())
+            .collect();
+        if !msgs.is_empty() {
+            return msgs.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    if text.is_empty() || text.len() > 200 {
+        status.to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+/// Reads at most `limit` bytes, silently stopping there (for error messages).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        out.extend_from_slice(&chunk);
+        if out.len() >= limit {
+            out.truncate(limit);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a whole body of at most `limit` bytes. A larger body (announced or
+/// actual), a body shorter than its `Content-Length`, or a body cut off by
+/// the connection is an error naming `what`; `timeout` is the one that
+/// applied, for the message.
+pub(crate) async fn read_body(
+    mut resp: reqwest::Response,
+    limit: usize,
+    registry: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, RegistryError> {
+    let protocol = |detail: String| RegistryError::Protocol {
+        registry: registry.to_string(),
+        detail,
+    };
+    let announced = resp.content_length();
+    if let Some(len) = announced.filter(|len| *len > limit as u64) {
+        return Err(protocol(format!(
+            "{what} is {len} bytes, more than the {limit} allowed"
+        )));
+    }
+    let mut out = Vec::with_capacity(announced.unwrap_or(0).min(limit as u64) as usize);
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > limit {
+                    return Err(protocol(format!(
+                        "{what} is more than the {limit} bytes allowed"
+                    )));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(err) if err.is_timeout() => {
+                return Err(RegistryError::Timeout {
+                    registry: registry.to_string(),
+                    timeout,
+                })
+            }
+            Err(err) => {
+                return Err(protocol(format!(
+                    "{what} ended early after {} bytes: {}",
+                    out.len(),
+                    error_chain(&err)
+                )))
+            }
+        }
+    }
+    if let Some(len) = announced.filter(|len| *len != out.len() as u64) {
+        return Err(protocol(format!(
+            "{what} is {} bytes but Content-Length said {len}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_failures_are_found_inside_nested_io_errors() {
+        let rustls_err = rustls::Error::General("handshake".into());
+        let nested = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls_err,
+        ));
+        assert!(is_tls_failure(&nested));
+        assert!(!is_tls_failure(&std::io::Error::other(
+            "connection refused"
+        )));
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn scopes_and_basic_header() {
+        assert_eq!(Access::Pull.scope("a/b"), "repository:a/b:pull");
+        assert_eq!(Access::Push.scope("a/b"), "repository:a/b:pull,push");
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p:w".into(),
+        };
+        assert_eq!(basic(&creds), "Basic dTpwOnc=");
+        assert!(header_value(&basic(&creds), "r").unwrap().is_sensitive());
+    }
+}
