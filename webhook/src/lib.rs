@@ -7,6 +7,7 @@ pub mod certs;
 pub mod images;
 pub mod metrics;
 pub mod pullsecrets;
+mod reload;
 pub mod review;
 pub mod server;
 pub mod tls;

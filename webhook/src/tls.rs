@@ -1,1 +1,346 @@
-//! (owned by the webhook-server work)
+//! The webhook's serving certificate: loaded from PEM files (a mounted
+//! Secret, written by cert-manager or `imgate webhook certs`) and reloaded
+//! when the files change, without a restart.
+//!
+//! The certificate lives behind a [`ResolvesServerCert`], so every new TLS
+//! handshake picks up the current one while connections already open keep
+//! theirs. A rotation that leaves the files broken (half-written, key and
+//! certificate that do not match) keeps the old certificate serving: an
+//! admission webhook that stops answering blocks the whole cluster.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use imgate_core::Digest;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+/// Errors loading the serving certificate. Each names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds no PEM `CERTIFICATE` block.
+    #[error("no PEM certificate in {}", path.display())]
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// The file holds no PEM private key (PKCS#8, SEC1 or PKCS#1).
+    #[error("no PEM private key in {}", path.display())]
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The PEM text is malformed.
+    #[error("malformed PEM in {}: {detail}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        detail: String,
+    },
+    /// The key is unusable or does not belong to the certificate.
+    #[error("certificate {} and key {} are unusable together: {detail}", cert.display(), key.display())]
+    Unusable {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said (unsupported key type, key mismatch, bad certificate).
+        detail: String,
+    },
+    /// The TLS configuration cannot be built.
+    #[error("tls configuration")]
+    Config(#[source] rustls::Error),
+}
+
+/// The crypto provider of the whole webhook: ring, and only ring (one TLS
+/// provider in the dependency tree, see `deny.toml`).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and key read from files, plus a fingerprint of the
+/// file contents to notice changes.
+struct Loaded {
+    key: Arc<CertifiedKey>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Content fingerprint of both files, so a ConfigMap/Secret update (which
+/// swaps a symlink and may keep mtimes) is noticed, and an unchanged file
+/// touched by a sync is not reloaded.
+fn fingerprint(cert: &[u8], key: &[u8]) -> Digest {
+    let mut both = Vec::with_capacity(cert.len() + key.len() + 1);
+    both.extend_from_slice(cert);
+    both.push(0);
+    both.extend_from_slice(key);
+    Digest::sha256(&both)
+}
+
+fn parse(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+) -> Result<Loaded, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|err| TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            detail: err.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_path_buf(),
+        });
+    }
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|err| TlsError::Pem {
+            path: key_path.to_path_buf(),
+            detail: err.to_string(),
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key_path.to_path_buf(),
+        })?;
+    let unusable = |err: rustls::Error| TlsError::Unusable {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+        detail: err.to_string(),
+    };
+    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(unusable)?;
+    // from_der tolerates "cannot tell" for key types without a public key
+    // accessor; parse the certificate anyway so garbage DER is refused here
+    // and not at the first handshake.
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(err) => return Err(unusable(err)),
+    }
+    Ok(Loaded {
+        key: Arc::new(certified),
+    })
+}
+
+/// The outcome of one reload check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The files did not change.
+    Unchanged,
+    /// New files were loaded and are served to new connections.
+    Reloaded,
+    /// The files changed but are broken; the old certificate keeps serving.
+    /// Reported once per broken content, not at every poll.
+    Failed(String),
+}
+
+/// The serving certificate, reloaded from its files on demand.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// Fingerprint of the files last looked at (loaded or refused).
+    seen: Mutex<Digest>,
+}
+
+impl ReloadingCert {
+    /// Loads the certificate chain and key; fails naming the file at fault.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+        let cert_pem = read(cert_path)?;
+        let key_pem = read(key_path)?;
+        let loaded = parse(cert_path, &cert_pem, key_path, &key_pem)?;
+        Ok(Arc::new(ReloadingCert {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: RwLock::new(loaded.key),
+            seen: Mutex::new(fingerprint(&cert_pem, &key_pem)),
+        }))
+    }
+
+    /// The certificate file.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    /// The certificate served to new connections.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            // A poisoned lock only means a writer panicked mid-swap of an
+            // Arc, which leaves the old value intact: keep serving it.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the files; swaps the certificate if they changed and are
+    /// valid. `force` reloads even when the contents look unchanged (SIGHUP).
+    pub fn reload(&self, force: bool) -> Reload {
+        let (cert_pem, key_pem) = match (read(&self.cert_path), read(&self.key_path)) {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(err), _) | (_, Err(err)) => {
+                // A missing file mid-rotation is reported once per poll
+                // streak: remember an impossible fingerprint so the next
+                // good read counts as a change.
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                let marker = Digest::sha256(b"imgate: unreadable certificate files");
+                if *seen == marker && !force {
+                    return Reload::Unchanged;
+                }
+                *seen = marker;
+                return Reload::Failed(error_chain(&err));
+            }
+        };
+        let print = fingerprint(&cert_pem, &key_pem);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == print && !force {
+                return Reload::Unchanged;
+            }
+            *seen = print;
+        }
+        match parse(&self.cert_path, &cert_pem, &self.key_path, &key_pem) {
+            Ok(loaded) => {
+                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+                *current = loaded.key;
+                Reload::Reloaded
+            }
+            Err(err) => Reload::Failed(error_chain(&err)),
+        }
+    }
+
+    /// A rustls server configuration serving this certificate (h2 and
+    /// HTTP/1.1 by ALPN, no client authentication: the API server
+    /// authenticates us, not the reverse).
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// `err` and its sources, `: `-separated.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn self_signed(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn write(dir: &Path, cert: &str, key: &str) -> (PathBuf, PathBuf) {
+        let c = dir.join("tls.crt");
+        let k = dir.join("tls.key");
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn loads_and_reloads_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("a.example");
+        let (c, k) = write(dir.path(), &cert, &key);
+        let tls = ReloadingCert::load(&c, &k).unwrap();
+        let first = tls.current();
+        assert_eq!(tls.reload(false), Reload::Unchanged);
+        assert!(Arc::ptr_eq(&first, &tls.current()));
+
+        let (cert2, key2) = self_signed("b.example");
+        write(dir.path(), &cert2, &key2);
+        assert_eq!(tls.reload(false), Reload::Reloaded);
+        assert_ne!(first.cert[0], tls.current().cert[0]);
+        assert!(tls.server_config().is_ok());
+    }
+
+    #[test]
+    fn broken_rotation_keeps_the_old_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("a.example");
+        let (c, k) = write(dir.path(), &cert, &key);
+        let tls = ReloadingCert::load(&c, &k).unwrap();
+        let before = tls.current().cert[0].clone();
+
+        // A key that does not belong to the certificate.
+        let (_, other_key) = self_signed("b.example");
+        write(dir.path(), &cert, &other_key);
+        let Reload::Failed(msg) = tls.reload(false) else {
+            panic!("mismatched key accepted")
+        };
+        assert!(msg.contains("tls.key"), "{msg}");
+        assert_eq!(tls.current().cert[0], before);
+        // Reported once, not at every poll.
+        assert_eq!(tls.reload(false), Reload::Unchanged);
+
+        // Garbage, then a missing file.
+        write(dir.path(), "not pem", &key);
+        assert!(matches!(tls.reload(false), Reload::Failed(_)));
+        std::fs::remove_file(&c).unwrap();
+        assert!(matches!(tls.reload(false), Reload::Failed(_)));
+        assert_eq!(tls.reload(false), Reload::Unchanged);
+        assert_eq!(tls.current().cert[0], before);
+
+        // Fixed again: reloads.
+        write(dir.path(), &cert, &key);
+        assert_eq!(tls.reload(false), Reload::Reloaded);
+    }
+
+    #[test]
+    fn startup_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("a.example");
+        let (c, k) = write(dir.path(), &cert, "");
+        let err = ReloadingCert::load(&c, &k).unwrap_err();
+        assert!(err.to_string().contains("no PEM private key in"), "{err}");
+        assert!(err.to_string().contains("tls.key"), "{err}");
+
+        write(dir.path(), "", &key);
+        let err = ReloadingCert::load(&c, &k).unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate in"), "{err}");
+
+        let missing = dir.path().join("nope.crt");
+        let err = ReloadingCert::load(&missing, &k).unwrap_err();
+        assert!(err.to_string().contains("nope.crt"), "{err}");
+        let _ = cert;
+    }
+}

@@ -3,6 +3,8 @@
 
 mod admission;
 mod deploy;
+mod interop;
 mod pin;
 mod resolve;
 mod sign_verify;
+mod webhook;
