@@ -1,1 +1,109 @@
-//! cosign signature formats (legacy `.sig` tag and Sigstore bundle), signing and verification (owned by the signature work).
+//! cosign signatures: both formats cosign writes, signing and key-based,
+//! offline verification.
+//!
+//! - Legacy (cosign v1/v2): an OCI manifest at tag `sha256-<hex>.sig` whose
+//!   layers are simple-signing payloads ([`payload`]), the signature in a layer
+//!   annotation ([`legacy`]).
+//! - Bundle (cosign v3's default): a Sigstore bundle v0.3 with a DSSE envelope
+//!   over an in-toto statement ([`bundle`]), attached through the OCI
+//!   referrers API or the referrers tag schema (`referrers`).
+//!
+//! Verification first collects the signatures found for the digest, then
+//! applies the [`Requirements`] to each (`check`), and answers with the one
+//! that satisfied them all or with every [`Unmet`] requirement. No Sigstore
+//! service is ever contacted: only the registry holding the image.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::reference::ImageRef;
+use crate::registry::RegistryError;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod api_tests;
+pub mod bundle;
+mod check;
+pub mod legacy;
+pub mod payload;
+mod referrers;
+mod requirements;
+mod sign;
+mod verify;
+
+pub use requirements::{Requirements, SignatureId, Unmet, Verdict, Verified};
+pub use sign::{sign, SignError, SignOptions};
+pub use verify::{verify, VerifyError};
+
+/// Layer media type of a legacy signature (the simple-signing payload).
+pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// Layer annotation holding the base64 DER signature of a legacy signature.
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+/// A signature format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// cosign's `.sig` tag with simple-signing payloads (read by every verifier in the field).
+    #[default]
+    Legacy,
+    /// A Sigstore bundle v0.3 attached as an OCI referrer (cosign v3's default).
+    Bundle,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Legacy => "legacy",
+            Format::Bundle => "bundle",
+        })
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "legacy" => Ok(Format::Legacy),
+            "bundle" => Ok(Format::Bundle),
+            other => Err(format!(
+                "unknown signature format {other:?} (expected legacy or bundle)"
+            )),
+        }
+    }
+}
+
+/// The tag of the legacy signature manifest of `digest`: `sha256-<hex>.sig`.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("{}.sig", digest.tag_form())
+}
+
+/// The digest an operation applies to; `image` must be pinned.
+fn pinned_digest(image: &ImageRef) -> Option<Digest> {
+    image.digest.clone()
+}
+
+/// A registry error worth treating as "this signature is broken" rather than
+/// "the registry failed": content that does not hash right, or is missing.
+fn content_problem(err: &RegistryError) -> bool {
+    matches!(
+        err,
+        RegistryError::DigestMismatch { .. } | RegistryError::NotFound { .. }
+    )
+}
+
+/// Small jitter (0..`max_ms`) for retry loops, so two concurrent writers do
+/// not retry in lockstep. Not security relevant, so the clock is random enough.
+fn jitter_ms(max_ms: u64) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    let n =
+        nanos ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed) ^ u64::from(std::process::id());
+    n % max_ms.max(1)
+}

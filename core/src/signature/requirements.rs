@@ -1,0 +1,292 @@
+//! What a signature must satisfy ([`Requirements`]), and the answer:
+//! a [`Verdict`] that is either the signature that satisfied everything or
+//! the list of [`Unmet`] requirements, each naming the signature it concerns.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::Format;
+use crate::digest::Digest;
+
+/// What at least one signature of an image must satisfy.
+pub struct Requirements {
+    /// Allowed keys: any one of them may have signed.
+    pub keys: Vec<imgate_keys::PublicKey>,
+    /// Annotations the signature must carry (legacy: `optional`; bundle: the subject's annotations).
+    pub annotations: BTreeMap<String, String>,
+    /// Also require the legacy payload's `docker-reference` to name the image's
+    /// repository. Off by default, as in cosign, so mirrored images keep verifying.
+    /// Bundles carry no repository, so this check does not apply to them.
+    pub match_repository: bool,
+}
+
+impl fmt::Debug for Requirements {
+    // Keys print by name only: the point is which keys, not their bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Requirements")
+            .field("keys", &self.key_names())
+            .field("annotations", &self.annotations)
+            .field("match_repository", &self.match_repository)
+            .finish()
+    }
+}
+
+impl Requirements {
+    /// The names of the allowed keys, for messages.
+    pub fn key_names(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.name().to_string()).collect()
+    }
+}
+
+/// Which signature an [`Unmet`] concerns: its position (from 1) among the
+/// signatures of its format found for the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct SignatureId {
+    /// 1-based position among the signatures of this format.
+    pub index: usize,
+    /// The format it was found in.
+    pub format: Format,
+}
+
+impl fmt::Display for SignatureId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "signature {} ({})", self.index, self.format)
+    }
+}
+
+/// One requirement a signature did not meet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Unmet {
+    /// Neither a `.sig` tag nor a cosign bundle exists for the digest.
+    NoSignatures {
+        /// The image digest looked up.
+        digest: Digest,
+    },
+    /// The signature does not verify with any allowed key.
+    WrongKey {
+        /// Which signature.
+        signature: SignatureId,
+        /// The allowed keys' names.
+        keys: Vec<String>,
+    },
+    /// The signed payload names another image digest (e.g. a signature copied from another image).
+    DigestMismatch {
+        /// Which signature.
+        signature: SignatureId,
+        /// What the payload names.
+        found: String,
+        /// The digest being verified.
+        want: Digest,
+    },
+    /// `--match-repository`: the payload names another repository.
+    RepositoryMismatch {
+        /// Which signature.
+        signature: SignatureId,
+        /// The payload's `docker-reference`.
+        found: String,
+        /// The image's repository.
+        want: String,
+    },
+    /// The payload is not an image signature (`critical.type` or predicateType).
+    WrongType {
+        /// Which signature.
+        signature: SignatureId,
+        /// The type found.
+        found: String,
+    },
+    /// A required annotation is absent or has another value.
+    MissingAnnotation {
+        /// Which signature.
+        signature: SignatureId,
+        /// Annotation key.
+        key: String,
+        /// Required value.
+        want: String,
+        /// Value found, if any.
+        found: Option<String>,
+    },
+    /// A layer blob does not hash to its descriptor's digest.
+    BlobMismatch {
+        /// Which signature.
+        signature: SignatureId,
+        /// The descriptor's digest.
+        digest: Digest,
+    },
+    /// The signature or its manifest cannot be read (bad JSON, base64, missing blob).
+    Malformed {
+        /// Which signature, when the problem is in one signature rather than the manifest holding them.
+        signature: Option<SignatureId>,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl Unmet {
+    /// The signature this concerns, if any.
+    pub fn signature(&self) -> Option<SignatureId> {
+        match self {
+            Unmet::NoSignatures { .. } => None,
+            Unmet::WrongKey { signature, .. }
+            | Unmet::DigestMismatch { signature, .. }
+            | Unmet::RepositoryMismatch { signature, .. }
+            | Unmet::WrongType { signature, .. }
+            | Unmet::MissingAnnotation { signature, .. }
+            | Unmet::BlobMismatch { signature, .. } => Some(*signature),
+            Unmet::Malformed { signature, .. } => *signature,
+        }
+    }
+}
+
+impl fmt::Display for Unmet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(signature) = self.signature() {
+            write!(f, "{signature}: ")?;
+        }
+        match self {
+            Unmet::NoSignatures { digest } => write!(f, "no signatures found for {digest}"),
+            Unmet::WrongKey { keys, .. } => write!(
+                f,
+                "not signed by any of the allowed keys ({})",
+                keys.join(", ")
+            ),
+            Unmet::DigestMismatch { found, want, .. } => {
+                write!(f, "payload names digest {found} not {want}")
+            }
+            Unmet::RepositoryMismatch { found, want, .. } => {
+                write!(f, "payload names repository {found} not {want}")
+            }
+            Unmet::WrongType { found, .. } => {
+                write!(f, "not an image signature (type {found:?})")
+            }
+            Unmet::MissingAnnotation {
+                key, want, found, ..
+            } => match found {
+                Some(found) => write!(f, "annotation {key}: want {want}, found {found}"),
+                None => write!(f, "annotation {key}: want {want}, found none"),
+            },
+            Unmet::BlobMismatch { digest, .. } => {
+                write!(f, "layer {digest} does not match its descriptor")
+            }
+            Unmet::Malformed { detail, .. } => f.write_str(detail),
+        }
+    }
+}
+
+/// The signature that satisfied every requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verified {
+    /// The image digest verified.
+    pub digest: Digest,
+    /// The format of the signature that satisfied the requirements.
+    pub format: Format,
+    /// The name of the key that verified it.
+    pub key: String,
+    /// The annotations the signature carries.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The answer of [`super::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Verdict {
+    /// At least one signature satisfied every requirement.
+    Verified(Verified),
+    /// None did; `unmet` says why, signature by signature.
+    Denied {
+        /// The image digest checked.
+        digest: Digest,
+        /// Every unmet requirement (deduplicated).
+        unmet: Vec<Unmet>,
+    },
+}
+
+impl Verdict {
+    /// True for [`Verdict::Verified`].
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Verdict::Verified(_))
+    }
+
+    /// The digest checked.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Verdict::Verified(v) => &v.digest,
+            Verdict::Denied { digest, .. } => digest,
+        }
+    }
+}
+
+/// Adds `unmet` unless an equal one is already listed.
+pub(crate) fn push_unique(list: &mut Vec<Unmet>, unmet: Unmet) {
+    if !list.contains(&unmet) {
+        list.push(unmet);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn id(index: usize, format: Format) -> SignatureId {
+        SignatureId { index, format }
+    }
+
+    #[test]
+    fn messages_name_the_signature_and_the_requirement() {
+        let d = Digest::sha256(b"a");
+        let e = Digest::sha256(b"b");
+        assert_eq!(
+            Unmet::NoSignatures { digest: d.clone() }.to_string(),
+            format!("no signatures found for {d}")
+        );
+        assert_eq!(
+            Unmet::WrongKey {
+                signature: id(1, Format::Legacy),
+                keys: vec!["ci.pub".into()]
+            }
+            .to_string(),
+            "signature 1 (legacy): not signed by any of the allowed keys (ci.pub)"
+        );
+        assert_eq!(
+            Unmet::DigestMismatch {
+                signature: id(2, Format::Bundle),
+                found: e.to_string(),
+                want: d.clone()
+            }
+            .to_string(),
+            format!("signature 2 (bundle): payload names digest {e} not {d}")
+        );
+        assert_eq!(
+            Unmet::MissingAnnotation {
+                signature: id(1, Format::Legacy),
+                key: "env".into(),
+                want: "prod".into(),
+                found: Some("staging".into())
+            }
+            .to_string(),
+            "signature 1 (legacy): annotation env: want prod, found staging"
+        );
+        assert_eq!(
+            Unmet::BlobMismatch {
+                signature: id(1, Format::Legacy),
+                digest: d.clone()
+            }
+            .to_string(),
+            format!("signature 1 (legacy): layer {d} does not match its descriptor")
+        );
+    }
+
+    #[test]
+    fn json_names_the_kind() {
+        let v = serde_json::to_value(Unmet::WrongKey {
+            signature: id(1, Format::Legacy),
+            keys: vec!["k".into()],
+        })
+        .unwrap();
+        assert_eq!(v["kind"], "wrong_key");
+        assert_eq!(v["signature"]["format"], "legacy");
+    }
+}

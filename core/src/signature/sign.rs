@@ -1,0 +1,148 @@
+//! [`sign`]: sign an image digest in either format and push the signature
+//! next to it, keeping every signature already there.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use imgate_keys::SigningKey;
+
+use super::legacy::{self, AppendError};
+use super::referrers::{self, AttachError};
+use super::{bundle, payload, Format};
+use crate::digest::Digest;
+use crate::oci::Descriptor;
+use crate::reference::ImageRef;
+use crate::registry::{RegistryClient, RegistryError};
+
+/// How to sign.
+#[derive(Debug, Clone, Default)]
+pub struct SignOptions {
+    /// The format to write (legacy `.sig` by default: every verifier in the field reads it).
+    pub format: Format,
+    /// Annotations to sign along (legacy: `optional`; bundle: the statement subject's annotations).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Why signing failed. Each names the image.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The reference carries no digest; resolve it first.
+    #[error("{image} is not pinned to a digest: resolve it before signing")]
+    NotPinned {
+        /// The reference given.
+        image: String,
+    },
+    /// The registry has no manifest with that digest: refusing to sign what does not exist.
+    #[error("cannot sign {image}: the registry has no manifest with that digest")]
+    ImageNotFound {
+        /// The pinned reference.
+        image: String,
+    },
+    /// Talking to the registry failed.
+    #[error("pushing the signature of {image}")]
+    Registry {
+        /// The pinned reference.
+        image: String,
+        /// The registry error.
+        #[source]
+        source: RegistryError,
+    },
+    /// The existing signature manifest or referrers index does not parse; it
+    /// is left untouched rather than overwritten.
+    #[error("cannot add a signature to {image}: {detail}")]
+    Malformed {
+        /// The pinned reference.
+        image: String,
+        /// What does not parse.
+        detail: String,
+    },
+    /// Concurrent writers kept replacing the signature tag.
+    #[error("gave up adding the signature to {image} after {attempts} attempts: concurrent signers kept replacing the tag")]
+    Conflict {
+        /// The pinned reference.
+        image: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// Signs `image` (which must carry a digest; the manifest must exist in the
+/// registry) with `key`, appending to the signatures already there. Returns
+/// the digest of the signature manifest (legacy: the `.sig` manifest; bundle:
+/// the artifact manifest).
+pub async fn sign(
+    client: &RegistryClient,
+    image: &ImageRef,
+    key: &SigningKey,
+    opts: &SignOptions,
+) -> Result<Digest, SignError> {
+    let name = image.to_string();
+    let Some(digest) = super::pinned_digest(image) else {
+        return Err(SignError::NotPinned { image: name });
+    };
+    let registry_err = |source| SignError::Registry {
+        image: name.clone(),
+        source,
+    };
+    let target = match client.get_manifest(image, digest.as_str()).await {
+        Ok(m) => m,
+        Err(RegistryError::NotFound { .. }) => {
+            return Err(SignError::ImageNotFound { image: name })
+        }
+        Err(err) => return Err(registry_err(err)),
+    };
+    match opts.format {
+        Format::Legacy => {
+            let body = payload::build(&image.name(), &digest, &opts.annotations);
+            let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&body));
+            let layer = legacy::signature_layer(&body, &signature);
+            legacy::append(client, image, &digest, &body, layer)
+                .await
+                .map_err(|err| match err {
+                    AppendError::Registry(source) => registry_err(source),
+                    AppendError::Malformed(detail) => SignError::Malformed {
+                        image: name.clone(),
+                        detail,
+                    },
+                    AppendError::Conflict(attempts) => SignError::Conflict {
+                        image: name.clone(),
+                        attempts,
+                    },
+                })
+        }
+        Format::Bundle => {
+            let statement = bundle::build_statement(&digest, &opts.annotations);
+            let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement));
+            let bundle_bytes = bundle::build_bundle(&statement, &sig, &key.public_key().hint());
+            let subject = Descriptor {
+                media_type: target.media_type.clone(),
+                digest: digest.clone(),
+                size: target.bytes.len() as u64,
+                artifact_type: None,
+                platform: None,
+                annotations: None,
+            };
+            referrers::attach(client, image, subject, &bundle_bytes, &now_rfc3339())
+                .await
+                .map_err(|err| match err {
+                    AttachError::Registry(source) => registry_err(source),
+                    AttachError::Malformed(detail) => SignError::Malformed {
+                        image: name.clone(),
+                        detail,
+                    },
+                    AttachError::Conflict(attempts) => SignError::Conflict {
+                        image: name.clone(),
+                        attempts,
+                    },
+                })
+        }
+    }
+}
+
+/// The current time in RFC 3339 (seconds), for `org.opencontainers.image.created`.
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}

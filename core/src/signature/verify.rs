@@ -1,0 +1,201 @@
+//! [`verify`]: collect the signatures of a digest from the registry (legacy
+//! `.sig` layers first, then bundles), check each against the requirements,
+//! and answer with the first that satisfies them all or every unmet one.
+//!
+//! Fail closed: a signature whose blob is missing or does not hash to its
+//! descriptor is an unmet requirement; a registry failure is an error the
+//! caller maps through its `onRegistryError`, unless another signature
+//! already verified (a satisfied requirement cannot be undone by a broken
+//! sibling).
+
+use super::requirements::{push_unique, Requirements, SignatureId, Unmet, Verdict, Verified};
+use super::{check, legacy, referrers, Format, SIMPLE_SIGNING_MEDIA_TYPE};
+use crate::digest::Digest;
+use crate::reference::ImageRef;
+use crate::registry::{RegistryClient, RegistryError};
+
+/// Why verification could not reach a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Fetching signatures failed; callers apply their `onRegistryError`.
+    #[error("fetching signatures")]
+    Registry(#[from] RegistryError),
+    /// The image reference carries no digest (resolve it first: the digest is what is verified).
+    #[error("{image} is not pinned to a digest: resolve it before verifying")]
+    NotPinned {
+        /// The reference given.
+        image: String,
+    },
+}
+
+/// One signature found, with the bytes its checks need, or why it is unusable.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// A legacy layer: payload blob (digest-checked) and signature annotation.
+    Legacy {
+        index: usize,
+        payload: Vec<u8>,
+        signature: Option<String>,
+    },
+    /// A bundle blob (digest-checked).
+    Bundle { index: usize, bundle: Vec<u8> },
+    /// A signature that cannot be checked (blob missing or not matching).
+    Unusable(Unmet),
+}
+
+/// The signatures of one format, and the registry error that stopped the
+/// collection early, if any.
+#[derive(Debug, Default)]
+pub(crate) struct Collection {
+    pub(crate) found: Vec<Found>,
+    pub(crate) error: Option<RegistryError>,
+}
+
+/// Reads a blob of a signature; content problems become unmet requirements.
+pub(crate) async fn fetch_blob(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+    id: SignatureId,
+) -> Result<Result<Vec<u8>, Unmet>, RegistryError> {
+    match client.get_blob(image, digest).await {
+        Ok(bytes) => Ok(Ok(bytes)),
+        Err(RegistryError::DigestMismatch { .. }) => Ok(Err(Unmet::BlobMismatch {
+            signature: id,
+            digest: digest.clone(),
+        })),
+        Err(RegistryError::NotFound { .. }) => Ok(Err(Unmet::Malformed {
+            signature: Some(id),
+            detail: format!("layer {digest} is missing from the registry"),
+        })),
+        Err(err) => Err(err),
+    }
+}
+
+/// Collects the legacy signatures of `digest`: the layers of `sha256-<hex>.sig`.
+async fn collect_legacy(client: &RegistryClient, image: &ImageRef, digest: &Digest) -> Collection {
+    let mut out = Collection::default();
+    let manifest = match legacy::read(client, image, digest).await {
+        Ok(None) => return out,
+        Ok(Some((_, Ok(manifest)))) => manifest,
+        Ok(Some((_, Err(detail)))) => {
+            out.found.push(Found::Unusable(Unmet::Malformed {
+                signature: None,
+                detail,
+            }));
+            return out;
+        }
+        Err(err) => {
+            out.error = Some(err);
+            return out;
+        }
+    };
+    let layers = manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE);
+    for (i, layer) in layers.enumerate() {
+        let id = SignatureId {
+            index: i + 1,
+            format: Format::Legacy,
+        };
+        match fetch_blob(client, image, &layer.digest, id).await {
+            Ok(Ok(payload)) => out.found.push(Found::Legacy {
+                index: id.index,
+                payload,
+                signature: legacy::layer_signature(layer).map(str::to_string),
+            }),
+            Ok(Err(unmet)) => out.found.push(Found::Unusable(unmet)),
+            Err(err) => {
+                out.error = Some(err);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Applies the requirements to what was found: `Ok` with the first
+/// signature that satisfies everything, else every unmet requirement.
+pub(crate) fn evaluate(
+    found: &[Found],
+    digest: &Digest,
+    repository: &str,
+    req: &Requirements,
+) -> Result<Verified, Vec<Unmet>> {
+    let mut unmet = Vec::new();
+    for item in found {
+        let result = match item {
+            Found::Legacy {
+                index,
+                payload,
+                signature,
+            } => check::legacy(
+                *index,
+                payload,
+                signature.as_deref(),
+                digest,
+                repository,
+                req,
+            ),
+            Found::Bundle { index, bundle } => check::bundle(*index, bundle, digest, req),
+            Found::Unusable(u) => Err(vec![u.clone()]),
+        };
+        match result {
+            Ok(verified) => return Ok(verified),
+            Err(list) => list.into_iter().for_each(|u| push_unique(&mut unmet, u)),
+        }
+    }
+    Err(unmet)
+}
+
+/// Verifies `image` (which must carry a digest: callers resolve first, and the
+/// digest is what is verified) against `req`. Reads both formats: the legacy
+/// `.sig` tag and bundles (referrers API, else the referrers tag schema).
+/// Offline and key-based: only the image's registry is contacted.
+///
+/// No signature at all is a [`Verdict::Denied`] with [`Unmet::NoSignatures`],
+/// not an error.
+pub async fn verify(
+    client: &RegistryClient,
+    image: &ImageRef,
+    req: &Requirements,
+) -> Result<Verdict, VerifyError> {
+    let Some(digest) = super::pinned_digest(image) else {
+        return Err(VerifyError::NotPinned {
+            image: image.to_string(),
+        });
+    };
+    let repository = image.name();
+    let mut unmet = Vec::new();
+    let mut any_found = false;
+    let mut first_error = None;
+
+    // Legacy first: it is what `imgate sign` writes by default and costs two
+    // requests; bundles are only looked up when no legacy signature satisfies.
+    let legacy = collect_legacy(client, image, &digest).await;
+    any_found |= !legacy.found.is_empty();
+    match evaluate(&legacy.found, &digest, &repository, req) {
+        Ok(verified) => return Ok(Verdict::Verified(verified)),
+        Err(list) => list.into_iter().for_each(|u| push_unique(&mut unmet, u)),
+    }
+    first_error = first_error.or(legacy.error);
+
+    let bundles = referrers::collect(client, image, &digest).await;
+    any_found |= !bundles.found.is_empty();
+    match evaluate(&bundles.found, &digest, &repository, req) {
+        Ok(verified) => return Ok(Verdict::Verified(verified)),
+        Err(list) => list.into_iter().for_each(|u| push_unique(&mut unmet, u)),
+    }
+    first_error = first_error.or(bundles.error);
+
+    if let Some(err) = first_error {
+        return Err(VerifyError::Registry(err));
+    }
+    if !any_found {
+        unmet.push(Unmet::NoSignatures {
+            digest: digest.clone(),
+        });
+    }
+    Ok(Verdict::Denied { digest, unmet })
+}
