@@ -65,24 +65,30 @@ pub(crate) async fn spawn_router(
     router: axum::Router,
     tls: Option<rustls::ServerConfig>,
 ) -> anyhow::Result<ServerTask> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding 127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let task = match tls {
-        None => background().spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        }),
-        Some(config) => {
-            let listener = TlsListener {
-                inner: listener,
-                acceptor: TlsAcceptor::from(Arc::new(config)),
-            };
-            background().spawn(async move {
+    // Bind with std and register the socket with tokio inside the background
+    // runtime: a tokio listener belongs to the runtime it was created on, and
+    // the caller's runtime may be a current-thread one that blocks in a test.
+    let std_listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let task = background().spawn(async move {
+        let Ok(listener) = TcpListener::from_std(std_listener) else {
+            return;
+        };
+        match tls {
+            None => {
                 let _ = axum::serve(listener, router).await;
-            })
+            }
+            Some(config) => {
+                let listener = TlsListener {
+                    inner: listener,
+                    acceptor: TlsAcceptor::from(Arc::new(config)),
+                };
+                let _ = axum::serve(listener, router).await;
+            }
         }
-    };
+    });
     Ok(ServerTask { addr, task })
 }
 
