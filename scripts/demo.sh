@@ -115,7 +115,7 @@ rules:
 YML
 "$IMGATE" policy check policy.yaml
 HOOK_PORT=$(free_port); METRICS_PORT=$(free_port)
-"$IMGATE" webhook --policy policy.yaml --tls-cert certs/tls.crt --tls-key certs/tls.key \
+"$IMGATE" --log-format json webhook --policy policy.yaml --tls-cert certs/tls.crt --tls-key certs/tls.key \
   --listen "127.0.0.1:$HOOK_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" > webhook.log 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$METRICS_PORT/readyz"
 echo "webhook ready on https://127.0.0.1:$HOOK_PORT"
@@ -161,5 +161,5 @@ step "Admission: image from an untrusted registry -> denied before any registry 
 review Pod evil "docker.io/library/nginx:1.27" | post mutate | show
 
 step "Decision log (one JSON line per review)"
-grep -h '"imgate::decision"\|decision' webhook.log | tail -n 5 || true
+grep -h "admission decision" webhook.log | tail -n 2 || true
 printf '\ndemo finished: pinned and signed reference %s\n' "$SIGNED"

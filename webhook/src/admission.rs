@@ -1,1 +1,768 @@
-//! (owned by the admission-engine work)
+//! The admission engine: one object in, a decision out. Shared by the webhook
+//! (`/mutate`, `/validate`) and `imgate admit`, so CI and the cluster apply
+//! exactly the same logic.
+//!
+//! For every image of a pod-running object: parse it, deny an untrusted
+//! registry before any network call, find the first matching rule, resolve
+//! the tag to a digest (a digest in the reference always wins, so
+//! `repo:signedtag@sha256:<other>` is judged by `<other>`), verify the
+//! signature of that digest, then either patch the image to
+//! `repo:tag@digest` (mutate) or insist it already is (validate). Registry
+//! work runs under one deadline per review; when the registry is slow or down
+//! the policy's `onRegistryError` decides, in time.
+//!
+//! Audit mode never changes objects: it allows, and says in `warnings` what
+//! it would have denied and which digest it would have pinned.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt};
+use imgate_core::digest::Digest;
+use imgate_core::policy::{HumanDuration, Mode, OnRegistryError, PinScope, Policy};
+use imgate_core::reference::ImageRef;
+use imgate_core::registry::{Credentials, RegistryClient};
+use imgate_core::signature::{Requirements, Verdict};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::Instrument as _;
+
+use crate::cache::{FlightCache, Lookup};
+use crate::images::{self, ImageSite, PodCarrier};
+use crate::metrics::Metrics;
+use crate::review::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use report::{assemble, count, log_decision, to_response};
+
+/// Audit annotation listing what audit mode would have denied. The API
+/// server prefixes it with the webhook's name (`<webhook name>/would-deny`,
+/// e.g. `mutate.imgate.dev/would-deny`) and refuses keys that already carry
+/// a prefix, so this one has none.
+pub const WOULD_DENY_ANNOTATION: &str = "would-deny";
+/// Default review budget: under the API server's 10 s webhook timeout.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Which webhook endpoint is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    /// Resolve, verify and pin (`POST /mutate`).
+    Mutate,
+    /// Check the final object (`POST /validate`).
+    Validate,
+}
+
+impl Endpoint {
+    /// `mutate` or `validate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mutate" => Ok(Endpoint::Mutate),
+            "validate" => Ok(Endpoint::Validate),
+            other => Err(format!("unknown endpoint {other:?} (mutate or validate)")),
+        }
+    }
+}
+
+/// How the engine reaches registries and reports.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The registry client (policy registry settings already merged in).
+    pub client: RegistryClient,
+    /// Budget for one review's registry work.
+    pub deadline: Duration,
+    /// Where to count.
+    pub metrics: Arc<Metrics>,
+}
+
+impl EngineOptions {
+    /// Defaults: 8 s deadline, fresh metrics.
+    pub fn new(client: RegistryClient) -> EngineOptions {
+        EngineOptions {
+            client,
+            deadline: DEFAULT_DEADLINE,
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+/// One JSONPatch operation (RFC 6902); the engine only emits `replace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchOp {
+    /// `replace`.
+    pub op: String,
+    /// JSON pointer.
+    pub path: String,
+    /// New value.
+    pub value: Value,
+}
+
+/// The verdict on one image field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageDecision {
+    /// JSON pointer of the image field.
+    pub pointer: String,
+    /// `container "app"`, `init container "setup"`, …
+    pub container: String,
+    /// The image as written.
+    pub image: Option<String>,
+    /// The rule that applied.
+    pub rule: Option<String>,
+    /// The digest checked.
+    pub digest: Option<Digest>,
+    /// Allowed under the policy (before audit mode softens it).
+    pub allowed: bool,
+    /// A signature was verified for the digest.
+    pub verified: bool,
+    /// Why it is denied, or why it was let through despite an error.
+    pub reason: Option<String>,
+    /// The digest-pinned reference the field is (or, in audit mode, would be) rewritten to.
+    pub pinned: Option<String>,
+    /// The registry failed and `onRegistryError` decided.
+    pub registry_error: bool,
+}
+
+/// The verdict on one object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ObjectDecision {
+    /// Admitted (always true in audit mode).
+    pub allowed: bool,
+    /// Why not (one per denied image).
+    pub reasons: Vec<String>,
+    /// Shown to the user (audit findings, fail-open notes).
+    pub warnings: Vec<String>,
+    /// The JSONPatch to apply (mutate only).
+    pub patch: Vec<PatchOp>,
+    /// Per-image verdicts.
+    pub images: Vec<ImageDecision>,
+    /// Why the object was not examined (other kind, excluded namespace…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl ObjectDecision {
+    fn untouched(why: impl Into<String>) -> ObjectDecision {
+        ObjectDecision {
+            allowed: true,
+            skipped: Some(why.into()),
+            ..Default::default()
+        }
+    }
+
+    /// What audit mode would have denied.
+    pub fn would_deny(&self) -> Vec<String> {
+        self.images
+            .iter()
+            .filter(|i| !i.allowed)
+            .filter_map(|i| i.reason.clone())
+            .collect()
+    }
+}
+
+/// Registry work the engine needs; the real one talks to registries, tests
+/// substitute fakes. Errors are registry trouble, as text.
+pub trait Backend: Send + Sync + 'static {
+    /// The digest a tag names.
+    fn resolve(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+    ) -> BoxFuture<'static, Result<Digest, String>>;
+    /// Verify the signatures of `image` (pinned by digest).
+    fn verify(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+        requirements: Requirements,
+    ) -> BoxFuture<'static, Result<Verdict, String>>;
+}
+
+/// The real backend: [`RegistryClient::resolve`] and [`imgate_core::signature::verify`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegistryBackend;
+
+impl Backend for RegistryBackend {
+    fn resolve(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+    ) -> BoxFuture<'static, Result<Digest, String>> {
+        async move {
+            client
+                .resolve(&image)
+                .await
+                .map(|resolved| resolved.manifest.digest)
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn verify(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+        requirements: Requirements,
+    ) -> BoxFuture<'static, Result<Verdict, String>> {
+        async move {
+            imgate_core::signature::verify(&client, &image, &requirements)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// Looks up a namespace's labels (through the Kubernetes API in a cluster),
+/// for `namespaces.excludeSelector`. `None`: unknown.
+pub trait NamespaceLabels: Send + Sync {
+    /// The labels of `namespace`.
+    fn labels(&self, namespace: &str) -> BoxFuture<'_, Option<BTreeMap<String, String>>>;
+}
+
+type VerdictKey = (String, Digest, String);
+
+struct Caches {
+    max_entries: usize,
+    verified: FlightCache<VerdictKey, Verdict, String>,
+    tags: FlightCache<String, Digest, String>,
+}
+
+impl Caches {
+    fn new(max_entries: usize) -> Caches {
+        Caches {
+            max_entries,
+            verified: FlightCache::new(max_entries),
+            tags: FlightCache::new(max_entries),
+        }
+    }
+}
+
+/// The engine. Cheap to share behind an `Arc`; the policy can be swapped
+/// while reviews run.
+pub struct Engine {
+    policy: RwLock<Arc<Policy>>,
+    client: RegistryClient,
+    deadline: Duration,
+    metrics: Arc<Metrics>,
+    backend: Arc<dyn Backend>,
+    caches: RwLock<Arc<Caches>>,
+    namespace_labels: RwLock<Option<Arc<dyn NamespaceLabels>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policy", &self.policy().source_name().to_string())
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// Everything one object's check needs.
+struct Ctx {
+    policy: Arc<Policy>,
+    endpoint: Endpoint,
+    client: RegistryClient,
+    caches: Arc<Caches>,
+    deadline_at: tokio::time::Instant,
+}
+
+impl Engine {
+    /// An engine talking to real registries.
+    pub fn new(policy: Policy, opts: EngineOptions) -> Engine {
+        Self::with_backend(policy, opts, Arc::new(RegistryBackend))
+    }
+
+    /// An engine with another backend (tests, benchmarks).
+    pub fn with_backend(policy: Policy, opts: EngineOptions, backend: Arc<dyn Backend>) -> Engine {
+        opts.metrics.track_client(&opts.client);
+        Engine {
+            caches: RwLock::new(Arc::new(Caches::new(policy.cache.max_entries))),
+            policy: RwLock::new(Arc::new(policy)),
+            client: opts.client,
+            deadline: opts.deadline,
+            metrics: opts.metrics,
+            backend,
+            namespace_labels: RwLock::new(None),
+        }
+    }
+
+    /// Swaps the policy (hot reload). Cached verdicts are keyed by rule
+    /// fingerprint, so none reached under an old rule is reused by a changed one.
+    pub fn replace_policy(&self, policy: Policy) {
+        let max_entries = policy.cache.max_entries;
+        if let Ok(mut current) = self.policy.write() {
+            *current = Arc::new(policy);
+        }
+        if let Ok(mut caches) = self.caches.write() {
+            if caches.max_entries != max_entries {
+                *caches = Arc::new(Caches::new(max_entries));
+            }
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(policy) => Arc::clone(&policy),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The metrics this engine counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where to read namespace labels for `namespaces.excludeSelector`.
+    pub fn set_namespace_labels(&self, provider: Arc<dyn NamespaceLabels>) {
+        if let Ok(mut current) = self.namespace_labels.write() {
+            *current = Some(provider);
+        }
+    }
+
+    fn caches(&self) -> Arc<Caches> {
+        match self.caches.read() {
+            Ok(caches) => Arc::clone(&caches),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn context(&self, endpoint: Endpoint, client: RegistryClient) -> Ctx {
+        Ctx {
+            policy: self.policy(),
+            endpoint,
+            client,
+            caches: self.caches(),
+            deadline_at: tokio::time::Instant::now() + self.deadline,
+        }
+    }
+
+    /// Answers a review: the response review, uid echoed, always. Policy
+    /// denials are `allowed: false` with a 403 status; a request the engine
+    /// cannot use is `invalid` (400).
+    pub async fn review(
+        &self,
+        review: AdmissionReview,
+        endpoint: Endpoint,
+        credentials: BTreeMap<String, Credentials>,
+    ) -> AdmissionReview {
+        let started = Instant::now();
+        let Some(request) = review.request else {
+            return AdmissionResponse::invalid("", "admission review has no request").into_review();
+        };
+        let client = if credentials.is_empty() {
+            self.client.clone()
+        } else {
+            self.client.with_credentials(credentials)
+        };
+        let ctx = self.context(endpoint, client);
+        let span = tracing::info_span!(
+            "admission",
+            uid = %request.uid,
+            endpoint = endpoint.as_str(),
+            kind = %request.kind.kind,
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+        );
+        let decision = self
+            .decide_request(&ctx, &request)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        let response = match &decision {
+            Err(message) => AdmissionResponse::invalid(&request.uid, message.clone()),
+            Ok(decision) => to_response(&request.uid, &ctx.policy, decision),
+        };
+        let latency = started.elapsed();
+        if request.dry_run != Some(true) {
+            count(&self.metrics, &ctx.policy, decision.as_ref().ok());
+        }
+        self.metrics
+            .observe_review(endpoint.as_str(), latency.as_secs_f64());
+        log_decision(
+            &request,
+            endpoint,
+            &response,
+            decision.as_ref().ok(),
+            latency,
+        );
+        response.into_review()
+    }
+
+    async fn decide_request(
+        &self,
+        ctx: &Ctx,
+        request: &AdmissionRequest,
+    ) -> Result<ObjectDecision, String> {
+        if matches!(request.operation.as_str(), "DELETE" | "CONNECT") {
+            return Ok(ObjectDecision::untouched(format!(
+                "{} runs no image",
+                request.operation
+            )));
+        }
+        let only_ephemeral = match request.sub_resource.as_deref() {
+            None | Some("") => false,
+            Some("ephemeralcontainers") => true,
+            Some(other) => {
+                return Ok(ObjectDecision::untouched(format!(
+                    "subresource {other} runs no image"
+                )))
+            }
+        };
+        let Some(object) = &request.object else {
+            return Err(format!("{} request has no object", request.operation));
+        };
+        let namespace = request.namespace.clone().unwrap_or_default();
+        if self.namespace_excluded(ctx, &namespace).await {
+            return Ok(ObjectDecision::untouched(format!(
+                "namespace {namespace} is excluded"
+            )));
+        }
+        let group = request.kind.group.as_str();
+        let kind = request.kind.kind.as_str();
+        let sites = if kind == "EphemeralContainers" {
+            images::legacy_ephemeral_sites(object)
+        } else {
+            match images::pod_spec_pointer(group, kind) {
+                Some((pointer, carrier)) => {
+                    images::image_sites(object, pointer, carrier, only_ephemeral)
+                }
+                None => {
+                    return Ok(ObjectDecision::untouched(format!(
+                        "kind {kind} runs no pods"
+                    )))
+                }
+            }
+        };
+        // On UPDATE, an image the object already had was judged when it was
+        // set; judging it again would block unrelated edits (labels, scale)
+        // of objects admitted under an older policy, and patching it would
+        // restart a running container. Only new or changed images count.
+        let sites = match (&request.old_object, request.operation.as_str()) {
+            (Some(old), "UPDATE") => sites
+                .into_iter()
+                .filter(|site| {
+                    site.image.is_none()
+                        || old.pointer(&site.pointer).and_then(Value::as_str)
+                            != site.image.as_deref()
+                })
+                .collect(),
+            _ => sites,
+        };
+        Ok(self.decide_sites(ctx, &sites).await)
+    }
+
+    async fn namespace_excluded(&self, ctx: &Ctx, namespace: &str) -> bool {
+        let no_labels = BTreeMap::new();
+        if ctx.policy.namespace_excluded(namespace, &no_labels) {
+            return true;
+        }
+        if namespace.is_empty() || !ctx.policy.uses_namespace_labels() {
+            return false;
+        }
+        let provider = self.namespace_labels.read().ok().and_then(|p| p.clone());
+        let Some(provider) = provider else {
+            return false;
+        };
+        match tokio::time::timeout_at(ctx.deadline_at, provider.labels(namespace)).await {
+            Ok(Some(labels)) => ctx.policy.namespace_excluded(namespace, &labels),
+            // Unknown labels: check the object rather than wave it through.
+            _ => {
+                tracing::warn!(namespace, "cannot read namespace labels; not excluding it");
+                false
+            }
+        }
+    }
+
+    /// For `imgate admit`: one object of any kind, created in `namespace`
+    /// (its own `metadata.namespace` wins), offline from the cluster.
+    pub async fn admit_object(
+        &self,
+        object: &Value,
+        namespace: &str,
+        endpoint: Endpoint,
+    ) -> ObjectDecision {
+        let ctx = self.context(endpoint, self.client.clone());
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(namespace);
+        if ctx.policy.namespace_excluded(namespace, &BTreeMap::new()) {
+            return ObjectDecision::untouched(format!("namespace {namespace} is excluded"));
+        }
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let sites = match images::pod_spec_pointer(images::group_of(api_version), kind) {
+            Some((pointer, carrier)) => images::image_sites(object, pointer, carrier, false),
+            None => return ObjectDecision::untouched(format!("kind {kind} runs no pods")),
+        };
+        let decision = self.decide_sites(&ctx, &sites).await;
+        count(&self.metrics, &ctx.policy, Some(&decision));
+        decision
+    }
+
+    async fn decide_sites(&self, ctx: &Ctx, sites: &[ImageSite]) -> ObjectDecision {
+        let images =
+            futures::future::join_all(sites.iter().map(|site| self.check_site(ctx, site))).await;
+        assemble(&ctx.policy, ctx.endpoint, images)
+    }
+
+    /// The verdict on one image field.
+    async fn check_site(&self, ctx: &Ctx, site: &ImageSite) -> ImageDecision {
+        let policy = &ctx.policy;
+        let mut decision = ImageDecision {
+            pointer: site.pointer.clone(),
+            container: site.describe(),
+            image: site.image.clone(),
+            rule: None,
+            digest: None,
+            allowed: false,
+            verified: false,
+            reason: None,
+            pinned: None,
+            registry_error: false,
+        };
+        let who = site.describe();
+        let Some(written) = &site.image else {
+            decision.reason = Some(format!("{who}: has no image"));
+            return decision;
+        };
+        let image = match ImageRef::parse(written) {
+            Ok(image) => image,
+            Err(err) => {
+                decision.reason = Some(format!(
+                    "{who}: image {written:?} is not a valid reference: {err}"
+                ));
+                return decision;
+            }
+        };
+        // Before any network call: an untrusted registry costs nothing to deny.
+        if !policy.is_trusted(&image) {
+            let trusted: Vec<&str> = policy
+                .trusted_registries
+                .iter()
+                .map(|p| p.as_str())
+                .collect();
+            decision.reason = Some(format!(
+                "{who}: image {written:?}: {} is not in trustedRegistries ({})",
+                image.name(),
+                trusted.join(", ")
+            ));
+            return decision;
+        }
+        let Some(rule) = policy.rule_for(&image) else {
+            decision.reason = Some(format!("{who}: image {written:?}: no rule matches it"));
+            return decision;
+        };
+        decision.rule = Some(rule.name.clone());
+        let in_pin_scope = match policy.pin_digests {
+            PinScope::Pods => site.carrier == PodCarrier::Pod,
+            PinScope::All => true,
+            PinScope::None => false,
+        };
+        let needs_digest = rule.requires_signature() || (in_pin_scope && image.digest.is_none());
+        let digest = if needs_digest {
+            match self.digest_of(ctx, &image).await {
+                Ok(digest) => digest,
+                Err(err) => {
+                    return registry_failure(decision, policy, &who, written, &rule.name, err)
+                }
+            }
+        } else {
+            // Nothing to verify and nothing to pin: no registry call at all.
+            decision.digest = image.digest.clone();
+            decision.allowed = true;
+            return decision;
+        };
+        decision.digest = Some(digest.clone());
+        if rule.requires_signature() {
+            let subject = image.at_digest(digest.clone());
+            match self.verdict(ctx, rule, &subject).await {
+                Ok(Verdict::Verified(_)) => decision.verified = true,
+                Ok(Verdict::Denied { unmet, .. }) => {
+                    let unmet: Vec<String> = unmet.iter().map(ToString::to_string).collect();
+                    decision.reason = Some(format!(
+                        "{who}: image {written:?} ({digest}): rule {:?}: {}",
+                        rule.name,
+                        if unmet.is_empty() {
+                            "not verified".to_string()
+                        } else {
+                            unmet.join("; ")
+                        }
+                    ));
+                    return decision;
+                }
+                Err(err) => {
+                    return registry_failure(decision, policy, &who, written, &rule.name, err)
+                }
+            }
+        }
+        decision.allowed = true;
+        if in_pin_scope && image.digest.is_none() {
+            match ctx.endpoint {
+                Endpoint::Mutate => decision.pinned = Some(image.pinned(digest).to_string()),
+                // Mutate pins what it admits; an unpinned image here was added
+                // or changed after it (e.g. by a sidecar injector). Audit mode
+                // pinned nothing, so there is nothing to hold it to.
+                Endpoint::Validate if policy.mode == Mode::Enforce => {
+                    decision.allowed = false;
+                    decision.reason = Some(format!(
+                        "{who}: image {written:?} is not pinned to a digest (pinDigests: {}); was it added or changed after the mutating webhook?",
+                        pin_scope_name(policy.pin_digests)
+                    ));
+                }
+                Endpoint::Validate => {}
+            }
+        }
+        decision
+    }
+
+    /// The digest of `image`: its own if pinned, else the tag's (cached briefly).
+    async fn digest_of(&self, ctx: &Ctx, image: &ImageRef) -> Result<Digest, String> {
+        if let Some(digest) = &image.digest {
+            return Ok(digest.clone());
+        }
+        let backend = Arc::clone(&self.backend);
+        let client = ctx.client.clone();
+        let target = image.clone();
+        let ttl = ctx.policy.cache.tag_ttl.get();
+        let compute = async move { backend.resolve(client, target).await.map(|d| (d, ttl)) };
+        let lookup = tokio::time::timeout_at(
+            ctx.deadline_at,
+            ctx.caches.tags.get_or_compute(image.to_string(), compute),
+        );
+        match lookup.await {
+            Err(_) => {
+                self.metrics.registry_error("deadline");
+                Err(self.deadline_message())
+            }
+            Ok(Lookup::Hit(digest)) => {
+                self.metrics.cache_hit("tag");
+                Ok(digest)
+            }
+            Ok(Lookup::Fresh(digest)) => {
+                self.metrics.cache_miss("tag");
+                Ok(digest)
+            }
+            Ok(Lookup::Failed(err)) => {
+                self.metrics.registry_error("resolve");
+                Err(err)
+            }
+            Ok(Lookup::Lost) => Err("internal error while resolving the tag".to_string()),
+        }
+    }
+
+    /// The verdict for `subject` (pinned) under `rule`, cached by
+    /// (repository, digest, rule fingerprint), one verification in flight per key.
+    async fn verdict(
+        &self,
+        ctx: &Ctx,
+        rule: &imgate_core::policy::Rule,
+        subject: &ImageRef,
+    ) -> Result<Verdict, String> {
+        let Some(digest) = subject.digest.clone() else {
+            return Err("internal error: verifying an unpinned reference".to_string());
+        };
+        let key = (subject.name(), digest, rule.fingerprint().to_string());
+        let backend = Arc::clone(&self.backend);
+        let client = ctx.client.clone();
+        let target = subject.clone();
+        let requirements = rule.requirements();
+        let metrics = Arc::clone(&self.metrics);
+        let verified_ttl = ctx.policy.cache.verified_ttl.get();
+        let denied_ttl = ctx.policy.cache.denied_ttl.get();
+        let compute = async move {
+            metrics.verification();
+            let verdict = backend.verify(client, target, requirements).await?;
+            let ttl = if verdict.is_verified() {
+                verified_ttl
+            } else {
+                denied_ttl
+            };
+            Ok((verdict, ttl))
+        };
+        match tokio::time::timeout_at(
+            ctx.deadline_at,
+            ctx.caches.verified.get_or_compute(key, compute),
+        )
+        .await
+        {
+            Err(_) => {
+                self.metrics.registry_error("deadline");
+                Err(self.deadline_message())
+            }
+            Ok(Lookup::Hit(verdict)) => {
+                self.metrics.cache_hit("verified");
+                Ok(verdict)
+            }
+            Ok(Lookup::Fresh(verdict)) => {
+                self.metrics.cache_miss("verified");
+                Ok(verdict)
+            }
+            Ok(Lookup::Failed(err)) => {
+                self.metrics.registry_error("verify");
+                Err(err)
+            }
+            Ok(Lookup::Lost) => Err("internal error while verifying".to_string()),
+        }
+    }
+
+    fn deadline_message(&self) -> String {
+        format!(
+            "registry did not answer within {}",
+            HumanDuration(self.deadline)
+        )
+    }
+}
+
+fn pin_scope_name(scope: PinScope) -> &'static str {
+    match scope {
+        PinScope::Pods => "pods",
+        PinScope::All => "all",
+        PinScope::None => "none",
+    }
+}
+
+/// The registry failed: `onRegistryError` decides.
+fn registry_failure(
+    mut decision: ImageDecision,
+    policy: &Policy,
+    who: &str,
+    written: &str,
+    rule: &str,
+    err: String,
+) -> ImageDecision {
+    decision.registry_error = true;
+    decision.allowed = policy.on_registry_error == OnRegistryError::Allow;
+    decision.reason = Some(if decision.allowed {
+        format!("{who}: image {written:?}: rule {rule:?}: cannot check ({err}); allowed by onRegistryError: allow")
+    } else {
+        format!(
+            "{who}: image {written:?}: rule {rule:?}: cannot check: {err} (onRegistryError: deny)"
+        )
+    });
+    decision
+}
+
+#[path = "admission_report.rs"]
+mod report;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[path = "admission_tests.rs"]
+mod tests;

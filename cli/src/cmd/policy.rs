@@ -1,10 +1,70 @@
-//! `imgate policy`.
+//! `imgate policy check FILE`: parse and validate a policy the way the
+//! webhook does at start-up (keys and CA files read), and say what is wrong
+//! by field. Exit 0 when it loads, 2 when it does not.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+use imgate_core::policy::{Mode, Policy};
+
+use super::common::OutputFormat;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<Outcome> {
-    anyhow::bail!("imgate policy is not built yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check a policy file: syntax, unknown fields, contradictions, keys.
+    Check {
+        /// The policy file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.command {
+        Command::Check { file, output } => check(&file, output),
+    }
+}
+
+fn check(file: &std::path::Path, output: OutputFormat) -> anyhow::Result<Outcome> {
+    let policy = Policy::load(file)?;
+    let mode = match policy.mode {
+        Mode::Enforce => "enforce",
+        Mode::Audit => "audit",
+    };
+    match output {
+        OutputFormat::Text => {
+            for warning in policy.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            let rules = policy.rules.len();
+            println!(
+                "policy OK: {rules} rule{}, mode {mode}",
+                if rules == 1 { "" } else { "s" }
+            );
+        }
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "ok": true,
+                "file": file.display().to_string(),
+                "mode": mode,
+                "rules": policy.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+                "warnings": policy.warnings(),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("printing the report")?
+            );
+        }
+    }
+    Ok(Outcome::Ok)
 }

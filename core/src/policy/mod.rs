@@ -1,1 +1,639 @@
-//! The admission policy file: parsing, validation and matching (owned by the policy work).
+//! The admission policy file: parsing, validation and matching.
+//!
+//! One YAML file, shared by the webhook, `imgate admit` and `imgate verify`.
+//! Parsing is strict: unknown fields are errors naming their path, and
+//! [`Policy::validate`] refuses contradictions (a rule that verifies
+//! signatures without keys, `verify: none` with keys, …) with an error naming
+//! the field. Keys are read when the policy is loaded, so a policy that loads
+//! can verify without touching the file system again.
+//!
+//! ```yaml
+//! mode: enforce            # enforce | audit
+//! pinDigests: pods         # pods | all | none
+//! onRegistryError: deny    # deny | allow
+//! namespaces:
+//!   exclude: [kube-system]
+//!   excludeSelector: {matchLabels: {imgate.dev/ignore: "true"}}
+//! trustedRegistries: [registry.example.com/**, docker.io/library/*]
+//! registries:
+//!   "localhost:5000": {http: true}
+//! rules:
+//!   - name: ours
+//!     images: ["registry.example.com/**"]
+//!     keys: [{file: /etc/imgate/keys/ci.pub}]
+//!     annotations: {env: prod}
+//!   - name: upstream
+//!     images: ["docker.io/library/*"]
+//!     verify: none
+//! cache: {verifiedTtl: 10m, deniedTtl: 10s, tagTtl: 30s, maxEntries: 10000}
+//! ```
+
+mod duration;
+mod pattern;
+mod selector;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::reference::ImageRef;
+use crate::registry::ClientConfig;
+
+pub use duration::HumanDuration;
+pub use pattern::{ImagePattern, PatternError, PatternSpec};
+pub use selector::{LabelSelector, SelectorOperator, SelectorRequirement};
+
+/// Why a policy cannot be used. Every variant names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file cannot be read.
+    #[error("cannot read policy {path}")]
+    Read {
+        /// The policy file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid YAML, an unknown field, or a value of the wrong type
+    /// (`detail` starts with the field path, as serde_yaml reports it).
+    #[error("policy {source_name}: {detail}")]
+    Syntax {
+        /// File name or other label of the text.
+        source_name: String,
+        /// The parser's message, with the field path and line.
+        detail: String,
+    },
+    /// A field's value is not allowed, or contradicts another field.
+    #[error("policy {source_name}: {field}: {message}")]
+    Invalid {
+        /// File name or other label of the text.
+        source_name: String,
+        /// The field, e.g. `rules[1].keys`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key cannot be read or is not a public key (the key loader's
+    /// message, naming the key, follows as the error's source).
+    #[error("policy {source_name}: {field}")]
+    Key {
+        /// File name or other label of the text.
+        source_name: String,
+        /// The field, e.g. `rules[1].keys[0].file`.
+        field: String,
+        /// What the key loader said (names the key).
+        #[source]
+        source: imgate_keys::KeyError,
+    },
+}
+
+impl PolicyError {
+    /// The field the error is about, when it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            PolicyError::Invalid { field, .. } | PolicyError::Key { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// `enforce` denies; `audit` allows and reports what it would have denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny what the policy does not allow.
+    #[default]
+    Enforce,
+    /// Allow everything, with warnings and audit annotations.
+    Audit,
+}
+
+/// Where tags are rewritten to digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinScope {
+    /// Pods only: controllers' templates are verified but left as written
+    /// (GitOps tools see no drift), their Pods get pinned.
+    #[default]
+    Pods,
+    /// Pods and pod templates.
+    All,
+    /// Never rewrite.
+    None,
+}
+
+/// What to do when the registry cannot answer (down, slow, refusing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRegistryError {
+    /// Fail closed.
+    #[default]
+    Deny,
+    /// Fail open, with a warning.
+    Allow,
+}
+
+/// Whether a rule requires signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// A valid signature by one of the rule's keys (the default).
+    #[default]
+    Signature,
+    /// Trusted registry is enough.
+    None,
+}
+
+/// Namespaces the webhook never blocks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Namespaces {
+    /// Namespace names.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Namespaces whose labels match are excluded too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_selector: Option<LabelSelector>,
+}
+
+/// Connection settings for one registry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Plain HTTP (only for registries you trust on the path).
+    #[serde(default)]
+    pub http: bool,
+    /// Extra CA bundle for this registry (relative paths: from the policy's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One allowed key: a PEM file or the PEM inline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyRef {
+    /// Path to a PKIX public key PEM, or `env://VAR` (relative paths: from the policy's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The PEM itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+/// One rule: images it applies to and what they need. First match wins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Shown in denials, logs and metrics.
+    pub name: String,
+    /// Image patterns as written (parsed into `images` by validation).
+    #[serde(rename = "images")]
+    image_specs: Vec<PatternSpec>,
+    /// Image patterns this rule applies to.
+    #[serde(skip)]
+    pub images: Vec<ImagePattern>,
+    /// Allowed signing keys (any one suffices).
+    #[serde(default)]
+    pub keys: Vec<KeyRef>,
+    /// Annotations the signature must carry.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `signature` (default) or `none`.
+    #[serde(default)]
+    pub verify: VerifyMode,
+    /// Also require the signed payload to name the image's own repository.
+    #[serde(default)]
+    pub match_repository: bool,
+    /// The keys, loaded by [`Policy::validate`].
+    #[serde(skip)]
+    loaded_keys: Vec<imgate_keys::PublicKey>,
+    /// Hash of everything that affects a verdict (set by [`Policy::validate`]).
+    #[serde(skip)]
+    fingerprint: String,
+}
+
+impl Rule {
+    /// The loaded public keys (empty before validation or with `verify: none`).
+    pub fn public_keys(&self) -> &[imgate_keys::PublicKey] {
+        &self.loaded_keys
+    }
+
+    /// Whether the rule needs a signature.
+    pub fn requires_signature(&self) -> bool {
+        self.verify == VerifyMode::Signature
+    }
+
+    /// A hash of everything that affects this rule's verdicts (name, images,
+    /// key material, annotations, options): caches key verdicts by it, so a
+    /// reloaded policy never reuses a verdict reached under different terms.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// What a signature must satisfy under this rule.
+    pub fn requirements(&self) -> crate::signature::Requirements {
+        crate::signature::Requirements {
+            keys: self.loaded_keys.clone(),
+            annotations: self.annotations.clone(),
+            match_repository: self.match_repository,
+        }
+    }
+
+    /// Whether any of the rule's patterns matches `image`.
+    pub fn matches(&self, image: &ImageRef) -> bool {
+        self.images.iter().any(|p| p.matches(image))
+    }
+
+    fn compute_fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(bytes);
+        };
+        field(self.name.as_bytes());
+        for pattern in &self.images {
+            field(pattern.as_str().as_bytes());
+        }
+        field(b"keys");
+        for key in &self.loaded_keys {
+            field(key.to_spki_der());
+        }
+        field(b"annotations");
+        for (k, v) in &self.annotations {
+            field(k.as_bytes());
+            field(v.as_bytes());
+        }
+        field(format!("{:?}/{}", self.verify, self.match_repository).as_bytes());
+        hex::encode(hash.finalize())
+    }
+}
+
+/// Cache lifetimes and size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheSettings {
+    /// How long a verified (digest, rule) stays verified.
+    #[serde(default = "default_verified_ttl")]
+    pub verified_ttl: HumanDuration,
+    /// How long a denial verdict is remembered (short: a newly signed image should pass soon).
+    #[serde(default = "default_denied_ttl")]
+    pub denied_ttl: HumanDuration,
+    /// How long a tag → digest resolution is trusted.
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl: HumanDuration,
+    /// Most entries per cache.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+}
+
+fn default_verified_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_denied_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_tag_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_max_entries() -> usize {
+    10_000
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            verified_ttl: default_verified_ttl(),
+            denied_ttl: default_denied_ttl(),
+            tag_ttl: default_tag_ttl(),
+            max_entries: default_max_entries(),
+        }
+    }
+}
+
+/// The whole policy. Build it with [`Policy::load`] or [`Policy::from_yaml`],
+/// which validate and load keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    /// `enforce` (default) or `audit`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// `pods` (default), `all` or `none`.
+    #[serde(default)]
+    pub pin_digests: PinScope,
+    /// `deny` (default) or `allow`.
+    #[serde(default)]
+    pub on_registry_error: OnRegistryError,
+    /// Namespace exclusions.
+    #[serde(default)]
+    pub namespaces: Namespaces,
+    /// Trusted registry patterns as written (parsed into `trusted_registries` by validation).
+    #[serde(default, rename = "trustedRegistries")]
+    trusted_specs: Vec<PatternSpec>,
+    /// Registries images may come from; anything else is denied before any network call.
+    #[serde(skip)]
+    pub trusted_registries: Vec<ImagePattern>,
+    /// Per-registry connection settings, keyed by `host[:port]`.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryConfig>,
+    /// Rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Cache settings.
+    #[serde(default)]
+    pub cache: CacheSettings,
+    /// Where the policy came from (file name), for messages.
+    #[serde(skip)]
+    source_name: String,
+    /// Warnings found by validation (e.g. a rule no trusted registry covers).
+    #[serde(skip)]
+    warnings: Vec<String>,
+}
+
+impl Policy {
+    /// Reads, parses and validates a policy file; relative key and CA paths
+    /// are taken from the file's directory.
+    ///
+    /// ```no_run
+    /// let policy = imgate_core::policy::Policy::load("policy.yaml".as_ref()).unwrap();
+    /// println!("{} rules", policy.rules.len());
+    /// ```
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses and validates policy text; `source` names it in errors.
+    /// Relative paths in it are taken from the current directory.
+    pub fn from_yaml(text: &str, source: &str) -> Result<Policy, PolicyError> {
+        Self::parse(text, source, None)
+    }
+
+    fn parse(text: &str, source: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
+        let mut policy: Policy = serde_yaml::from_str(text).map_err(|e| PolicyError::Syntax {
+            source_name: source.to_string(),
+            detail: e.to_string(),
+        })?;
+        policy.source_name = source.to_string();
+        if let Some(base) = base {
+            policy.resolve_paths(base);
+        }
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Makes relative key files and CA files relative to `base`.
+    fn resolve_paths(&mut self, base: &Path) {
+        for rule in &mut self.rules {
+            for key in &mut rule.keys {
+                if let Some(file) = &mut key.file {
+                    if !file.starts_with(imgate_keys::ENV_PREFIX) && Path::new(file).is_relative() {
+                        *file = base.join(&*file).display().to_string();
+                    }
+                }
+            }
+        }
+        for settings in self.registries.values_mut() {
+            if let Some(ca) = &mut settings.ca_file {
+                if ca.is_relative() {
+                    *ca = base.join(&*ca);
+                }
+            }
+        }
+    }
+
+    /// Where the policy came from.
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// Non-fatal findings of validation, for `imgate policy check` and the log.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn invalid(&self, field: impl Into<String>, message: impl Into<String>) -> PolicyError {
+        PolicyError::Invalid {
+            source_name: self.source_name.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks cross-field rules, loads keys and computes rule fingerprints.
+    /// Called by the constructors; call again after editing fields by hand.
+    pub fn validate(&mut self) -> Result<(), PolicyError> {
+        self.warnings.clear();
+        let mut trusted = Vec::with_capacity(self.trusted_specs.len());
+        for (i, spec) in self.trusted_specs.iter().enumerate() {
+            match &spec.0 {
+                Ok(pattern) => trusted.push(pattern.clone()),
+                Err(err) => {
+                    return Err(self.invalid(format!("trustedRegistries[{i}]"), err.to_string()))
+                }
+            }
+        }
+        self.trusted_registries = trusted;
+        if self.trusted_registries.is_empty() {
+            return Err(self.invalid(
+                "trustedRegistries",
+                "empty: every image would be denied; list the registries images may come from",
+            ));
+        }
+        for (i, name) in self.namespaces.exclude.iter().enumerate() {
+            if !valid_dns_label(name) {
+                return Err(self.invalid(
+                    format!("namespaces.exclude[{i}]"),
+                    format!("{name:?} is not a namespace name"),
+                ));
+            }
+        }
+        if let Some(selector) = &self.namespaces.exclude_selector {
+            if let Err((field, message)) = selector.validate() {
+                return Err(self.invalid(format!("namespaces.excludeSelector.{field}"), message));
+            }
+        }
+        for (host, settings) in &self.registries {
+            let field = format!("registries.{host:?}");
+            if host.is_empty() || host.contains(['/', '*', ' ']) {
+                return Err(self.invalid(field, "not a registry host[:port]"));
+            }
+            if let Some(ca) = &settings.ca_file {
+                if let Err(err) = std::fs::metadata(ca) {
+                    return Err(self.invalid(
+                        format!("{field}.caFile"),
+                        format!("cannot read {}: {err}", ca.display()),
+                    ));
+                }
+            }
+        }
+        if self.cache.max_entries == 0 {
+            return Err(self.invalid("cache.maxEntries", "must be at least 1"));
+        }
+        let mut names = BTreeSet::new();
+        for i in 0..self.rules.len() {
+            self.validate_rule(i)?;
+            if !names.insert(self.rules[i].name.clone()) {
+                return Err(self.invalid(
+                    format!("rules[{i}].name"),
+                    format!("duplicate rule name {:?}", self.rules[i].name),
+                ));
+            }
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            for (j, pattern) in rule.images.iter().enumerate() {
+                if !self.trusted_registries.iter().any(|t| t.covers(pattern)) {
+                    self.warnings.push(format!(
+                        "rules[{i}].images[{j}]: {pattern} is not covered by trustedRegistries; images it matches outside them are denied before the rule applies"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_rule(&mut self, i: usize) -> Result<(), PolicyError> {
+        let source_name = self.source_name.clone();
+        let rule = &self.rules[i];
+        let at = |field: &str| format!("rules[{i}].{field}");
+        if rule.name.trim().is_empty() {
+            return Err(self.invalid(at("name"), "must not be empty"));
+        }
+        if rule.image_specs.is_empty() {
+            return Err(self.invalid(at("images"), "must list at least one image pattern"));
+        }
+        let mut images = Vec::with_capacity(rule.image_specs.len());
+        for (j, spec) in rule.image_specs.iter().enumerate() {
+            match &spec.0 {
+                Ok(pattern) => images.push(pattern.clone()),
+                Err(err) => return Err(self.invalid(at(&format!("images[{j}]")), err.to_string())),
+            }
+        }
+        match rule.verify {
+            VerifyMode::None => {
+                if !rule.keys.is_empty() {
+                    return Err(self.invalid(
+                        at("keys"),
+                        "a rule with verify: none checks no signature; remove the keys or the verify: none",
+                    ));
+                }
+                if !rule.annotations.is_empty() {
+                    return Err(self.invalid(
+                        at("annotations"),
+                        "a rule with verify: none checks no signature, so it cannot require annotations",
+                    ));
+                }
+                if rule.match_repository {
+                    return Err(self.invalid(
+                        at("matchRepository"),
+                        "a rule with verify: none checks no signature",
+                    ));
+                }
+            }
+            VerifyMode::Signature => {
+                if rule.keys.is_empty() {
+                    return Err(self.invalid(
+                        at("keys"),
+                        "a rule that verifies signatures needs at least one key (or verify: none)",
+                    ));
+                }
+            }
+        }
+        let mut loaded = Vec::with_capacity(rule.keys.len());
+        for (k, key) in rule.keys.iter().enumerate() {
+            let public = match (&key.file, &key.public_key) {
+                (Some(file), None) => {
+                    imgate_keys::load_public_key(file).map_err(|source| PolicyError::Key {
+                        source_name: source_name.clone(),
+                        field: at(&format!("keys[{k}].file")),
+                        source,
+                    })?
+                }
+                (None, Some(pem)) => {
+                    let name = format!("rule {} key {}", rule.name, k + 1);
+                    imgate_keys::PublicKey::from_pem(pem.as_bytes(), &name).map_err(|source| {
+                        PolicyError::Key {
+                            source_name: source_name.clone(),
+                            field: at(&format!("keys[{k}].publicKey")),
+                            source,
+                        }
+                    })?
+                }
+                _ => {
+                    return Err(self.invalid(
+                        at(&format!("keys[{k}]")),
+                        "give exactly one of file or publicKey",
+                    ))
+                }
+            };
+            loaded.push(public);
+        }
+        let rule = &mut self.rules[i];
+        rule.images = images;
+        rule.loaded_keys = loaded;
+        rule.fingerprint = rule.compute_fingerprint();
+        Ok(())
+    }
+
+    /// The client configuration with this policy's per-registry settings
+    /// merged in (plain HTTP from either side; the policy's CA file unless
+    /// `base` already names one).
+    pub fn client_config(&self, mut base: ClientConfig) -> ClientConfig {
+        for (host, settings) in &self.registries {
+            let entry = base.registries.entry(host.clone()).or_default();
+            entry.http |= settings.http;
+            if entry.ca_file.is_none() {
+                entry.ca_file = settings.ca_file.clone();
+            }
+        }
+        base
+    }
+
+    /// Whether `image` comes from a trusted registry.
+    pub fn is_trusted(&self, image: &ImageRef) -> bool {
+        self.trusted_registries.iter().any(|p| p.matches(image))
+    }
+
+    /// The first rule matching `image`.
+    pub fn rule_for(&self, image: &ImageRef) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(image))
+    }
+
+    /// Whether a namespace is excluded by name or by its labels.
+    pub fn namespace_excluded(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.namespaces.exclude.iter().any(|n| n == name)
+            || self
+                .namespaces
+                .exclude_selector
+                .as_ref()
+                .is_some_and(|s| s.matches(labels))
+    }
+
+    /// Whether exclusion depends on namespace labels (so they must be looked up).
+    pub fn uses_namespace_labels(&self) -> bool {
+        self.namespaces.exclude_selector.is_some()
+    }
+}
+
+/// RFC 1123 label: what namespace names are.
+fn valid_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;

@@ -1,0 +1,147 @@
+//! How the engine reports a decision: the object's verdict assembled from
+//! its images' verdicts under the policy's mode, the AdmissionResponse, the
+//! metrics and the one-line audit record.
+
+use std::time::Duration;
+
+use imgate_core::policy::{Mode, Policy};
+use serde_json::Value;
+
+use super::{Endpoint, ImageDecision, ObjectDecision, PatchOp, WOULD_DENY_ANNOTATION};
+use crate::metrics::Metrics;
+use crate::review::{AdmissionRequest, AdmissionResponse};
+
+/// Turns per-image verdicts into the object's decision under the policy's mode.
+pub(super) fn assemble(
+    policy: &Policy,
+    endpoint: Endpoint,
+    images: Vec<ImageDecision>,
+) -> ObjectDecision {
+    let audit = policy.mode == Mode::Audit;
+    let mut decision = ObjectDecision {
+        allowed: true,
+        ..Default::default()
+    };
+    for image in &images {
+        match (&image.reason, image.allowed) {
+            (Some(reason), false) if audit => decision
+                .warnings
+                .push(format!("imgate audit: would deny: {reason}")),
+            (Some(reason), false) => {
+                decision.allowed = false;
+                decision.reasons.push(reason.clone());
+            }
+            (Some(reason), true) => decision.warnings.push(format!("imgate: {reason}")),
+            (None, _) => {}
+        }
+        if let (true, Some(pinned)) = (image.allowed, &image.pinned) {
+            if audit {
+                decision.warnings.push(format!(
+                    "imgate audit: would pin {} to {pinned}",
+                    image.container
+                ));
+            } else if endpoint == Endpoint::Mutate {
+                decision.patch.push(PatchOp {
+                    op: "replace".to_string(),
+                    path: image.pointer.clone(),
+                    value: Value::String(pinned.clone()),
+                });
+            }
+        }
+    }
+    if !decision.allowed {
+        // A denied object is not stored, so a patch would be noise.
+        decision.patch.clear();
+    }
+    decision.images = images;
+    decision
+}
+
+pub(super) fn to_response(
+    uid: &str,
+    policy: &Policy,
+    decision: &ObjectDecision,
+) -> AdmissionResponse {
+    let mut response = if decision.allowed {
+        AdmissionResponse::allow(uid).with_patch(&decision.patch)
+    } else {
+        AdmissionResponse::deny(uid, decision.reasons.join("; "))
+    };
+    response.warnings = decision.warnings.clone();
+    if policy.mode == Mode::Audit {
+        let would_deny = decision.would_deny();
+        if !would_deny.is_empty() {
+            response
+                .audit_annotations
+                .insert(WOULD_DENY_ANNOTATION.to_string(), would_deny.join("; "));
+        }
+    }
+    response
+}
+
+pub(super) fn count(metrics: &Metrics, policy: &Policy, decision: Option<&ObjectDecision>) {
+    let Some(decision) = decision else { return };
+    if decision.skipped.is_some() {
+        metrics.decision("skipped", "");
+    }
+    for image in &decision.images {
+        let result = match (image.allowed, policy.mode) {
+            (true, _) => "allowed",
+            (false, Mode::Audit) => "audit_denied",
+            (false, Mode::Enforce) => "denied",
+        };
+        metrics.decision(result, image.rule.as_deref().unwrap_or_default());
+    }
+}
+
+/// The audit record: one line per review. Never includes credentials.
+pub(super) fn log_decision(
+    request: &AdmissionRequest,
+    endpoint: Endpoint,
+    response: &AdmissionResponse,
+    decision: Option<&ObjectDecision>,
+    latency: Duration,
+) {
+    let join = |f: &dyn Fn(&ImageDecision) -> Option<String>| -> String {
+        decision
+            .map(|d| d.images.iter().filter_map(f).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    let name = request
+        .name
+        .clone()
+        .or_else(|| {
+            let object = request.object.as_ref()?;
+            let metadata = object.get("metadata")?;
+            metadata
+                .get("name")
+                .or_else(|| metadata.get("generateName"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let reason = match (decision, &response.status) {
+        (_, Some(status)) => status.message.clone().unwrap_or_default(),
+        (Some(d), None) => d.skipped.clone().unwrap_or_else(|| d.warnings.join("; ")),
+        (None, None) => String::new(),
+    };
+    tracing::info!(
+        target: "imgate::decision",
+        uid = %request.uid,
+        user = request.user_info.username.as_deref().unwrap_or_default(),
+        namespace = request.namespace.as_deref().unwrap_or_default(),
+        kind = %request.kind.kind,
+        name = %name,
+        operation = %request.operation,
+        endpoint = endpoint.as_str(),
+        dry_run = request.dry_run.unwrap_or(false),
+        image = %join(&|i| i.image.clone()),
+        digest = %join(&|i| i.digest.as_ref().map(ToString::to_string)),
+        rule = %join(&|i| i.rule.clone()),
+        allowed = response.allowed,
+        patched = response.patch.is_some(),
+        reason = %reason,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "admission decision"
+    );
+}
