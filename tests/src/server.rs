@@ -68,8 +68,7 @@ pub(crate) async fn spawn_router(
     // Bind with std and register the socket with tokio inside the background
     // runtime: a tokio listener belongs to the runtime it was created on, and
     // the caller's runtime may be a current-thread one that blocks in a test.
-    let std_listener =
-        std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
     let task = background().spawn(async move {
