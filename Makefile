@@ -10,12 +10,15 @@ demo:
 	$(CARGO) build --release -p imgate
 	./scripts/demo.sh target/release/imgate
 
+# IMGATE_BIN: the scenarios run the binary this build made, rather than
+# building it again with other feature flags.
 test:
 	./scripts/install-deps.sh --with-python
 	$(CARGO) fmt --all -- --check
 	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace --no-fail-fast
+	IMGATE_BIN=$(CURDIR)/target/debug/imgate $(CARGO) test --workspace --no-fail-fast
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
 
 build:
 	$(CARGO) build --workspace
