@@ -16,7 +16,7 @@ test:
 	./scripts/install-deps.sh --with-python
 	$(CARGO) fmt --all -- --check
 	$(CARGO) build --workspace --all-targets
-	IMGATE_BIN=$(CURDIR)/target/debug/imgate $(CARGO) test --workspace --no-fail-fast
+	IMGATE_BIN=$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/imgate $(CARGO) test --workspace --no-fail-fast
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
 
