@@ -204,6 +204,20 @@ impl RawClient {
         }
     }
 
+    /// [`RawClient::send`] to `/v2/{repo}/{path}` on this registry.
+    async fn send_v2(
+        &self,
+        method: Method,
+        repo: &str,
+        path: &str,
+        actions: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/v2/{repo}/{path}", self.base);
+        self.send(method, &url, repo, actions, headers, body).await
+    }
+
     fn auth_lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, HashMap<String, String>>> {
         self.auth
             .lock()
@@ -259,10 +273,10 @@ impl RawClient {
     /// Uploads a blob (monolithic POST + PUT), skipped when present.
     pub async fn put_blob(&self, repo: &str, blob: &Blob) -> anyhow::Result<()> {
         let head = self
-            .send(
+            .send_v2(
                 Method::HEAD,
-                &format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest),
                 repo,
+                &format!("blobs/{}", blob.digest),
                 "pull,push",
                 &[],
                 None,
@@ -272,14 +286,7 @@ impl RawClient {
             return Ok(());
         }
         let start = self
-            .send(
-                Method::POST,
-                &format!("{}/v2/{repo}/blobs/uploads/", self.base),
-                repo,
-                "pull,push",
-                &[],
-                None,
-            )
+            .send_v2(Method::POST, repo, "blobs/uploads/", "pull,push", &[], None)
             .await?;
         if start.status() != StatusCode::ACCEPTED {
             bail!("starting an upload to {repo}: {}", start.status());
@@ -321,10 +328,10 @@ impl RawClient {
         bytes: &[u8],
     ) -> anyhow::Result<String> {
         let response = self
-            .send(
+            .send_v2(
                 Method::PUT,
-                &format!("{}/v2/{repo}/manifests/{reference}", self.base),
                 repo,
+                &format!("manifests/{reference}"),
                 "pull,push",
                 &[(CONTENT_TYPE.as_str(), media_type)],
                 Some(bytes),
@@ -348,10 +355,10 @@ impl RawClient {
     /// GETs a manifest by tag or digest.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> anyhow::Result<RawManifest> {
         let response = self
-            .send(
+            .send_v2(
                 Method::GET,
-                &format!("{}/v2/{repo}/manifests/{reference}", self.base),
                 repo,
+                &format!("manifests/{reference}"),
                 "pull",
                 &[(ACCEPT.as_str(), MANIFEST_ACCEPT)],
                 None,
@@ -379,10 +386,10 @@ impl RawClient {
     /// GETs a blob.
     pub async fn get_blob(&self, repo: &str, digest: &str) -> anyhow::Result<Vec<u8>> {
         let response = self
-            .send(
+            .send_v2(
                 Method::GET,
-                &format!("{}/v2/{repo}/blobs/{digest}", self.base),
                 repo,
+                &format!("blobs/{digest}"),
                 "pull",
                 &[],
                 None,
@@ -397,10 +404,10 @@ impl RawClient {
     /// Deletes a manifest by digest (the test registries allow deletes).
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> anyhow::Result<()> {
         let response = self
-            .send(
+            .send_v2(
                 Method::DELETE,
-                &format!("{}/v2/{repo}/manifests/{digest}", self.base),
                 repo,
+                &format!("manifests/{digest}"),
                 "pull,push,delete",
                 &[],
                 None,
@@ -415,14 +422,7 @@ impl RawClient {
     /// The tags of `repo`.
     pub async fn list_tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
         let response = self
-            .send(
-                Method::GET,
-                &format!("{}/v2/{repo}/tags/list", self.base),
-                repo,
-                "pull",
-                &[],
-                None,
-            )
+            .send_v2(Method::GET, repo, "tags/list", "pull", &[], None)
             .await?;
         if response.status() != StatusCode::OK {
             bail!("listing tags of {repo}: {}", response.status());

@@ -101,24 +101,10 @@ impl RegistryClient {
         }
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str());
         let announced = header_str(resp.headers(), DIGEST_HEADER);
-        let bytes = read_body(
-            resp,
-            MAX_MANIFEST_SIZE,
-            &image.registry,
-            &what,
-            self.shared.config.request_timeout,
-        )
-        .await?;
+        let bytes = self.body(image, resp, MAX_MANIFEST_SIZE, &what).await?;
         let digest = match requested {
             Some(expected) => {
-                let actual = expected.compute_like(&bytes);
-                if actual != expected {
-                    return Err(RegistryError::DigestMismatch {
-                        image: format!("{}@{expected}", image.name()),
-                        expected,
-                        actual,
-                    });
-                }
+                ensure_digest(&expected, &bytes, || format!("{}@{expected}", image.name()))?;
                 expected
             }
             None => Digest::sha256(&bytes),
@@ -152,22 +138,8 @@ impl RegistryClient {
         if resp.status() != StatusCode::OK {
             return Err(self.unexpected(image, resp, &what, &url).await);
         }
-        let bytes = read_body(
-            resp,
-            MAX_BLOB_SIZE,
-            &image.registry,
-            &what,
-            self.shared.config.request_timeout,
-        )
-        .await?;
-        let actual = digest.compute_like(&bytes);
-        if actual != *digest {
-            return Err(RegistryError::DigestMismatch {
-                image: format!("{} blob", image.name()),
-                expected: digest.clone(),
-                actual,
-            });
-        }
+        let bytes = self.body(image, resp, MAX_BLOB_SIZE, &what).await?;
+        ensure_digest(digest, &bytes, || format!("{} blob", image.name()))?;
         Ok(bytes)
     }
 
@@ -264,14 +236,9 @@ impl RegistryClient {
     ) -> Result<Digest, RegistryError> {
         let digest = match parse_reference(reference)? {
             Some(expected) => {
-                let actual = expected.compute_like(bytes);
-                if actual != expected {
-                    return Err(RegistryError::DigestMismatch {
-                        image: format!("{}@{expected} (manifest to push)", image.name()),
-                        expected,
-                        actual,
-                    });
-                }
+                ensure_digest(&expected, bytes, || {
+                    format!("{}@{expected} (manifest to push)", image.name())
+                })?;
                 expected
             }
             None => Digest::sha256(bytes),
@@ -328,14 +295,7 @@ impl RegistryClient {
             }
         }
         let what = format!("referrers of {digest}");
-        let bytes = read_body(
-            resp,
-            MAX_MANIFEST_SIZE,
-            &image.registry,
-            &what,
-            self.shared.config.request_timeout,
-        )
-        .await?;
+        let bytes = self.body(image, resp, MAX_MANIFEST_SIZE, &what).await?;
         let index = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
             registry: image.registry.clone(),
             detail: format!("{what} in {} is not an image index: {e}", image.name()),
@@ -381,6 +341,24 @@ impl RegistryClient {
         self.shared.send(&self.extra, image, access, request).await
     }
 
+    /// Reads a response body of at most `limit` bytes within the request timeout.
+    async fn body(
+        &self,
+        image: &ImageRef,
+        resp: reqwest::Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        read_body(
+            resp,
+            limit,
+            &image.registry,
+            what,
+            self.shared.config.request_timeout,
+        )
+        .await
+    }
+
     /// The error for a status the operation did not expect.
     async fn unexpected(
         &self,
@@ -420,16 +398,28 @@ impl RegistryClient {
             registry: image.registry.clone(),
             detail: format!("Docker-Content-Digest for {what} of {}: {e}", image.name()),
         })?;
-        let actual = expected.compute_like(bytes);
-        if actual != expected {
-            return Err(RegistryError::DigestMismatch {
-                image: format!("{} {what} (Docker-Content-Digest header)", image.name()),
-                expected,
-                actual,
-            });
-        }
-        Ok(())
+        ensure_digest(&expected, bytes, || {
+            format!("{} {what} (Docker-Content-Digest header)", image.name())
+        })
     }
+}
+
+/// `bytes` must hash to `expected` (with its algorithm); `image` names them in
+/// the error and is only formatted when they do not.
+fn ensure_digest(
+    expected: &Digest,
+    bytes: &[u8],
+    image: impl FnOnce() -> String,
+) -> Result<(), RegistryError> {
+    let actual = expected.compute_like(bytes);
+    if actual != *expected {
+        return Err(RegistryError::DigestMismatch {
+            image: image(),
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// A manifest reference: `Some(digest)`, or `None` for a valid tag.

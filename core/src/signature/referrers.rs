@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::bundle::{self, append_referrer, is_bundle_media_type, referrer_descriptor};
 use super::check;
-use super::requirements::{SignatureId, Unmet};
+use super::requirements::SignatureId;
 use super::verify::{fetch_blob, Collection, Found};
 use super::Format;
 use crate::digest::Digest;
@@ -94,22 +94,12 @@ pub(crate) async fn collect(
     image: &ImageRef,
     digest: &Digest,
 ) -> Collection {
-    let mut out = Collection::default();
-    let index = match referrer_index(client, image, digest).await {
-        Ok(Ok(Some(index))) => index,
-        Ok(Ok(None)) => return out,
-        Ok(Err(detail)) => {
-            out.found.push(Found::Unusable(Unmet::Malformed {
-                signature: None,
-                detail,
-            }));
-            return out;
-        }
-        Err(err) => {
-            out.error = Some(err);
-            return out;
-        }
+    let lookup = referrer_index(client, image, digest).await;
+    let index = match Collection::from_listing(lookup.map(Result::transpose)) {
+        Ok(index) => index,
+        Err(done) => return done,
     };
+    let mut out = Collection::default();
     let mut seen = std::collections::BTreeSet::new();
     for entry in index
         .manifests

@@ -51,6 +51,28 @@ pub(crate) struct Collection {
     pub(crate) error: Option<RegistryError>,
 }
 
+impl Collection {
+    /// Where a format's signatures are listed (the `.sig` manifest, the
+    /// referrers index): `Ok` with the listing to collect from, or `Err` with
+    /// the finished collection when there is none, it is malformed (one
+    /// unusable signature) or the registry failed.
+    pub(crate) fn from_listing<T>(
+        listing: Result<Option<Result<T, String>>, RegistryError>,
+    ) -> Result<T, Collection> {
+        let mut out = Collection::default();
+        match listing {
+            Ok(Some(Ok(listing))) => return Ok(listing),
+            Ok(None) => {}
+            Ok(Some(Err(detail))) => out.found.push(Found::Unusable(Unmet::Malformed {
+                signature: None,
+                detail,
+            })),
+            Err(err) => out.error = Some(err),
+        }
+        Err(out)
+    }
+}
+
 /// Reads a blob of a signature; content problems become unmet requirements.
 pub(crate) async fn fetch_blob(
     client: &RegistryClient,
@@ -74,22 +96,12 @@ pub(crate) async fn fetch_blob(
 
 /// Collects the legacy signatures of `digest`: the layers of `sha256-<hex>.sig`.
 async fn collect_legacy(client: &RegistryClient, image: &ImageRef, digest: &Digest) -> Collection {
-    let mut out = Collection::default();
-    let manifest = match legacy::read(client, image, digest).await {
-        Ok(None) => return out,
-        Ok(Some((_, Ok(manifest)))) => manifest,
-        Ok(Some((_, Err(detail)))) => {
-            out.found.push(Found::Unusable(Unmet::Malformed {
-                signature: None,
-                detail,
-            }));
-            return out;
-        }
-        Err(err) => {
-            out.error = Some(err);
-            return out;
-        }
+    let read = legacy::read(client, image, digest).await;
+    let manifest = match Collection::from_listing(read.map(|r| r.map(|(_, m)| m))) {
+        Ok(manifest) => manifest,
+        Err(done) => return done,
     };
+    let mut out = Collection::default();
     let layers = manifest
         .layers
         .iter()

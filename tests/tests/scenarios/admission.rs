@@ -24,6 +24,8 @@ use imgate_webhook::metrics::Metrics;
 use imgate_webhook::review::parse_review;
 use serde_json::{json, Value};
 
+use crate::common::Run;
+
 /// A registry behind a counting proxy, a key, a signed and an unsigned image.
 struct Env {
     _registry: Registry,
@@ -34,21 +36,6 @@ struct Env {
     signed: (String, String),
     /// `PROXY/imgate/unsigned:v1` and its digest.
     unsigned: (String, String),
-}
-
-/// The outcome of one `imgate` run.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
-    }
 }
 
 impl Env {
@@ -127,11 +114,7 @@ impl Env {
         ];
         all.extend(args.iter().map(|s| s.to_string()));
         let out = run_imgate(&all, &[], stdin).expect("imgate runs");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from_output(&out)
     }
 
     /// `imgate admit --output json` over `docs`.

@@ -303,7 +303,9 @@ fn pull_secrets_component_grants_get_only() {
     let resources: BTreeSet<String> = strings(&rules[0], "resources").into_iter().collect();
     assert_eq!(
         resources,
-        ["secrets".to_string(), "serviceaccounts".to_string()].into()
+        ["namespaces", "secrets", "serviceaccounts"]
+            .map(String::from)
+            .into()
     );
     let binding = r.one("ClusterRoleBinding", "imgate-pull-secrets");
     assert_eq!(s(binding, "roleRef.name"), "imgate-pull-secrets");

@@ -2,6 +2,7 @@
 //! registry, the real `imgate` binary, real TLS.
 
 mod admission;
+mod common;
 mod deploy;
 mod interop;
 mod pin;
