@@ -195,16 +195,13 @@ struct Inner {
 impl AppState {
     /// State around an engine. `kube`, when given, supplies pods' pull secrets.
     pub fn new(engine: Engine, metrics: Arc<Metrics>, kube: Option<Arc<KubeClient>>) -> Self {
-        AppState {
-            inner: Arc::new(Inner {
-                engine,
-                metrics,
-                kube,
-                readiness: Readiness::default(),
-                body_limit: DEFAULT_BODY_LIMIT,
-                kube_budget: Duration::from_secs(2),
-            }),
-        }
+        Self::build(
+            engine,
+            metrics,
+            kube,
+            DEFAULT_BODY_LIMIT,
+            Duration::from_secs(2),
+        )
     }
 
     fn with_limits(
@@ -213,14 +210,25 @@ impl AppState {
         kube: Option<Arc<KubeClient>>,
         settings: &Settings,
     ) -> Self {
+        let kube_budget = (settings.deadline / 4).max(Duration::from_millis(200));
+        Self::build(engine, metrics, kube, settings.body_limit, kube_budget)
+    }
+
+    fn build(
+        engine: Engine,
+        metrics: Arc<Metrics>,
+        kube: Option<Arc<KubeClient>>,
+        body_limit: usize,
+        kube_budget: Duration,
+    ) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 engine,
                 metrics,
                 kube,
                 readiness: Readiness::default(),
-                body_limit: settings.body_limit,
-                kube_budget: (settings.deadline / 4).max(Duration::from_millis(200)),
+                body_limit,
+                kube_budget,
             }),
         }
     }
