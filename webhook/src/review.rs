@@ -20,11 +20,12 @@ pub const KIND: &str = "AdmissionReview";
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
     /// The body is not JSON, or its fields have the wrong types.
-    #[error("admission review is not valid JSON: {source}")]
+    // The parser's text is the whole message (no `#[source]`), so an error
+    // chain prints it once.
+    #[error("admission review is not valid JSON: {detail}")]
     NotJson {
         /// The parser's complaint (line and column included).
-        #[source]
-        source: serde_json::Error,
+        detail: String,
     },
     /// The body is JSON but not an object.
     #[error("admission review must be a JSON object")]
@@ -262,7 +263,9 @@ impl AdmissionResponse {
 /// non-empty uid. Unknown fields are ignored.
 pub fn parse_review(body: &[u8]) -> Result<AdmissionReview, ReviewError> {
     let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|source| ReviewError::NotJson { source })?;
+        serde_json::from_slice(body).map_err(|err| ReviewError::NotJson {
+            detail: err.to_string(),
+        })?;
     let object = value.as_object().ok_or(ReviewError::NotObject)?;
     let field = |name: &str| {
         object
@@ -284,7 +287,9 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionReview, ReviewError> {
         Some(_) => {}
     }
     let review: AdmissionReview =
-        serde_json::from_value(value).map_err(|source| ReviewError::NotJson { source })?;
+        serde_json::from_value(value).map_err(|err| ReviewError::NotJson {
+            detail: err.to_string(),
+        })?;
     match &review.request {
         None => Err(ReviewError::MissingRequest),
         Some(request) if request.uid.trim().is_empty() => Err(ReviewError::MissingUid),
