@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use imgate_tests::registry::free_port;
 use imgate_tests::{
-    run_imgate, skopeo_inspect_digest, skopeo_platform_digests, skopeo_reported_digest,
+    run_imgate, skopeo_inspect_digest, skopeo_platform_digests, skopeo_reported_digest, BuiltImage,
     CountingProxy, ImageBuilder, ProxyMode, PushWith, Registry, Variant,
 };
 use rstest::rstest;
@@ -358,19 +358,43 @@ fn proxied_args(proxy: &CountingProxy, extra: &[&str], images: &[String]) -> Vec
     args
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_same_image_named_thrice_is_fetched_once() {
-    let registry = Registry::start(Variant::Token).await.unwrap();
+/// `image` pushed to `REPO:v1` on a registry of `variant`, with a counting
+/// proxy in front; `reference` names the image through the proxy.
+struct Proxied {
+    _registry: Registry,
+    proxy: CountingProxy,
+    digest: String,
+    reference: String,
+}
+
+async fn behind_proxy(variant: Variant, image: BuiltImage, repo: &str) -> Proxied {
+    let registry = Registry::start(variant).await.unwrap();
     let proxy = CountingProxy::start(&registry).await.unwrap();
-    let pushed = ImageBuilder::new("thrice")
-        .index()
-        .push(&registry, "team/thrice", "v1", PushWith::Http)
+    let pushed = image
+        .push(&registry, repo, "v1", PushWith::Http)
         .await
         .unwrap();
-    let through_proxy = pushed.reference.replace(registry.host(), &proxy.host());
+    let reference = pushed.reference.replace(registry.host(), &proxy.host());
+    Proxied {
+        _registry: registry,
+        proxy,
+        digest: pushed.digest,
+        reference,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_image_named_thrice_is_fetched_once() {
+    let served = behind_proxy(
+        Variant::Token,
+        ImageBuilder::new("thrice").index(),
+        "team/thrice",
+    )
+    .await;
+    let (proxy, through_proxy) = (&served.proxy, served.reference.clone());
 
     let once = imgate(proxied_args(
-        &proxy,
+        proxy,
         &[],
         std::slice::from_ref(&through_proxy),
     ))
@@ -387,7 +411,7 @@ async fn the_same_image_named_thrice_is_fetched_once() {
 
     proxy.reset();
     let thrice = imgate(proxied_args(
-        &proxy,
+        proxy,
         &[],
         &[
             through_proxy.clone(),
@@ -398,7 +422,7 @@ async fn the_same_image_named_thrice_is_fetched_once() {
     .await;
     assert_eq!(thrice.status.code(), Some(0), "{}", text(&thrice.stderr));
     let lines: Vec<String> = text(&thrice.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines, vec![format!("{through_proxy}@{}", pushed.digest); 3]);
+    assert_eq!(lines, vec![format!("{through_proxy}@{}", served.digest); 3]);
     assert_eq!(
         manifest_requests(proxy.requests()),
         cost_once,
@@ -409,16 +433,15 @@ async fn the_same_image_named_thrice_is_fetched_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_registry_is_one_line_and_exit_2() {
-    let registry = Registry::start(Variant::Http).await.unwrap();
-    let proxy = CountingProxy::start(&registry).await.unwrap();
-    let pushed = ImageBuilder::new("failing")
-        .image()
-        .push(&registry, "team/failing", "v1", PushWith::Http)
-        .await
-        .unwrap();
-    let through_proxy = pushed.reference.replace(registry.host(), &proxy.host());
+    let served = behind_proxy(
+        Variant::Http,
+        ImageBuilder::new("failing").image(),
+        "team/failing",
+    )
+    .await;
+    let (proxy, through_proxy) = (&served.proxy, served.reference.clone());
     proxy.set_mode(ProxyMode::Fail500);
-    let output = imgate(proxied_args(&proxy, &[], &[through_proxy])).await;
+    let output = imgate(proxied_args(proxy, &[], &[through_proxy])).await;
     let line = assert_one_line_error(&output, "registry answering 500");
     assert!(line.contains("500"), "{line}");
     assert!(proxy.count() >= 1);
@@ -426,18 +449,17 @@ async fn a_failing_registry_is_one_line_and_exit_2() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_registry_times_out_instead_of_hanging() {
-    let registry = Registry::start(Variant::Http).await.unwrap();
-    let proxy = CountingProxy::start(&registry).await.unwrap();
-    let pushed = ImageBuilder::new("hanging")
-        .image()
-        .push(&registry, "team/hanging", "v1", PushWith::Http)
-        .await
-        .unwrap();
-    let through_proxy = pushed.reference.replace(registry.host(), &proxy.host());
+    let served = behind_proxy(
+        Variant::Http,
+        ImageBuilder::new("hanging").image(),
+        "team/hanging",
+    )
+    .await;
+    let (proxy, through_proxy) = (&served.proxy, served.reference.clone());
     proxy.set_mode(ProxyMode::Hang);
     let started = Instant::now();
     let output = imgate(proxied_args(
-        &proxy,
+        proxy,
         &["--registry-timeout", "1"],
         &[through_proxy],
     ))
