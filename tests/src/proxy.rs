@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use imgate_core::registry::{ClientConfig, Credentials, RegistrySettings};
+use imgate_core::registry::ClientConfig;
 use tokio::sync::watch;
 
 use crate::registry::{trusting_builder, Registry};
@@ -182,29 +182,14 @@ impl CountingProxy {
 
     /// An `imgate_core` client configuration reaching the registry through this proxy.
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig {
-            use_docker_config: false,
-            request_timeout: Duration::from_secs(10),
-            ..ClientConfig::default()
-        };
-        config.registries.insert(
-            self.host(),
-            RegistrySettings {
-                http: !self.tls,
-                ca_file: self.ca_file.clone(),
-            },
-        );
-        config.extra_ca_files.extend(self.ca_file.clone());
-        if let Some((username, password)) = &self.credentials {
-            config.credentials.insert(
-                self.host(),
-                Credentials {
-                    username: username.clone(),
-                    password: password.clone(),
-                },
-            );
-        }
-        config
+        crate::registry::client_config_for(
+            &self.host(),
+            self.tls,
+            self.ca_file.as_deref(),
+            self.credentials
+                .as_ref()
+                .map(|(user, password)| (user.as_str(), password.as_str())),
+        )
     }
 }
 

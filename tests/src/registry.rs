@@ -263,29 +263,12 @@ impl Registry {
     /// for the `Http` variant, the CA for TLS ones (also as an extra CA, since
     /// the token realm is another port), credentials set, no docker config.
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig {
-            use_docker_config: false,
-            request_timeout: Duration::from_secs(10),
-            ..ClientConfig::default()
-        };
-        config.registries.insert(
-            self.host.clone(),
-            RegistrySettings {
-                http: !self.variant.is_tls(),
-                ca_file: self.ca_file.clone(),
-            },
-        );
-        config.extra_ca_files.extend(self.ca_file.clone());
-        if let Some((username, password)) = self.credentials() {
-            config.credentials.insert(
-                self.host.clone(),
-                Credentials {
-                    username: username.to_string(),
-                    password: password.to_string(),
-                },
-            );
-        }
-        config
+        client_config_for(
+            &self.host,
+            self.variant.is_tls(),
+            self.ca_file.as_deref(),
+            self.credentials(),
+        )
     }
 
     /// The `imgate` flags for this registry: `--allow-http-registry HOST` or
@@ -463,4 +446,39 @@ fn htpasswd_line(user: &str, password: &str) -> anyhow::Result<String> {
     }
     let line = String::from_utf8(output.stdout)?;
     Ok(format!("{}\n", line.trim()))
+}
+
+/// The client configuration for a registry at `host` (or a proxy in front of
+/// one): HTTP unless `tls`, the CA (also as an extra CA, since a token realm
+/// is on another port), credentials, no docker config.
+pub(crate) fn client_config_for(
+    host: &str,
+    tls: bool,
+    ca_file: Option<&Path>,
+    credentials: Option<(&str, &str)>,
+) -> ClientConfig {
+    let mut config = ClientConfig {
+        use_docker_config: false,
+        request_timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    let ca_file = ca_file.map(Path::to_path_buf);
+    config.registries.insert(
+        host.to_string(),
+        RegistrySettings {
+            http: !tls,
+            ca_file: ca_file.clone(),
+        },
+    );
+    config.extra_ca_files.extend(ca_file);
+    if let Some((username, password)) = credentials {
+        config.credentials.insert(
+            host.to_string(),
+            Credentials {
+                username: username.to_string(),
+                password: password.to_string(),
+            },
+        );
+    }
+    config
 }
