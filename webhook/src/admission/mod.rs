@@ -759,10 +759,8 @@ fn registry_failure(
     decision
 }
 
-#[path = "admission_report.rs"]
 mod report;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#[path = "admission_tests.rs"]
 mod tests;
