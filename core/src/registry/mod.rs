@@ -85,6 +85,21 @@ pub enum RegistryError {
     Config(String),
 }
 
+impl RegistryError {
+    /// Whether the registry is unavailable (cannot connect, timed out, 5xx,
+    /// 429): the only failures a policy's `onRegistryError: allow` may fail
+    /// open on. Everything else (404, 401, a lying or malformed answer, a bad
+    /// configuration) is an answer about the image, which someone who pushes
+    /// to the repository can provoke, so it must deny.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            RegistryError::Timeout { .. } | RegistryError::Connect { .. } => true,
+            RegistryError::Status { status, .. } => *status == 429 || (500..600).contains(status),
+            _ => false,
+        }
+    }
+}
+
 /// How to reach one registry.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrySettings {

@@ -17,7 +17,8 @@ use crate::registry::{RegistryClient, RegistryError};
 /// Why verification could not reach a verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    /// Fetching signatures failed; callers apply their `onRegistryError`.
+    /// Fetching signatures failed; callers apply their `onRegistryError`
+    /// when [`VerifyError::is_unavailable`], and deny otherwise.
     #[error("fetching signatures")]
     Registry(#[from] RegistryError),
     /// The image reference carries no digest (resolve it first: the digest is what is verified).
@@ -26,6 +27,14 @@ pub enum VerifyError {
         /// The reference given.
         image: String,
     },
+}
+
+impl VerifyError {
+    /// Whether the failure is the registry being unavailable (see
+    /// [`RegistryError::is_unavailable`]); anything else must deny.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, VerifyError::Registry(err) if err.is_unavailable())
+    }
 }
 
 /// One signature found, with the bytes its checks need, or why it is unusable.
