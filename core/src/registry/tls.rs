@@ -60,7 +60,7 @@ pub(crate) fn build_client(
     builder.build().map_err(|e| {
         RegistryError::Config(format!(
             "cannot build the HTTP client: {}",
-            super::transport::error_chain(&e)
+            crate::error_chain(&e)
         ))
     })
 }

@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode};
 use super::auth::{credentials_key, parse_challenges, Challenge, TokenCache, TokenResponse};
 use super::dockerconfig::{normalise_host, DockerConfig, IDENTITY_TOKEN_USER};
 use super::{ClientConfig, Credentials, RegistryError};
+use crate::error_chain;
 use crate::reference::ImageRef;
 
 /// First retry delay; doubled on each further retry.
@@ -544,21 +545,6 @@ fn header_value(value: &str, registry: &str) -> Result<HeaderValue, RegistryErro
     })?;
     v.set_sensitive(true);
     Ok(v)
-}
-
-/// An error with its sources, `a: b: c`.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// What an error response says: the registry's `errors[].message` when it
