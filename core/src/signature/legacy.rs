@@ -2,25 +2,19 @@
 //! cosign lays it out (OCI manifest, image config, one simple-signing layer
 //! per signature, the signature in a layer annotation).
 //!
-//! Registries offer no compare-and-swap on tags, so appending is
-//! read-merge-write followed by a re-read: if a concurrent signer's write
-//! replaced ours, merge again (bounded). Layers already there are always
-//! kept, never rewritten.
+//! Appending goes through the tag helper (`tag.rs`): layers already there
+//! are always kept, never rewritten.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use super::{signature_tag, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
+use super::collect::{fetch_blob, Collection, Found, Listing};
+use super::requirements::SignatureId;
+use super::tag::{self, TagDocument, TagWriteError};
+use super::{signature_tag, Format, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageManifest};
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
-
-/// How often a signer merges again after a concurrent write lost its layer.
-pub(crate) const MAX_ATTEMPTS: u32 = 8;
-/// How long a signer waits after its write before checking that it stuck,
-/// so a concurrent writer that read the tag earlier has landed its write.
-const SETTLE: Duration = Duration::from_millis(150);
 
 /// The descriptor of a signature layer: `payload` with its base64 signature.
 pub fn signature_layer(payload: &[u8], signature_b64: &str) -> Descriptor {
@@ -105,43 +99,61 @@ pub fn with_layer(
     Some((manifest, config))
 }
 
-/// The signature manifest of `digest`, if the `.sig` tag exists: its digest
-/// and either the parsed manifest or why it does not parse.
+/// The `.sig` manifest of a digest as a tag document, with the layer a
+/// signer adds to it.
+pub(crate) struct SignatureTag<'a> {
+    pub(crate) digest: &'a Digest,
+    pub(crate) layer: Option<Descriptor>,
+}
+
+impl TagDocument for SignatureTag<'_> {
+    type Doc = ImageManifest;
+
+    fn tag(&self) -> String {
+        signature_tag(self.digest)
+    }
+
+    fn media_type(&self) -> &'static str {
+        oci::OCI_MANIFEST
+    }
+
+    fn parse(&self, image: &ImageRef, bytes: &[u8]) -> Result<ImageManifest, String> {
+        serde_json::from_slice::<ImageManifest>(bytes).map_err(|err| {
+            format!(
+                "signature manifest {}:{} is not an image manifest: {err}",
+                image.name(),
+                self.tag()
+            )
+        })
+    }
+
+    fn contains(&self, doc: &ImageManifest) -> bool {
+        self.layer.as_ref().is_some_and(|l| has_layer(doc, l))
+    }
+
+    fn merged(&self, existing: Option<&ImageManifest>) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+        let layer = self
+            .layer
+            .clone()
+            .ok_or_else(|| "no signature layer to add".to_string())?;
+        let (manifest, config) = with_layer(existing, layer)
+            .ok_or_else(|| "the signature layer is already there".to_string())?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+        Ok((bytes, vec![config]))
+    }
+}
+
+/// The signature manifest of `digest`, if the `.sig` tag exists.
 pub(crate) async fn read(
     client: &RegistryClient,
     image: &ImageRef,
     digest: &Digest,
-) -> Result<Option<(Digest, Result<ImageManifest, String>)>, RegistryError> {
-    match client.get_manifest(image, &signature_tag(digest)).await {
-        Ok(fetched) => {
-            let parsed = serde_json::from_slice::<ImageManifest>(&fetched.bytes).map_err(|err| {
-                format!(
-                    "signature manifest {}:{} is not an image manifest: {err}",
-                    image.name(),
-                    signature_tag(digest)
-                )
-            });
-            Ok(Some((fetched.digest, parsed)))
-        }
-        Err(RegistryError::NotFound { .. }) => Ok(None),
-        Err(err) => Err(err),
-    }
-}
-
-/// Why appending a signature layer failed.
-#[derive(Debug)]
-pub(crate) enum AppendError {
-    Registry(RegistryError),
-    /// The existing signature manifest does not parse; it is left alone.
-    Malformed(String),
-    /// Concurrent writers kept replacing the tag.
-    Conflict(u32),
-}
-
-impl From<RegistryError> for AppendError {
-    fn from(err: RegistryError) -> Self {
-        AppendError::Registry(err)
-    }
+) -> Result<Listing<ImageManifest>, RegistryError> {
+    let doc = SignatureTag {
+        digest,
+        layer: None,
+    };
+    Ok(tag::read(client, image, &doc).await?.map(|(_, m)| m))
 }
 
 /// Appends `layer` (whose blob is `payload`) to the `.sig` manifest of
@@ -153,42 +165,51 @@ pub(crate) async fn append(
     digest: &Digest,
     payload: &[u8],
     layer: Descriptor,
-) -> Result<Digest, AppendError> {
-    let tag = signature_tag(digest);
+) -> Result<Digest, TagWriteError> {
     // Upload the payload before reading the tag, so the window between
     // reading and writing the manifest stays as short as possible.
     client.put_blob(image, payload).await?;
-    for attempt in 1..=MAX_ATTEMPTS {
-        let current = read(client, image, digest).await?;
-        let existing = match &current {
-            Some((_, Ok(m))) => Some(m),
-            Some((_, Err(detail))) => return Err(AppendError::Malformed(detail.clone())),
-            None => None,
+    let doc = SignatureTag {
+        digest,
+        layer: Some(layer),
+    };
+    tag::append(client, image, &doc).await
+}
+
+/// Collects the legacy signatures of `digest`: the layers of `sha256-<hex>.sig`.
+pub(crate) async fn collect(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+) -> Collection {
+    let manifest = match Collection::from_listing(read(client, image, digest).await) {
+        Ok(manifest) => manifest,
+        Err(done) => return done,
+    };
+    let mut out = Collection::default();
+    let layers = manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE);
+    for (i, layer) in layers.enumerate() {
+        let id = SignatureId {
+            index: i + 1,
+            format: Format::Legacy,
         };
-        let Some((manifest, config)) = with_layer(existing, layer.clone()) else {
-            // Already there: from an earlier identical signing, or merged in by
-            // a concurrent signer after our write was replaced.
-            if let Some((found, _)) = current {
-                return Ok(found);
-            }
-            continue;
-        };
-        let bytes =
-            serde_json::to_vec(&manifest).map_err(|e| AppendError::Malformed(e.to_string()))?;
-        client.put_blob(image, &config).await?;
-        client
-            .put_manifest(image, &tag, oci::OCI_MANIFEST, &bytes)
-            .await?;
-        tokio::time::sleep(SETTLE).await;
-        if let Some((found, Ok(after))) = read(client, image, digest).await? {
-            if has_layer(&after, &layer) {
-                return Ok(found);
+        match fetch_blob(client, image, &layer.digest, id).await {
+            Ok(Ok(payload)) => out.found.push(Found::Legacy {
+                index: id.index,
+                payload,
+                signature: layer_signature(layer).map(str::to_string),
+            }),
+            Ok(Err(unmet)) => out.found.push(Found::Unusable(unmet)),
+            Err(err) => {
+                out.error = Some(err);
+                break;
             }
         }
-        tracing::debug!(image = %image, attempt, "signature layer replaced by a concurrent writer; merging again");
-        tokio::time::sleep(Duration::from_millis(super::jitter_ms(200))).await;
     }
-    Err(AppendError::Conflict(MAX_ATTEMPTS))
+    out
 }
 
 #[cfg(test)]

@@ -21,16 +21,15 @@ use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::RegistryError;
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod api_tests;
 pub mod bundle;
 mod check;
+mod collect;
 pub mod legacy;
 pub mod payload;
 mod referrers;
 mod requirements;
 mod sign;
+mod tag;
 mod verify;
 
 pub use requirements::{Requirements, SignatureId, Unmet, Verdict, Verified};

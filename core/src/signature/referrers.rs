@@ -6,34 +6,74 @@
 //! layer media type: the `artifactType` in referrers indexes is unreliable
 //! (empty on ghcr.io, the empty-config type in older cosign 3.x indexes).
 
-use std::time::Duration;
-
 use super::bundle::{self, append_referrer, is_bundle_media_type, referrer_descriptor};
 use super::check;
+use super::collect::{fetch_blob, Collection, Found, Listing};
 use super::requirements::SignatureId;
-use super::verify::{fetch_blob, Collection, Found};
+use super::tag::{self, TagDocument, TagWriteError};
 use super::Format;
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
 
-/// How long a writer of the tag-schema index waits before checking that its
-/// entry stuck (see `legacy.rs` for why).
-const SETTLE: Duration = Duration::from_millis(150);
-
 /// The referrers of `digest`: from the API when the registry has it, else the
-/// tag-schema index (`None` when neither exists). `Err(String)`: the tag
-/// holds something that is not an index.
+/// tag-schema index.
 async fn referrer_index(
     client: &RegistryClient,
     image: &ImageRef,
     digest: &Digest,
-) -> Result<Result<Option<ImageIndex>, String>, RegistryError> {
+) -> Result<Listing<ImageIndex>, RegistryError> {
     if let Some(index) = client.referrers(image, digest).await? {
-        return Ok(Ok(Some(index)));
+        return Ok(Listing::Found(index));
     }
     tag_index(client, image, digest).await
+}
+
+/// The tag-schema index of a subject (`sha256-<hex>`) as a tag document,
+/// with the referrer a writer adds to it.
+struct IndexTag<'a> {
+    subject: &'a Digest,
+    entry: Option<Descriptor>,
+}
+
+impl TagDocument for IndexTag<'_> {
+    type Doc = ImageIndex;
+
+    fn tag(&self) -> String {
+        self.subject.tag_form()
+    }
+
+    fn media_type(&self) -> &'static str {
+        oci::OCI_INDEX
+    }
+
+    fn parse(&self, image: &ImageRef, bytes: &[u8]) -> Result<ImageIndex, String> {
+        serde_json::from_slice::<ImageIndex>(bytes).map_err(|err| {
+            format!(
+                "referrers tag {}:{} is not an image index: {err}",
+                image.name(),
+                self.tag()
+            )
+        })
+    }
+
+    fn contains(&self, doc: &ImageIndex) -> bool {
+        self.entry
+            .as_ref()
+            .is_some_and(|e| doc.manifests.iter().any(|d| d.digest == e.digest))
+    }
+
+    fn merged(&self, existing: Option<&ImageIndex>) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+        let entry = self
+            .entry
+            .clone()
+            .ok_or_else(|| "no referrer to add".to_string())?;
+        let index = append_referrer(existing.cloned(), entry)
+            .ok_or_else(|| "the referrer is already listed".to_string())?;
+        let bytes = serde_json::to_vec(&index).map_err(|e| e.to_string())?;
+        Ok((bytes, Vec::new()))
+    }
 }
 
 /// The index at the tag-schema tag `sha256-<hex>`.
@@ -41,20 +81,14 @@ async fn tag_index(
     client: &RegistryClient,
     image: &ImageRef,
     digest: &Digest,
-) -> Result<Result<Option<ImageIndex>, String>, RegistryError> {
-    match client.get_manifest(image, &digest.tag_form()).await {
-        Ok(fetched) => Ok(serde_json::from_slice::<ImageIndex>(&fetched.bytes)
-            .map(Some)
-            .map_err(|err| {
-                format!(
-                    "referrers tag {}:{} is not an image index: {err}",
-                    image.name(),
-                    digest.tag_form()
-                )
-            })),
-        Err(RegistryError::NotFound { .. }) => Ok(Ok(None)),
-        Err(err) => Err(err),
-    }
+) -> Result<Listing<ImageIndex>, RegistryError> {
+    let doc = IndexTag {
+        subject: digest,
+        entry: None,
+    };
+    Ok(tag::read(client, image, &doc)
+        .await?
+        .map(|(_, index)| index))
 }
 
 /// A referrer manifest that carries a bundle layer: the manifest's digest and
@@ -94,8 +128,7 @@ pub(crate) async fn collect(
     image: &ImageRef,
     digest: &Digest,
 ) -> Collection {
-    let lookup = referrer_index(client, image, digest).await;
-    let index = match Collection::from_listing(lookup.map(Result::transpose)) {
+    let index = match Collection::from_listing(referrer_index(client, image, digest).await) {
         Ok(index) => index,
         Err(done) => return done,
     };
@@ -134,22 +167,6 @@ pub(crate) async fn collect(
     out
 }
 
-/// Why attaching a bundle failed.
-#[derive(Debug)]
-pub(crate) enum AttachError {
-    Registry(RegistryError),
-    /// The tag-schema tag holds something that is not an index; left alone.
-    Malformed(String),
-    /// Concurrent writers kept replacing the tag-schema index.
-    Conflict(u32),
-}
-
-impl From<RegistryError> for AttachError {
-    fn from(err: RegistryError) -> Self {
-        AttachError::Registry(err)
-    }
-}
-
 /// Attaches `bundle_bytes` to `subject` (the image's descriptor): pushes the
 /// blobs and the artifact manifest by digest, then, when the registry has no
 /// referrers API, adds it to the tag-schema index. An identical bundle
@@ -160,7 +177,7 @@ pub(crate) async fn attach(
     subject: Descriptor,
     bundle_bytes: &[u8],
     created: &str,
-) -> Result<Digest, AttachError> {
+) -> Result<Digest, TagWriteError> {
     let bundle_digest = Digest::sha256(bundle_bytes);
     let supports_api = match client.referrers(image, &subject.digest).await? {
         Some(index) => {
@@ -172,7 +189,7 @@ pub(crate) async fn attach(
         None => false,
     };
     if !supports_api {
-        if let Ok(Some(index)) = tag_index(client, image, &subject.digest).await? {
+        if let Listing::Found(index) = tag_index(client, image, &subject.digest).await? {
             if let Some(found) = find_bundle(client, image, &index, &bundle_digest).await? {
                 return Ok(found);
             }
@@ -181,7 +198,8 @@ pub(crate) async fn attach(
     client.put_blob(image, bundle_bytes).await?;
     client.put_blob(image, bundle::EMPTY_BLOB).await?;
     let manifest = bundle::build_attachment(bundle_bytes, subject.clone(), created);
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| AttachError::Malformed(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec(&manifest).map_err(|e| TagWriteError::Malformed(e.to_string()))?;
     let manifest_digest = Digest::sha256(&bytes);
     client
         .put_manifest(image, manifest_digest.as_str(), oci::OCI_MANIFEST, &bytes)
@@ -190,13 +208,11 @@ pub(crate) async fn attach(
         // The registry indexes the subject itself.
         return Ok(manifest_digest);
     }
-    add_to_tag_index(
-        client,
-        image,
-        &subject.digest,
-        referrer_descriptor(&manifest, &bytes),
-    )
-    .await?;
+    let doc = IndexTag {
+        subject: &subject.digest,
+        entry: Some(referrer_descriptor(&manifest, &bytes)),
+    };
+    tag::append(client, image, &doc).await?;
     Ok(manifest_digest)
 }
 
@@ -215,37 +231,4 @@ async fn find_bundle(
         }
     }
     Ok(None)
-}
-
-/// Appends `entry` to the tag-schema index of `subject`, keeping every entry
-/// already there, re-reading to survive concurrent writers.
-async fn add_to_tag_index(
-    client: &RegistryClient,
-    image: &ImageRef,
-    subject: &Digest,
-    entry: Descriptor,
-) -> Result<(), AttachError> {
-    let tag = subject.tag_form();
-    for attempt in 1..=super::legacy::MAX_ATTEMPTS {
-        let current = tag_index(client, image, subject)
-            .await?
-            .map_err(AttachError::Malformed)?;
-        let Some(index) = append_referrer(current, entry.clone()) else {
-            return Ok(());
-        };
-        let bytes =
-            serde_json::to_vec(&index).map_err(|e| AttachError::Malformed(e.to_string()))?;
-        client
-            .put_manifest(image, &tag, oci::OCI_INDEX, &bytes)
-            .await?;
-        tokio::time::sleep(SETTLE).await;
-        if let Ok(Some(after)) = tag_index(client, image, subject).await? {
-            if after.manifests.iter().any(|d| d.digest == entry.digest) {
-                return Ok(());
-            }
-        }
-        tracing::debug!(image = %image, attempt, "referrers index replaced by a concurrent writer; merging again");
-        tokio::time::sleep(Duration::from_millis(super::jitter_ms(200))).await;
-    }
-    Err(AttachError::Conflict(super::legacy::MAX_ATTEMPTS))
 }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use imgate_keys::SigningKey;
 
-use super::legacy::{self, AppendError};
-use super::referrers::{self, AttachError};
+use super::tag::TagWriteError;
 use super::{bundle, payload, Format};
+use super::{legacy, referrers};
 use crate::digest::Digest;
 use crate::oci::Descriptor;
 use crate::reference::ImageRef;
@@ -98,17 +98,7 @@ pub async fn sign(
             let layer = legacy::signature_layer(&body, &signature);
             legacy::append(client, image, &digest, &body, layer)
                 .await
-                .map_err(|err| match err {
-                    AppendError::Registry(source) => registry_err(source),
-                    AppendError::Malformed(detail) => SignError::Malformed {
-                        image: name.clone(),
-                        detail,
-                    },
-                    AppendError::Conflict(attempts) => SignError::Conflict {
-                        image: name.clone(),
-                        attempts,
-                    },
-                })
+                .map_err(|err| tag_error(&name, err))
         }
         Format::Bundle => {
             let statement = bundle::build_statement(&digest, &opts.annotations);
@@ -124,18 +114,18 @@ pub async fn sign(
             };
             referrers::attach(client, image, subject, &bundle_bytes, &now_rfc3339())
                 .await
-                .map_err(|err| match err {
-                    AttachError::Registry(source) => registry_err(source),
-                    AttachError::Malformed(detail) => SignError::Malformed {
-                        image: name.clone(),
-                        detail,
-                    },
-                    AttachError::Conflict(attempts) => SignError::Conflict {
-                        image: name.clone(),
-                        attempts,
-                    },
-                })
+                .map_err(|err| tag_error(&name, err))
         }
+    }
+}
+
+/// The signing error for a failed write to a signature tag of `image`.
+fn tag_error(image: &str, err: TagWriteError) -> SignError {
+    let image = image.to_string();
+    match err {
+        TagWriteError::Registry(source) => SignError::Registry { image, source },
+        TagWriteError::Malformed(detail) => SignError::Malformed { image, detail },
+        TagWriteError::Conflict(attempts) => SignError::Conflict { image, attempts },
     }
 }
 

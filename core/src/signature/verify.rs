@@ -8,8 +8,9 @@
 //! already verified (a satisfied requirement cannot be undone by a broken
 //! sibling).
 
-use super::requirements::{push_unique, Requirements, SignatureId, Unmet, Verdict, Verified};
-use super::{check, legacy, referrers, Format, SIMPLE_SIGNING_MEDIA_TYPE};
+use super::collect::Found;
+use super::requirements::{push_unique, Requirements, Unmet, Verdict, Verified};
+use super::{check, legacy, referrers};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
@@ -35,105 +36,6 @@ impl VerifyError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, VerifyError::Registry(err) if err.is_unavailable())
     }
-}
-
-/// One signature found, with the bytes its checks need, or why it is unusable.
-#[derive(Debug)]
-pub(crate) enum Found {
-    /// A legacy layer: payload blob (digest-checked) and signature annotation.
-    Legacy {
-        index: usize,
-        payload: Vec<u8>,
-        signature: Option<String>,
-    },
-    /// A bundle blob (digest-checked).
-    Bundle { index: usize, bundle: Vec<u8> },
-    /// A signature that cannot be checked (blob missing or not matching).
-    Unusable(Unmet),
-}
-
-/// The signatures of one format, and the registry error that stopped the
-/// collection early, if any.
-#[derive(Debug, Default)]
-pub(crate) struct Collection {
-    pub(crate) found: Vec<Found>,
-    pub(crate) error: Option<RegistryError>,
-}
-
-impl Collection {
-    /// Where a format's signatures are listed (the `.sig` manifest, the
-    /// referrers index): `Ok` with the listing to collect from, or `Err` with
-    /// the finished collection when there is none, it is malformed (one
-    /// unusable signature) or the registry failed.
-    pub(crate) fn from_listing<T>(
-        listing: Result<Option<Result<T, String>>, RegistryError>,
-    ) -> Result<T, Collection> {
-        let mut out = Collection::default();
-        match listing {
-            Ok(Some(Ok(listing))) => return Ok(listing),
-            Ok(None) => {}
-            Ok(Some(Err(detail))) => out.found.push(Found::Unusable(Unmet::Malformed {
-                signature: None,
-                detail,
-            })),
-            Err(err) => out.error = Some(err),
-        }
-        Err(out)
-    }
-}
-
-/// Reads a blob of a signature; content problems become unmet requirements.
-pub(crate) async fn fetch_blob(
-    client: &RegistryClient,
-    image: &ImageRef,
-    digest: &Digest,
-    id: SignatureId,
-) -> Result<Result<Vec<u8>, Unmet>, RegistryError> {
-    match client.get_blob(image, digest).await {
-        Ok(bytes) => Ok(Ok(bytes)),
-        Err(RegistryError::DigestMismatch { .. }) => Ok(Err(Unmet::BlobMismatch {
-            signature: id,
-            digest: digest.clone(),
-        })),
-        Err(RegistryError::NotFound { .. }) => Ok(Err(Unmet::Malformed {
-            signature: Some(id),
-            detail: format!("layer {digest} is missing from the registry"),
-        })),
-        Err(err) => Err(err),
-    }
-}
-
-/// Collects the legacy signatures of `digest`: the layers of `sha256-<hex>.sig`.
-async fn collect_legacy(client: &RegistryClient, image: &ImageRef, digest: &Digest) -> Collection {
-    let read = legacy::read(client, image, digest).await;
-    let manifest = match Collection::from_listing(read.map(|r| r.map(|(_, m)| m))) {
-        Ok(manifest) => manifest,
-        Err(done) => return done,
-    };
-    let mut out = Collection::default();
-    let layers = manifest
-        .layers
-        .iter()
-        .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE);
-    for (i, layer) in layers.enumerate() {
-        let id = SignatureId {
-            index: i + 1,
-            format: Format::Legacy,
-        };
-        match fetch_blob(client, image, &layer.digest, id).await {
-            Ok(Ok(payload)) => out.found.push(Found::Legacy {
-                index: id.index,
-                payload,
-                signature: legacy::layer_signature(layer).map(str::to_string),
-            }),
-            Ok(Err(unmet)) => out.found.push(Found::Unusable(unmet)),
-            Err(err) => {
-                out.error = Some(err);
-                break;
-            }
-        }
-    }
-    out
 }
 
 /// Applies the requirements to what was found: `Ok` with the first
@@ -194,7 +96,7 @@ pub async fn verify(
 
     // Legacy first: it is what `imgate sign` writes by default and costs two
     // requests; bundles are only looked up when no legacy signature satisfies.
-    let legacy = collect_legacy(client, image, &digest).await;
+    let legacy = legacy::collect(client, image, &digest).await;
     any_found |= !legacy.found.is_empty();
     match evaluate(&legacy.found, &digest, &repository, req) {
         Ok(verified) => return Ok(Verdict::Verified(verified)),

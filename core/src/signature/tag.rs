@@ -1,0 +1,112 @@
+//! Reading and appending to a tag that lists signatures: the legacy `.sig`
+//! manifest and the referrers tag-schema index share one read and one
+//! read-merge-write-reread loop.
+//!
+//! Registries offer no compare-and-swap on tags, so appending is
+//! read-merge-write followed by a re-read: if a concurrent writer replaced
+//! ours, merge again (bounded). Entries already there are always kept, never
+//! rewritten, and a tag holding something that does not parse is left alone.
+
+use std::time::Duration;
+
+use super::collect::Listing;
+use crate::digest::Digest;
+use crate::reference::ImageRef;
+use crate::registry::{RegistryClient, RegistryError};
+
+/// How often a writer merges again after a concurrent write lost its entry.
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
+/// How long a writer waits after its write before checking that it stuck,
+/// so a concurrent writer that read the tag earlier has landed its write.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// A document kept at a tag (the `.sig` manifest, the tag-schema index) and
+/// the one entry a writer adds to it.
+pub(crate) trait TagDocument {
+    /// The parsed document.
+    type Doc;
+    /// The tag the document lives at.
+    fn tag(&self) -> String;
+    /// The media type it is pushed with.
+    fn media_type(&self) -> &'static str;
+    /// Parses the bytes at the tag; the error says what is wrong.
+    fn parse(&self, image: &ImageRef, bytes: &[u8]) -> Result<Self::Doc, String>;
+    /// True when `doc` already holds the entry.
+    fn contains(&self, doc: &Self::Doc) -> bool;
+    /// `existing` (or a new document) with the entry added: the bytes to
+    /// push and the blobs they reference that must be uploaded first.
+    fn merged(&self, existing: Option<&Self::Doc>) -> Result<(Vec<u8>, Vec<Vec<u8>>), String>;
+}
+
+/// Why appending to a tag failed.
+#[derive(Debug)]
+pub(crate) enum TagWriteError {
+    Registry(RegistryError),
+    /// The document at the tag does not parse; it is left alone.
+    Malformed(String),
+    /// Concurrent writers kept replacing the tag.
+    Conflict(u32),
+}
+
+impl From<RegistryError> for TagWriteError {
+    fn from(err: RegistryError) -> Self {
+        TagWriteError::Registry(err)
+    }
+}
+
+/// The document at `doc`'s tag: its digest and the parsed document.
+pub(crate) async fn read<D: TagDocument>(
+    client: &RegistryClient,
+    image: &ImageRef,
+    doc: &D,
+) -> Result<Listing<(Digest, D::Doc)>, RegistryError> {
+    match client.get_manifest(image, &doc.tag()).await {
+        Ok(fetched) => Ok(match doc.parse(image, &fetched.bytes) {
+            Ok(parsed) => Listing::Found((fetched.digest, parsed)),
+            Err(detail) => Listing::Malformed(detail),
+        }),
+        Err(RegistryError::NotFound { .. }) => Ok(Listing::Absent),
+        Err(err) => Err(err),
+    }
+}
+
+/// Adds `doc`'s entry to the document at its tag, keeping every entry
+/// already there. Returns the digest of a document at the tag that holds
+/// the entry.
+pub(crate) async fn append<D: TagDocument>(
+    client: &RegistryClient,
+    image: &ImageRef,
+    doc: &D,
+) -> Result<Digest, TagWriteError> {
+    let tag = doc.tag();
+    for attempt in 1..=MAX_ATTEMPTS {
+        let existing = match read(client, image, doc).await? {
+            Listing::Found((found, current)) if doc.contains(&current) => {
+                // Already there: from an earlier identical write, or merged
+                // in by a concurrent writer after ours was replaced.
+                return Ok(found);
+            }
+            Listing::Found((_, current)) => Some(current),
+            Listing::Malformed(detail) => return Err(TagWriteError::Malformed(detail)),
+            Listing::Absent => None,
+        };
+        let (bytes, blobs) = doc
+            .merged(existing.as_ref())
+            .map_err(TagWriteError::Malformed)?;
+        for blob in &blobs {
+            client.put_blob(image, blob).await?;
+        }
+        client
+            .put_manifest(image, &tag, doc.media_type(), &bytes)
+            .await?;
+        tokio::time::sleep(SETTLE).await;
+        if let Listing::Found((found, after)) = read(client, image, doc).await? {
+            if doc.contains(&after) {
+                return Ok(found);
+            }
+        }
+        tracing::debug!(image = %image, tag, attempt, "tag replaced by a concurrent writer; merging again");
+        tokio::time::sleep(Duration::from_millis(super::jitter_ms(200))).await;
+    }
+    Err(TagWriteError::Conflict(MAX_ATTEMPTS))
+}
