@@ -7,7 +7,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
-use super::transport::{error_detail, read_body, Access, Request, Shared};
+use super::transport::{error_detail, oversize_protocol, read_body, Access, Request, Shared};
 use super::*;
 use crate::oci::{self, ImageIndex};
 
@@ -117,12 +117,27 @@ impl RegistryClient {
         })
     }
 
-    /// GETs a blob and checks it hashes to `digest`.
+    /// GETs a blob and checks it hashes to `digest`; a blob over
+    /// [`MAX_BLOB_SIZE`] is [`RegistryError::TooLarge`].
     pub async fn get_blob(
         &self,
         image: &ImageRef,
         digest: &Digest,
     ) -> Result<Vec<u8>, RegistryError> {
+        self.get_blob_limited(image, digest, MAX_BLOB_SIZE).await
+    }
+
+    /// GETs a blob of at most `limit` bytes (capped at [`MAX_BLOB_SIZE`]) and
+    /// checks it hashes to `digest`. A larger `Content-Length` is refused
+    /// before the body is read, and reading stops at the cap when the
+    /// registry sends more than it announced: [`RegistryError::TooLarge`].
+    pub async fn get_blob_limited(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let limit = limit.min(MAX_BLOB_SIZE);
         let url = self.shared.url(image, &format!("blobs/{digest}"))?;
         let resp = self
             .send(
@@ -138,7 +153,21 @@ impl RegistryClient {
         if resp.status() != StatusCode::OK {
             return Err(self.unexpected(image, resp, &what, &url).await);
         }
-        let bytes = self.body(image, resp, MAX_BLOB_SIZE, &what).await?;
+        let too_large = |size| RegistryError::TooLarge {
+            what: what.clone(),
+            image: image.name(),
+            size,
+            limit: limit as u64,
+        };
+        let bytes = read_body(
+            resp,
+            limit,
+            &image.registry,
+            &what,
+            self.shared.config.request_timeout,
+            &too_large,
+        )
+        .await?;
         ensure_digest(digest, &bytes, || format!("{} blob", image.name()))?;
         Ok(bytes)
     }
@@ -355,6 +384,7 @@ impl RegistryClient {
             &image.registry,
             what,
             self.shared.config.request_timeout,
+            &oversize_protocol(&image.registry, what, limit),
         )
         .await
     }

@@ -54,6 +54,19 @@ pub enum RegistryError {
         /// What was wrong.
         detail: String,
     },
+    /// A blob larger than the caller allows, announced by its descriptor or
+    /// its `Content-Length`, or found while reading (reading stops there).
+    #[error("{what} in {image} is larger than the {limit} bytes allowed{}", .size.map(|s| format!(" ({s} bytes)")).unwrap_or_default())]
+    TooLarge {
+        /// `blob sha256:…`.
+        what: String,
+        /// The repository.
+        image: String,
+        /// The size announced, when one was.
+        size: Option<u64>,
+        /// The cap that applied.
+        limit: u64,
+    },
     /// An unexpected HTTP status after retries.
     #[error("registry {registry} answered {status} for {url}")]
     Status {

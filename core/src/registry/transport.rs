@@ -59,7 +59,11 @@ pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
     /// The client for registries without their own CA file.
     default_http: reqwest::Client,
-    /// Clients for registries with a `ca_file`, keyed like `config.registries`.
+    /// `config.registries` keyed by lower-case host: host names compare
+    /// case-insensitively (DNS does), so `LOCALHOST:5000/x` gets the settings
+    /// of `localhost:5000`.
+    settings: HashMap<String, super::RegistrySettings>,
+    /// Clients for registries with a `ca_file`, keyed like `settings`.
     per_registry_http: HashMap<String, reqwest::Client>,
     docker: Option<DockerConfig>,
     tokens: TokenCache,
@@ -90,12 +94,15 @@ impl Shared {
         let timeout = config.request_timeout;
         let default_http = super::tls::build_client(&config.extra_ca_files, timeout)?;
         let mut per_registry_http = HashMap::new();
-        for (host, settings) in &config.registries {
-            if let Some(ca) = &settings.ca_file {
+        let mut settings = HashMap::new();
+        for (host, entry) in &config.registries {
+            let host = host_key(host);
+            if let Some(ca) = &entry.ca_file {
                 let mut files = config.extra_ca_files.clone();
                 files.push(ca.clone());
                 per_registry_http.insert(host.clone(), super::tls::build_client(&files, timeout)?);
             }
+            settings.insert(host, entry.clone());
         }
         let docker = if !config.use_docker_config {
             None
@@ -108,6 +115,7 @@ impl Shared {
         };
         Ok(Shared {
             config,
+            settings,
             default_http,
             per_registry_http,
             docker,
@@ -123,16 +131,15 @@ impl Shared {
     }
 
     fn settings(&self, image: &ImageRef) -> Option<&super::RegistrySettings> {
-        self.config
-            .registries
-            .get(&image.registry)
-            .or_else(|| self.config.registries.get(image.api_host()))
+        self.settings
+            .get(&host_key(&image.registry))
+            .or_else(|| self.settings.get(&host_key(image.api_host())))
     }
 
     fn http(&self, image: &ImageRef) -> &reqwest::Client {
         self.per_registry_http
-            .get(&image.registry)
-            .or_else(|| self.per_registry_http.get(image.api_host()))
+            .get(&host_key(&image.registry))
+            .or_else(|| self.per_registry_http.get(&host_key(image.api_host())))
             .unwrap_or(&self.default_http)
     }
 
@@ -425,6 +432,7 @@ impl Shared {
             registry,
             "token response",
             self.config.request_timeout,
+            &oversize_protocol(registry, "token response", MAX_TOKEN_RESPONSE),
         )
         .await?;
         let parsed: TokenResponse =
@@ -511,6 +519,11 @@ fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
         }
     }
     err.source().is_some_and(is_tls_failure)
+}
+
+/// How a registry host is looked up: lower case, as DNS compares names.
+fn host_key(host: &str) -> String {
+    host.to_ascii_lowercase()
 }
 
 fn retryable(status: StatusCode) -> bool {
@@ -601,15 +614,16 @@ async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8
 }
 
 /// Reads a whole body of at most `limit` bytes. A larger body (announced or
-/// actual), a body shorter than its `Content-Length`, or a body cut off by
-/// the connection is an error naming `what`; `timeout` is the one that
-/// applied, for the message.
+/// actual) is `oversize(announced size)` and reading stops there; a body
+/// shorter than its `Content-Length`, or a body cut off by the connection, is
+/// an error naming `what`; `timeout` is the one that applied, for the message.
 pub(crate) async fn read_body(
     mut resp: reqwest::Response,
     limit: usize,
     registry: &str,
     what: &str,
     timeout: Duration,
+    oversize: &(dyn Fn(Option<u64>) -> RegistryError + Sync),
 ) -> Result<Vec<u8>, RegistryError> {
     let protocol = |detail: String| RegistryError::Protocol {
         registry: registry.to_string(),
@@ -617,18 +631,14 @@ pub(crate) async fn read_body(
     };
     let announced = resp.content_length();
     if let Some(len) = announced.filter(|len| *len > limit as u64) {
-        return Err(protocol(format!(
-            "{what} is {len} bytes, more than the {limit} allowed"
-        )));
+        return Err(oversize(Some(len)));
     }
     let mut out = Vec::with_capacity(announced.unwrap_or(0).min(limit as u64) as usize);
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 if out.len() + chunk.len() > limit {
-                    return Err(protocol(format!(
-                        "{what} is more than the {limit} bytes allowed"
-                    )));
+                    return Err(oversize(None));
                 }
                 out.extend_from_slice(&chunk);
             }
@@ -655,6 +665,24 @@ pub(crate) async fn read_body(
         )));
     }
     Ok(out)
+}
+
+/// The error for a body over `limit` that is not a blob with its own cap:
+/// the registry sent more than the protocol allows.
+pub(crate) fn oversize_protocol(
+    registry: &str,
+    what: &str,
+    limit: usize,
+) -> impl Fn(Option<u64>) -> RegistryError + Sync {
+    let registry = registry.to_string();
+    let what = what.to_string();
+    move |size| RegistryError::Protocol {
+        registry: registry.clone(),
+        detail: match size {
+            Some(len) => format!("{what} is {len} bytes, more than the {limit} allowed"),
+            None => format!("{what} is more than the {limit} bytes allowed"),
+        },
+    }
 }
 
 #[cfg(test)]

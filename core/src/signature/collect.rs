@@ -91,6 +91,12 @@ pub(crate) async fn fetch_blob(
             signature: id,
             digest: digest.clone(),
         })),
+        Err(RegistryError::TooLarge { size, limit, .. }) => Ok(Err(Unmet::TooLarge {
+            signature: id,
+            digest: digest.clone(),
+            size,
+            limit,
+        })),
         Err(RegistryError::NotFound { .. }) => Ok(Err(Unmet::Malformed {
             signature: Some(id),
             detail: format!("layer {digest} is missing from the registry"),

@@ -135,14 +135,19 @@ pub(crate) fn value_text(value: serde_json::Value) -> String {
 }
 
 /// Docker Hub has three spellings of its registry (cosign writes
-/// `index.docker.io/…`); compare repositories with one of them.
+/// `index.docker.io/…`); compare repositories with one of them. The host
+/// compares case-insensitively (DNS does), the repository path exactly.
 pub(crate) fn normalise_repository(name: &str) -> String {
+    let name = match name.split_once('/') {
+        Some((host, path)) => format!("{}/{path}", host.to_ascii_lowercase()),
+        None => name.to_string(),
+    };
     for alias in ["index.docker.io/", "registry-1.docker.io/"] {
         if let Some(rest) = name.strip_prefix(alias) {
             return format!("docker.io/{rest}");
         }
     }
-    name.to_string()
+    name
 }
 
 #[cfg(test)]

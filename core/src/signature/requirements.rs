@@ -115,6 +115,25 @@ pub enum Unmet {
         /// The descriptor's digest.
         digest: Digest,
     },
+    /// The digest's algorithm has no cosign signature tag (cosign derives
+    /// `sha256-<hex>.sig` and the referrers tag from sha256 digests only),
+    /// so the image cannot be verified.
+    UnsupportedDigest {
+        /// The image digest.
+        digest: Digest,
+    },
+    /// A signature blob is larger than a signature of its kind may be; it
+    /// was not read (or reading stopped at the cap).
+    TooLarge {
+        /// Which signature.
+        signature: SignatureId,
+        /// The blob's digest.
+        digest: Digest,
+        /// Its size, when the descriptor or registry announced one.
+        size: Option<u64>,
+        /// The cap.
+        limit: u64,
+    },
     /// The signature or its manifest cannot be read (bad JSON, base64, missing blob).
     Malformed {
         /// Which signature, when the problem is in one signature rather than the manifest holding them.
@@ -128,13 +147,14 @@ impl Unmet {
     /// The signature this concerns, if any.
     pub fn signature(&self) -> Option<SignatureId> {
         match self {
-            Unmet::NoSignatures { .. } => None,
+            Unmet::NoSignatures { .. } | Unmet::UnsupportedDigest { .. } => None,
             Unmet::WrongKey { signature, .. }
             | Unmet::DigestMismatch { signature, .. }
             | Unmet::RepositoryMismatch { signature, .. }
             | Unmet::WrongType { signature, .. }
             | Unmet::MissingAnnotation { signature, .. }
-            | Unmet::BlobMismatch { signature, .. } => Some(*signature),
+            | Unmet::BlobMismatch { signature, .. }
+            | Unmet::TooLarge { signature, .. } => Some(*signature),
             Unmet::Malformed { signature, .. } => *signature,
         }
     }
@@ -170,6 +190,26 @@ impl fmt::Display for Unmet {
             Unmet::BlobMismatch { digest, .. } => {
                 write!(f, "layer {digest} does not match its descriptor")
             }
+            Unmet::UnsupportedDigest { digest } => write!(
+                f,
+                "{digest} cannot be verified: {} digests have no cosign signature tag",
+                digest.algorithm()
+            ),
+            Unmet::TooLarge {
+                digest,
+                size,
+                limit,
+                ..
+            } => match size {
+                Some(size) => write!(
+                    f,
+                    "layer {digest} is {size} bytes, more than the {limit} a signature may have"
+                ),
+                None => write!(
+                    f,
+                    "layer {digest} is more than the {limit} bytes a signature may have"
+                ),
+            },
             Unmet::Malformed { detail, .. } => f.write_str(detail),
         }
     }

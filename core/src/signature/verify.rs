@@ -89,6 +89,17 @@ pub async fn verify(
             image: image.to_string(),
         });
     };
+    if digest.algorithm() != "sha256" {
+        // cosign's tags (`sha256-<hex>.sig`, the referrers tag) exist for
+        // sha256 only: nothing can vouch for this digest, which is an answer
+        // about the image, not a registry failure.
+        return Ok(Verdict::Denied {
+            unmet: vec![Unmet::UnsupportedDigest {
+                digest: digest.clone(),
+            }],
+            digest,
+        });
+    }
     let repository = image.name();
     let mut unmet = Vec::new();
     let mut any_found = false;
