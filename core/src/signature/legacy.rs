@@ -7,8 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use super::collect::{fetch_blob, Collection, Found, Listing};
-use super::requirements::SignatureId;
+use futures::{Stream, StreamExt as _};
+
+use super::collect::{
+    fetch_blob, Found, Listing, FETCH_CONCURRENCY, MAX_PAYLOAD_SIZE, MAX_SIGNATURE_LAYERS,
+};
+use super::requirements::{SignatureId, Unmet};
 use super::tag::{self, TagDocument, TagWriteError};
 use super::{signature_tag, Format, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE};
 use crate::digest::Digest;
@@ -176,40 +180,54 @@ pub(crate) async fn append(
     tag::append(client, image, &doc).await
 }
 
-/// Collects the legacy signatures of `digest`: the layers of `sha256-<hex>.sig`.
-pub(crate) async fn collect(
-    client: &RegistryClient,
-    image: &ImageRef,
-    digest: &Digest,
-) -> Collection {
-    let manifest = match Collection::from_listing(read(client, image, digest).await) {
-        Ok(manifest) => manifest,
-        Err(done) => return done,
-    };
-    let mut out = Collection::default();
-    let layers = manifest
+/// The legacy signatures of a `.sig` manifest, each read as the stream is
+/// polled (at most [`FETCH_CONCURRENCY`] at a time, in layer order), so the
+/// caller checks each as it arrives and stops at the first that satisfies.
+/// At most [`MAX_SIGNATURE_LAYERS`] layers are read; when the manifest lists
+/// more, the first value says so (it must be reported: an unread signature
+/// is never a pass).
+pub(crate) fn signatures<'a>(
+    client: &'a RegistryClient,
+    image: &'a ImageRef,
+    manifest: ImageManifest,
+) -> (
+    Option<Unmet>,
+    impl Stream<Item = Result<Found, RegistryError>> + 'a,
+) {
+    let layers: Vec<Descriptor> = manifest
         .layers
-        .iter()
-        .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE);
-    for (i, layer) in layers.enumerate() {
-        let id = SignatureId {
-            index: i + 1,
-            format: Format::Legacy,
-        };
-        match fetch_blob(client, image, &layer.digest, id).await {
-            Ok(Ok(payload)) => out.found.push(Found::Legacy {
-                index: id.index,
-                payload,
-                signature: layer_signature(layer).map(str::to_string),
-            }),
-            Ok(Err(unmet)) => out.found.push(Found::Unusable(unmet)),
-            Err(err) => {
-                out.error = Some(err);
-                break;
-            }
-        }
-    }
-    out
+        .into_iter()
+        .filter(|l| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE)
+        .collect();
+    let over = (layers.len() > MAX_SIGNATURE_LAYERS).then_some(Unmet::TooManySignatures {
+        format: Format::Legacy,
+        listed: layers.len(),
+        limit: MAX_SIGNATURE_LAYERS,
+    });
+    let fetches = layers
+        .into_iter()
+        .take(MAX_SIGNATURE_LAYERS)
+        .enumerate()
+        .map(move |(i, layer)| async move {
+            let id = SignatureId {
+                index: i + 1,
+                format: Format::Legacy,
+            };
+            Ok(
+                match fetch_blob(client, image, &layer, MAX_PAYLOAD_SIZE).await? {
+                    Ok(payload) => Found::Legacy {
+                        index: id.index,
+                        payload,
+                        signature: layer_signature(&layer).map(str::to_string),
+                    },
+                    Err(problem) => Found::Unusable(problem.unmet(id)),
+                },
+            )
+        });
+    (
+        over,
+        futures::stream::iter(fetches).buffered(FETCH_CONCURRENCY),
+    )
 }
 
 #[cfg(test)]

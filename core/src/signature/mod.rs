@@ -8,9 +8,10 @@
 //!   over an in-toto statement ([`bundle`]), attached through the OCI
 //!   referrers API or the referrers tag schema (`referrers`).
 //!
-//! Verification first collects the signatures found for the digest, then
-//! applies the [`Requirements`] to each (`check`), and answers with the one
-//! that satisfied them all or with every [`Unmet`] requirement. No Sigstore
+//! Verification reads the signatures listed for the digest (`collect`,
+//! bounded in size and number), applies the [`Requirements`] to each as it
+//! arrives (`check`), and answers with the first that satisfied them all or
+//! with every [`Unmet`] requirement. No Sigstore
 //! service is ever contacted: only the registry holding the image.
 
 use std::fmt;
@@ -32,6 +33,7 @@ mod sign;
 mod tag;
 mod verify;
 
+pub use collect::{MAX_BUNDLE_SIZE, MAX_PAYLOAD_SIZE, MAX_REFERRERS, MAX_SIGNATURE_LAYERS};
 pub use requirements::{Requirements, SignatureId, Unmet, Verdict, Verified};
 pub use sign::{sign, SignError, SignOptions};
 pub use verify::{verify, VerifyError};

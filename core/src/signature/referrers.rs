@@ -8,8 +8,12 @@
 
 use super::bundle::{self, append_referrer, is_bundle_media_type, referrer_descriptor};
 use super::check;
-use super::collect::{fetch_blob, Collection, Found, Listing};
-use super::requirements::SignatureId;
+use futures::{Stream, StreamExt as _};
+
+use super::collect::{
+    fetch_blob, Found, Listing, FETCH_CONCURRENCY, MAX_BUNDLE_SIZE, MAX_REFERRERS,
+};
+use super::requirements::{SignatureId, Unmet};
 use super::tag::{self, TagDocument, TagWriteError};
 use super::Format;
 use crate::digest::Digest;
@@ -19,7 +23,7 @@ use crate::registry::{RegistryClient, RegistryError};
 
 /// The referrers of `digest`: from the API when the registry has it, else the
 /// tag-schema index.
-async fn referrer_index(
+pub(crate) async fn index(
     client: &RegistryClient,
     image: &ImageRef,
     digest: &Digest,
@@ -121,50 +125,68 @@ async fn bundle_layer(
         .map(|l| (fetched.digest, l)))
 }
 
-/// Collects the cosign signature bundles attached to `digest`. Attestations
-/// (other predicate types) are skipped.
-pub(crate) async fn collect(
-    client: &RegistryClient,
-    image: &ImageRef,
-    digest: &Digest,
-) -> Collection {
-    let index = match Collection::from_listing(referrer_index(client, image, digest).await) {
-        Ok(index) => index,
-        Err(done) => return done,
-    };
-    let mut out = Collection::default();
+/// The cosign signature bundles among the referrers in `index`, each read
+/// as the stream is polled (referrer manifest, then bundle blob; at most
+/// [`FETCH_CONCURRENCY`] referrers at a time, in index order), numbered in
+/// that order. Attestations (other predicate types) and other artifacts are
+/// skipped. At most [`MAX_REFERRERS`] are examined; when more are listed, the
+/// first value says so.
+pub(crate) fn signatures<'a>(
+    client: &'a RegistryClient,
+    image: &'a ImageRef,
+    index: ImageIndex,
+) -> (
+    Option<Unmet>,
+    impl Stream<Item = Result<Found, RegistryError>> + 'a,
+) {
     let mut seen = std::collections::BTreeSet::new();
-    for entry in index
+    let entries: Vec<Descriptor> = index
         .manifests
-        .iter()
+        .into_iter()
         .filter(|e| seen.insert(e.digest.clone()))
-    {
-        let layer = match bundle_layer(client, image, entry).await {
-            Ok(Some((_, layer))) => layer,
-            Ok(None) => continue,
-            Err(err) => {
-                out.error = Some(err);
-                break;
-            }
-        };
-        let id = SignatureId {
-            index: out.found.len() + 1,
-            format: Format::Bundle,
-        };
-        match fetch_blob(client, image, &layer.digest, id).await {
-            Ok(Ok(bytes)) if check::is_signature_bundle(&bytes) => out.found.push(Found::Bundle {
-                index: id.index,
-                bundle: bytes,
-            }),
-            Ok(Ok(_)) => {}
-            Ok(Err(unmet)) => out.found.push(Found::Unusable(unmet)),
-            Err(err) => {
-                out.error = Some(err);
-                break;
-            }
-        }
-    }
-    out
+        .collect();
+    let over = (entries.len() > MAX_REFERRERS).then_some(Unmet::TooManySignatures {
+        format: Format::Bundle,
+        listed: entries.len(),
+        limit: MAX_REFERRERS,
+    });
+    let fetches = entries
+        .into_iter()
+        .take(MAX_REFERRERS)
+        .map(move |entry| async move {
+            let Some((_, layer)) = bundle_layer(client, image, &entry).await? else {
+                return Ok(None);
+            };
+            fetch_blob(client, image, &layer, MAX_BUNDLE_SIZE)
+                .await
+                .map(Some)
+        });
+    let found = futures::stream::iter(fetches)
+        .buffered(FETCH_CONCURRENCY)
+        .scan(0usize, |count, fetched| {
+            let next = |count: &mut usize| {
+                *count += 1;
+                SignatureId {
+                    index: *count,
+                    format: Format::Bundle,
+                }
+            };
+            let item = match fetched {
+                Ok(None) => None,
+                Ok(Some(Ok(bytes))) if check::is_signature_bundle(&bytes) => {
+                    Some(Ok(Found::Bundle {
+                        index: next(count).index,
+                        bundle: bytes,
+                    }))
+                }
+                Ok(Some(Ok(_))) => None,
+                Ok(Some(Err(problem))) => Some(Ok(Found::Unusable(problem.unmet(next(count))))),
+                Err(err) => Some(Err(err)),
+            };
+            futures::future::ready(Some(item))
+        })
+        .filter_map(futures::future::ready);
+    (over, found)
 }
 
 /// Attaches `bundle_bytes` to `subject` (the image's descriptor): pushes the

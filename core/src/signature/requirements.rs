@@ -134,6 +134,16 @@ pub enum Unmet {
         /// The cap.
         limit: u64,
     },
+    /// More signatures are listed than imgate reads for one image; those past
+    /// the cap were not checked.
+    TooManySignatures {
+        /// Where they are listed.
+        format: Format,
+        /// How many are listed.
+        listed: usize,
+        /// How many were read.
+        limit: usize,
+    },
     /// The signature or its manifest cannot be read (bad JSON, base64, missing blob).
     Malformed {
         /// Which signature, when the problem is in one signature rather than the manifest holding them.
@@ -147,7 +157,9 @@ impl Unmet {
     /// The signature this concerns, if any.
     pub fn signature(&self) -> Option<SignatureId> {
         match self {
-            Unmet::NoSignatures { .. } | Unmet::UnsupportedDigest { .. } => None,
+            Unmet::NoSignatures { .. }
+            | Unmet::UnsupportedDigest { .. }
+            | Unmet::TooManySignatures { .. } => None,
             Unmet::WrongKey { signature, .. }
             | Unmet::DigestMismatch { signature, .. }
             | Unmet::RepositoryMismatch { signature, .. }
@@ -210,6 +222,14 @@ impl fmt::Display for Unmet {
                     "layer {digest} is more than the {limit} bytes a signature may have"
                 ),
             },
+            Unmet::TooManySignatures {
+                format,
+                listed,
+                limit,
+            } => write!(
+                f,
+                "{listed} entries list {format} signatures; only the first {limit} were checked"
+            ),
             Unmet::Malformed { detail, .. } => f.write_str(detail),
         }
     }

@@ -1,6 +1,7 @@
-//! [`verify`]: collect the signatures of a digest from the registry (legacy
-//! `.sig` layers first, then bundles), check each against the requirements,
-//! and answer with the first that satisfies them all or every unmet one.
+//! [`verify`]: read the signatures of a digest from the registry (legacy
+//! `.sig` layers first, then bundles), check each against the requirements
+//! as it arrives, and answer with the first that satisfies them all (reading
+//! no further) or every unmet one.
 //!
 //! Fail closed: a signature whose blob is missing or does not hash to its
 //! descriptor is an unmet requirement; a registry failure is an error the
@@ -8,7 +9,9 @@
 //! already verified (a satisfied requirement cannot be undone by a broken
 //! sibling).
 
-use super::collect::Found;
+use futures::{Stream, StreamExt as _};
+
+use super::collect::{Found, Listing};
 use super::requirements::{push_unique, Requirements, Unmet, Verdict, Verified};
 use super::{check, legacy, referrers};
 use crate::digest::Digest;
@@ -38,17 +41,22 @@ impl VerifyError {
     }
 }
 
-/// Applies the requirements to what was found: `Ok` with the first
-/// signature that satisfies everything, else every unmet requirement.
-pub(crate) fn evaluate(
-    found: &[Found],
-    digest: &Digest,
-    repository: &str,
-    req: &Requirements,
-) -> Result<Verified, Vec<Unmet>> {
-    let mut unmet = Vec::new();
-    for item in found {
-        let result = match item {
+/// What verification learnt so far from the signatures that did not satisfy.
+struct Findings<'a> {
+    digest: &'a Digest,
+    repository: String,
+    req: &'a Requirements,
+    unmet: Vec<Unmet>,
+    any_found: bool,
+    first_error: Option<RegistryError>,
+}
+
+impl Findings<'_> {
+    /// Applies the requirements to one signature: `Some` when it satisfies
+    /// everything, else its unmet requirements are recorded.
+    fn check(&mut self, found: &Found) -> Option<Verified> {
+        self.any_found = true;
+        let result = match found {
             Found::Legacy {
                 index,
                 payload,
@@ -57,19 +65,73 @@ pub(crate) fn evaluate(
                 *index,
                 payload,
                 signature.as_deref(),
-                digest,
-                repository,
-                req,
+                self.digest,
+                &self.repository,
+                self.req,
             ),
-            Found::Bundle { index, bundle } => check::bundle(*index, bundle, digest, req),
+            Found::Bundle { index, bundle } => check::bundle(*index, bundle, self.digest, self.req),
             Found::Unusable(u) => Err(vec![u.clone()]),
         };
         match result {
-            Ok(verified) => return Ok(verified),
-            Err(list) => list.into_iter().for_each(|u| push_unique(&mut unmet, u)),
+            Ok(verified) => Some(verified),
+            Err(list) => {
+                list.into_iter()
+                    .for_each(|u| push_unique(&mut self.unmet, u));
+                None
+            }
         }
     }
-    Err(unmet)
+
+    /// The listing to read signatures from, after noting an unusable
+    /// listing or a registry failure.
+    fn listing<T>(&mut self, listing: Result<Listing<T>, RegistryError>) -> Option<T> {
+        match listing {
+            Ok(Listing::Found(t)) => Some(t),
+            Ok(Listing::Absent) => None,
+            Ok(Listing::Malformed(detail)) => {
+                self.check(&Found::Unusable(Unmet::Malformed {
+                    signature: None,
+                    detail,
+                }));
+                None
+            }
+            Err(err) => {
+                self.first_error.get_or_insert(err);
+                None
+            }
+        }
+    }
+
+    /// Checks each signature of one format as it arrives, stopping at the
+    /// first that satisfies (the rest are not fetched) or at the first
+    /// registry failure. `over` reports signatures past the cap.
+    async fn first_satisfying(
+        &mut self,
+        (over, signatures): (
+            Option<Unmet>,
+            impl Stream<Item = Result<Found, RegistryError>>,
+        ),
+    ) -> Option<Verified> {
+        if let Some(over) = over {
+            self.any_found = true;
+            push_unique(&mut self.unmet, over);
+        }
+        let mut signatures = std::pin::pin!(signatures);
+        while let Some(item) = signatures.next().await {
+            match item {
+                Ok(found) => {
+                    if let Some(verified) = self.check(&found) {
+                        return Some(verified);
+                    }
+                }
+                Err(err) => {
+                    self.first_error.get_or_insert(err);
+                    break;
+                }
+            }
+        }
+        None
+    }
 }
 
 /// Verifies `image` (which must carry a digest: callers resolve first, and the
@@ -78,7 +140,7 @@ pub(crate) fn evaluate(
 /// Offline and key-based: only the image's registry is contacted.
 ///
 /// No signature at all is a [`Verdict::Denied`] with [`Unmet::NoSignatures`],
-/// not an error.
+/// not an error; so is a digest cosign cannot sign ([`Unmet::UnsupportedDigest`]).
 pub async fn verify(
     client: &RegistryClient,
     image: &ImageRef,
@@ -100,33 +162,37 @@ pub async fn verify(
             digest,
         });
     }
-    let repository = image.name();
-    let mut unmet = Vec::new();
-    let mut any_found = false;
-    let mut first_error = None;
+    let mut findings = Findings {
+        digest: &digest,
+        repository: image.name(),
+        req,
+        unmet: Vec::new(),
+        any_found: false,
+        first_error: None,
+    };
 
-    // Legacy first: it is what `imgate sign` writes by default and costs two
-    // requests; bundles are only looked up when no legacy signature satisfies.
-    let legacy = legacy::collect(client, image, &digest).await;
-    any_found |= !legacy.found.is_empty();
-    match evaluate(&legacy.found, &digest, &repository, req) {
-        Ok(verified) => return Ok(Verdict::Verified(verified)),
-        Err(list) => list.into_iter().for_each(|u| push_unique(&mut unmet, u)),
+    // Legacy first: it is what `imgate sign` writes by default; bundles are
+    // only read when no legacy signature satisfies.
+    let legacy_listing = legacy::read(client, image, &digest).await;
+    if let Some(manifest) = findings.listing(legacy_listing) {
+        let signatures = legacy::signatures(client, image, manifest);
+        if let Some(verified) = findings.first_satisfying(signatures).await {
+            return Ok(Verdict::Verified(verified));
+        }
     }
-    first_error = first_error.or(legacy.error);
-
-    let bundles = referrers::collect(client, image, &digest).await;
-    any_found |= !bundles.found.is_empty();
-    match evaluate(&bundles.found, &digest, &repository, req) {
-        Ok(verified) => return Ok(Verdict::Verified(verified)),
-        Err(list) => list.into_iter().for_each(|u| push_unique(&mut unmet, u)),
+    let bundle_listing = referrers::index(client, image, &digest).await;
+    if let Some(index) = findings.listing(bundle_listing) {
+        let signatures = referrers::signatures(client, image, index);
+        if let Some(verified) = findings.first_satisfying(signatures).await {
+            return Ok(Verdict::Verified(verified));
+        }
     }
-    first_error = first_error.or(bundles.error);
 
-    if let Some(err) = first_error {
+    if let Some(err) = findings.first_error {
         return Err(VerifyError::Registry(err));
     }
-    if !any_found {
+    let mut unmet = findings.unmet;
+    if !findings.any_found {
         unmet.push(Unmet::NoSignatures {
             digest: digest.clone(),
         });

@@ -6,7 +6,8 @@
 //!   the referrers API answer 404 (as Distribution 2.8 does).
 //! - Lies live on fixed repository names (`wrongheader`, `badbody`, `trunc`,
 //!   `swapped`, `flaky`, `ratelimited`, `alwaysdown`, `hang`, `private`,
-//!   `basic`, `multi`, `noreferrers`, `huge`, and `good` for canned honest
+//!   `basic`, `multi`, `noreferrers`, `huge`, `endless` (blobs without end),
+//!   and `good` for canned honest
 //!   answers), so each lie is explicit and every other repository is honest.
 //!
 //! The server is axum on 127.0.0.1:0; it counts requests per label and the
@@ -41,6 +42,9 @@ pub struct Store {
     pub tags: HashMap<String, String>,
     /// digest -> bytes
     pub blobs: HashMap<String, Vec<u8>>,
+    /// Manifest digests in the order they were first pushed (the referrers
+    /// API lists in this order, so tests can place a signature past a cap).
+    pub pushed: Vec<String>,
 }
 
 pub struct Registry {
@@ -67,6 +71,11 @@ impl Registry {
     }
     pub fn hits(&self, label: &str) -> u64 {
         self.hits.lock().unwrap().get(label).copied().unwrap_or(0)
+    }
+    /// Forgets the request and connection counts so far.
+    pub fn reset_counts(&self) {
+        self.hits.lock().unwrap().clear();
+        self.connections.store(0, Ordering::SeqCst);
     }
     pub fn set_fail(&self, on: bool) {
         self.fail.store(on, Ordering::SeqCst);
@@ -177,6 +186,17 @@ async fn lie(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) ->
         // A full-length blob whose bytes are not the ones asked for.
         (Method::GET, ["v2", "swapped", "blobs", _]) => {
             (StatusCode::OK, b"other bytes".to_vec()).into_response()
+        }
+        // A blob that never ends and announces no length (bounded at 1 GiB
+        // so a client without a cap fails the test instead of the machine).
+        (Method::GET, ["v2", "endless", "blobs", _]) => {
+            reg.hit("endless");
+            let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+            let stream = futures::stream::iter(
+                (0..(1u64 << 30) / (64 << 10))
+                    .map(move |_| Ok::<Bytes, std::io::Error>(chunk.clone())),
+            );
+            Response::new(Body::from_stream(stream))
         }
         (Method::GET, ["v2", "good", "blobs", _]) => {
             (StatusCode::OK, BLOB.to_vec()).into_response()
@@ -318,8 +338,12 @@ fn honest(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            s.manifests
-                .insert(digest.clone(), (media_type, body.to_vec()));
+            if s.manifests
+                .insert(digest.clone(), (media_type, body.to_vec()))
+                .is_none()
+            {
+                s.pushed.push(digest.clone());
+            }
             if !reference.contains(':') {
                 s.tags.insert(reference.to_string(), digest.clone());
             }
@@ -352,9 +376,10 @@ fn honest(
         }
         // Entries carry no `artifactType`, as ghcr.io's do.
         let manifests: Vec<serde_json::Value> = s
-            .manifests
+            .pushed
             .iter()
-            .filter_map(|(d, (mt, bytes))| {
+            .filter_map(|d| {
+                let (mt, bytes) = s.manifests.get(d)?;
                 let m: serde_json::Value = serde_json::from_slice(bytes).ok()?;
                 (m["subject"]["digest"] == digest)
                     .then(|| serde_json::json!({"mediaType": mt, "digest": d, "size": bytes.len()}))
