@@ -153,11 +153,23 @@ pub struct ClientConfig {
     pub use_docker_config: bool,
     /// Docker config file to read instead of the default location.
     pub docker_config: Option<PathBuf>,
-    /// Timeout for one HTTP request.
+    /// Timeout for one HTTP request (connect, headers and body), well under
+    /// the webhook's deadline so a request that hangs is abandoned and
+    /// retried while there is time, instead of holding the whole admission.
     pub request_timeout: Duration,
-    /// Retries on 429/5xx/connection errors, with exponential backoff.
+    /// Retries on 429/5xx/connection errors and timeouts, with exponential backoff.
     pub retries: u32,
+    /// How long one registry operation (a request and its retries) may take:
+    /// a retry after a timeout is started only if it can finish within it.
+    pub operation_timeout: Duration,
 }
+
+/// Default [`ClientConfig::request_timeout`]: a registry answers a small
+/// manifest or signature in well under a second; 3 s leaves room for one
+/// retry within the webhook's default 8 s deadline.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default [`ClientConfig::operation_timeout`]: the webhook's default deadline.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -167,8 +179,9 @@ impl Default for ClientConfig {
             credentials: BTreeMap::new(),
             use_docker_config: true,
             docker_config: None,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retries: 2,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 }

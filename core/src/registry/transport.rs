@@ -448,13 +448,16 @@ impl Shared {
 
     /// Sends with retries: 429/500/502/503/504 and connection errors are
     /// retried up to `retries` times with exponential backoff (or the
-    /// registry's `Retry-After`, capped); a timeout is final.
+    /// registry's `Retry-After`, capped); a timeout is retried too, but only
+    /// when the retry can finish within `operation_timeout` (a hung
+    /// connection is dropped and the retry gets a fresh one).
     pub(crate) async fn send_retrying(
         &self,
         registry: &str,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
     ) -> Result<reqwest::Response, RegistryError> {
         let retries = self.config.retries;
+        let started = std::time::Instant::now();
         let mut attempt = 0u32;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -472,14 +475,23 @@ impl Shared {
                         ?delay,
                         "retrying"
                     );
+                    // Read the short error body so the connection goes back to the pool.
+                    drop(read_capped(resp, MAX_ERROR_BODY).await);
                     tokio::time::sleep(delay).await;
                 }
                 Ok(resp) => return Ok(resp),
                 Err(err) if err.is_timeout() => {
-                    return Err(RegistryError::Timeout {
-                        registry: registry.to_string(),
-                        timeout: self.config.request_timeout,
-                    })
+                    let timeout = self.config.request_timeout;
+                    let in_time =
+                        started.elapsed() + backoff + timeout <= self.config.operation_timeout;
+                    if attempt >= retries || !in_time {
+                        return Err(RegistryError::Timeout {
+                            registry: registry.to_string(),
+                            timeout,
+                        });
+                    }
+                    tracing::debug!(registry, ?timeout, "no answer in time; retrying");
+                    tokio::time::sleep(backoff).await;
                 }
                 Err(err)
                     if (err.is_connect() || err.is_request())

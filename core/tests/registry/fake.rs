@@ -5,7 +5,7 @@
 //! - Switches: `fail` answers 500 to everything; `referrers_api` off makes
 //!   the referrers API answer 404 (as Distribution 2.8 does).
 //! - Lies live on fixed repository names (`wrongheader`, `badbody`, `trunc`,
-//!   `swapped`, `flaky`, `ratelimited`, `alwaysdown`, `hang`, `private`,
+//!   `swapped`, `flaky`, `ratelimited`, `alwaysdown`, `hang`, `hangonce`, `private`,
 //!   `basic`, `multi`, `noreferrers`, `huge`, `endless` (blobs without end),
 //!   and `good` for canned honest
 //!   answers), so each lie is explicit and every other repository is honest.
@@ -231,6 +231,14 @@ async fn lie(reg: &Registry, method: &Method, uri: &Uri, headers: &HeaderMap) ->
             reg.hit("hang");
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()
+        }
+        // Hangs on the first request only, as a registry coming back from an
+        // outage with one stuck connection.
+        (Method::GET, ["v2", "hangonce", "manifests", "v1"]) => {
+            if reg.hit("hangonce") == 1 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            manifest_response(MANIFEST, oci::OCI_MANIFEST, Some(&good))
         }
         // (f) Bearer: a token from /token, which wants alice's password.
         (Method::GET, ["v2", "private", "manifests", "v1"]) => {

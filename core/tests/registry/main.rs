@@ -8,4 +8,5 @@ mod bombs;
 mod denials;
 mod fake;
 mod lying;
+mod recovery;
 mod signatures;
