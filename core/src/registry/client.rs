@@ -7,7 +7,9 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
-use super::transport::{error_detail, oversize_protocol, read_body, Access, Request, Shared};
+use super::transport::{
+    discard_body, error_detail, oversize_protocol, read_body, Access, Request, Shared,
+};
 use super::*;
 use crate::oci::{self, ImageIndex};
 
@@ -17,6 +19,9 @@ pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 /// Blobs larger than this are refused: imgate only reads small blobs
 /// (signature payloads, bundles, configs), never image layers.
 pub const MAX_BLOB_SIZE: usize = 64 << 20;
+/// How long a repository found without the OCI referrers API is not asked
+/// again (a registry upgrade is picked up after this).
+pub const NO_REFERRERS_API_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// The header registries use to announce a manifest's or blob's digest.
 const DIGEST_HEADER: &str = "docker-content-digest";
 
@@ -300,12 +305,17 @@ impl RegistryClient {
     }
 
     /// The referrers of `digest` through the OCI referrers API; `None` when the
-    /// registry does not support it (404/400), so callers fall back to the tag schema.
+    /// registry does not support it (404/400/405), so callers fall back to
+    /// the tag schema. A repository found without the API is remembered for
+    /// [`NO_REFERRERS_API_TTL`] and not asked again meanwhile.
     pub async fn referrers(
         &self,
         image: &ImageRef,
         digest: &Digest,
     ) -> Result<Option<crate::oci::ImageIndex>, RegistryError> {
+        if self.shared.lacks_referrers_api(image) {
+            return Ok(None);
+        }
         let url = self.shared.url(image, &format!("referrers/{digest}"))?;
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(oci::OCI_INDEX));
@@ -315,7 +325,9 @@ impl RegistryClient {
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => {
-                return Ok(None)
+                discard_body(resp).await;
+                self.shared.remember_no_referrers_api(image);
+                return Ok(None);
             }
             _ => {
                 return Err(self
@@ -399,6 +411,9 @@ impl RegistryClient {
     ) -> RegistryError {
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
+            // Read the (short) body so the connection goes back to the pool:
+            // 404s are routine (no `.sig` tag, no referrers tag).
+            discard_body(resp).await;
             return RegistryError::NotFound {
                 what: what.to_string(),
                 image: image.name(),

@@ -208,7 +208,7 @@ pub struct Resolved {
     pub platforms: Vec<(Option<Platform>, Digest)>,
 }
 
-pub use client::{RegistryClient, MAX_BLOB_SIZE, MAX_MANIFEST_SIZE};
+pub use client::{RegistryClient, MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, NO_REFERRERS_API_TTL};
 
 mod auth;
 mod client;

@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     /// The last challenge each registry sent, so later requests authenticate
     /// up front instead of paying a 401 round trip each time.
     challenges: Mutex<HashMap<String, Challenge>>,
+    /// Repositories (`host/repository`, host in lower case) that answered the
+    /// referrers API with "not supported", and until when that is believed.
+    no_referrers_api: Mutex<HashMap<String, std::time::Instant>>,
     /// Credential helper answers per registry (helpers are slow processes).
     helper_answers: tokio::sync::Mutex<HashMap<String, Option<Credentials>>>,
     requests: AtomicU64,
@@ -121,6 +124,7 @@ impl Shared {
             docker,
             tokens: TokenCache::default(),
             challenges: Mutex::new(HashMap::new()),
+            no_referrers_api: Mutex::new(HashMap::new()),
             helper_answers: tokio::sync::Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
         })
@@ -128,6 +132,32 @@ impl Shared {
 
     pub(crate) fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// True while `image`'s repository is remembered to lack the referrers API.
+    pub(crate) fn lacks_referrers_api(&self, image: &ImageRef) -> bool {
+        let key = repository_key(image);
+        let mut known = self
+            .no_referrers_api
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match known.get(&key) {
+            Some(until) if *until > std::time::Instant::now() => true,
+            Some(_) => {
+                known.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that `image`'s repository lacks the referrers API.
+    pub(crate) fn remember_no_referrers_api(&self, image: &ImageRef) {
+        let until = std::time::Instant::now() + super::NO_REFERRERS_API_TTL;
+        self.no_referrers_api
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(repository_key(image), until);
     }
 
     fn settings(&self, image: &ImageRef) -> Option<&super::RegistrySettings> {
@@ -476,7 +506,7 @@ impl Shared {
                         "retrying"
                     );
                     // Read the short error body so the connection goes back to the pool.
-                    drop(read_capped(resp, MAX_ERROR_BODY).await);
+                    discard_body(resp).await;
                     tokio::time::sleep(delay).await;
                 }
                 Ok(resp) => return Ok(resp),
@@ -536,6 +566,13 @@ fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
 /// How a registry host is looked up: lower case, as DNS compares names.
 fn host_key(host: &str) -> String {
     host.to_ascii_lowercase()
+}
+
+/// How a repository is remembered: its host in lower case, its path as is.
+/// Referrers API support is remembered per repository, not per host, as a
+/// registry may route repositories to different backends.
+fn repository_key(image: &ImageRef) -> String {
+    format!("{}/{}", host_key(&image.registry), image.repository)
 }
 
 fn retryable(status: StatusCode) -> bool {
@@ -610,6 +647,12 @@ pub(crate) async fn error_detail(resp: reqwest::Response) -> String {
     } else {
         text.to_string()
     }
+}
+
+/// Reads and drops a body the caller has no use for (a 404's, a retried
+/// 5xx's), so the connection is reused; a long one is cut off instead.
+pub(crate) async fn discard_body(resp: reqwest::Response) {
+    drop(read_capped(resp, MAX_ERROR_BODY).await);
 }
 
 /// Reads at most `limit` bytes, silently stopping there (for error messages).

@@ -171,16 +171,26 @@ pub async fn verify(
         first_error: None,
     };
 
-    // Legacy first: it is what `imgate sign` writes by default; bundles are
-    // only read when no legacy signature satisfies.
-    let legacy_listing = legacy::read(client, image, &digest).await;
-    if let Some(manifest) = findings.listing(legacy_listing) {
-        let signatures = legacy::signatures(client, image, manifest);
-        if let Some(verified) = findings.first_satisfying(signatures).await {
-            return Ok(Verdict::Verified(verified));
+    // Both listings are asked for at once (the `.sig` tag and the referrers),
+    // and the legacy signatures are read while the bundle listing is still
+    // on its way (a registry without the referrers API needs a second
+    // request for the tag schema). Legacy signatures are checked first: they
+    // are what `imgate sign` writes by default.
+    let legacy_side = async {
+        let listing = legacy::read(client, image, &digest).await;
+        match findings.listing(listing) {
+            Some(manifest) => {
+                let signatures = legacy::signatures(client, image, manifest);
+                findings.first_satisfying(signatures).await
+            }
+            None => None,
         }
+    };
+    let (legacy_verified, bundle_listing) =
+        futures::join!(legacy_side, referrers::index(client, image, &digest));
+    if let Some(verified) = legacy_verified {
+        return Ok(Verdict::Verified(verified));
     }
-    let bundle_listing = referrers::index(client, image, &digest).await;
     if let Some(index) = findings.listing(bundle_listing) {
         let signatures = referrers::signatures(client, image, index);
         if let Some(verified) = findings.first_satisfying(signatures).await {

@@ -60,6 +60,13 @@ pub struct Registry {
     pub fail: AtomicBool,
     /// Serve the OCI referrers API (else 404 there).
     pub referrers_api: AtomicBool,
+    /// Hold each `.sig` manifest request until a referrers lookup (API or
+    /// tag schema) has arrived too, up to 5 s, and count whether one did
+    /// (`sig paired`) or not (`sig alone`): proof that a client asks for both
+    /// at once, without asserting on timings.
+    pub pairing: AtomicBool,
+    referrers_seen: AtomicBool,
+    referrers_arrived: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -82,6 +89,48 @@ impl Registry {
     }
     pub fn set_referrers_api(&self, on: bool) {
         self.referrers_api.store(on, Ordering::SeqCst);
+    }
+    pub fn set_pairing(&self, on: bool) {
+        self.referrers_seen.store(false, Ordering::SeqCst);
+        self.pairing.store(on, Ordering::SeqCst);
+    }
+    /// Every label's count, for asserting on a whole run.
+    pub fn all_hits(&self) -> BTreeMap<String, u64> {
+        self.hits.lock().unwrap().clone().into_iter().collect()
+    }
+
+    /// With `pairing` on: notes referrers lookups and holds `.sig` requests
+    /// until one arrived.
+    async fn pair(&self, method: &Method, path: &str) {
+        if !self.pairing.load(Ordering::SeqCst) || *method != Method::GET {
+            return;
+        }
+        let reference = path.rsplit_once("/manifests/").map(|(_, r)| r);
+        let lookup = path.contains("/referrers/")
+            || reference.is_some_and(|r| r.starts_with("sha256-") && !r.ends_with(".sig"));
+        if lookup {
+            self.referrers_seen.store(true, Ordering::SeqCst);
+            self.referrers_arrived.notify_waiters();
+            return;
+        }
+        if !reference.is_some_and(|r| r.ends_with(".sig")) {
+            return;
+        }
+        let wait = async {
+            loop {
+                let arrived = self.referrers_arrived.notified();
+                let mut arrived = std::pin::pin!(arrived);
+                arrived.as_mut().enable();
+                if self.referrers_seen.load(Ordering::SeqCst) {
+                    return;
+                }
+                arrived.await;
+            }
+        };
+        let paired = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .is_ok();
+        self.hit(if paired { "sig paired" } else { "sig alone" });
     }
 }
 
@@ -129,6 +178,7 @@ async fn route(
     if reg.fail.load(Ordering::SeqCst) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose").into_response();
     }
+    reg.pair(&method, uri.path()).await;
     if let Some(resp) = lie(&reg, &method, &uri, &headers).await {
         return resp;
     }
@@ -472,6 +522,9 @@ pub async fn start() -> Server {
         store: Mutex::default(),
         fail: AtomicBool::new(false),
         referrers_api: AtomicBool::new(true),
+        pairing: AtomicBool::new(false),
+        referrers_seen: AtomicBool::new(false),
+        referrers_arrived: tokio::sync::Notify::new(),
     });
     let app = axum::Router::new()
         .fallback(route)

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bombs;
+mod cold_path;
 mod denials;
 mod fake;
 mod lying;
