@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::common::Run;
 
+mod cold_path;
 mod tamper;
 
 const PASSWORD: &str = "correct horse";
