@@ -774,9 +774,10 @@ fn webhook_shares_one_verification_among_100_concurrent_reviews() {
                 format!("{rollout}@{digest}")
             );
         }
-        assert_eq!(
-            env.proxy.count(),
-            one,
+        // After the first review imgate knows this registry has no referrers
+        // API and no longer asks for it: one request fewer, never more.
+        assert!(
+            (one - 1..=one).contains(&env.proxy.count()),
             "100 concurrent reviews cost {} registry requests, one review costs {one}: {:?}",
             env.proxy.count(),
             env.proxy.requests()
