@@ -22,8 +22,8 @@ use futures::future::{BoxFuture, FutureExt};
 use imgate_core::digest::Digest;
 use imgate_core::policy::{HumanDuration, Mode, OnRegistryError, PinScope, Policy};
 use imgate_core::reference::ImageRef;
-use imgate_core::registry::{Credentials, RegistryClient};
-use imgate_core::signature::{Requirements, Verdict};
+use imgate_core::registry::{Credentials, RegistryClient, RegistryError};
+use imgate_core::signature::{Requirements, Verdict, VerifyError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -169,21 +169,61 @@ impl ObjectDecision {
 }
 
 /// Registry work the engine needs; the real one talks to registries, tests
-/// substitute fakes. Errors are registry trouble, as text.
+/// substitute fakes. Errors stay typed so the engine can tell an outage
+/// (which `onRegistryError: allow` may forgive) from an answer about the
+/// image (which it may not).
 pub trait Backend: Send + Sync + 'static {
     /// The digest a tag names.
     fn resolve(
         &self,
         client: RegistryClient,
         image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, String>>;
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>>;
     /// Verify the signatures of `image` (pinned by digest).
     fn verify(
         &self,
         client: RegistryClient,
         image: ImageRef,
         requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, String>>;
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>>;
+}
+
+/// Why the registry work for one image gave no verdict. Cheap to clone, so
+/// one failed computation can be shared by every review waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    /// Resolving the tag failed.
+    #[error(transparent)]
+    Resolve(Arc<RegistryError>),
+    /// Fetching the signatures failed.
+    #[error(transparent)]
+    Verify(Arc<VerifyError>),
+    /// The review's deadline passed first.
+    #[error("registry did not answer within {0}")]
+    Deadline(HumanDuration),
+    /// The computation was lost (its task panicked).
+    #[error("internal error while {0}")]
+    Internal(&'static str),
+}
+
+impl CheckError {
+    /// Whether the registry was unavailable (cannot connect, timed out, 5xx,
+    /// 429, or silent until the deadline): the only failures
+    /// `onRegistryError: allow` may fail open on. A 404, a refusal, a lying
+    /// or malformed answer or a bad configuration is an answer, and denies.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            CheckError::Resolve(err) => err.is_unavailable(),
+            CheckError::Verify(err) => err.is_unavailable(),
+            CheckError::Deadline(_) => true,
+            CheckError::Internal(_) => false,
+        }
+    }
+
+    /// The message with its whole cause chain (`fetching signatures: registry … answered 503 …`).
+    pub fn chain(&self) -> String {
+        crate::tls::error_chain(self)
+    }
 }
 
 /// The real backend: [`RegistryClient::resolve`] and [`imgate_core::signature::verify`].
@@ -195,13 +235,12 @@ impl Backend for RegistryBackend {
         &self,
         client: RegistryClient,
         image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, String>> {
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>> {
         async move {
             client
                 .resolve(&image)
                 .await
                 .map(|resolved| resolved.manifest.digest)
-                .map_err(|e| e.to_string())
         }
         .boxed()
     }
@@ -211,13 +250,8 @@ impl Backend for RegistryBackend {
         client: RegistryClient,
         image: ImageRef,
         requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, String>> {
-        async move {
-            imgate_core::signature::verify(&client, &image, &requirements)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .boxed()
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
+        async move { imgate_core::signature::verify(&client, &image, &requirements).await }.boxed()
     }
 }
 
@@ -232,8 +266,8 @@ type VerdictKey = (String, Digest, String);
 
 struct Caches {
     max_entries: usize,
-    verified: FlightCache<VerdictKey, Verdict, String>,
-    tags: FlightCache<String, Digest, String>,
+    verified: FlightCache<VerdictKey, Verdict, CheckError>,
+    tags: FlightCache<String, Digest, CheckError>,
 }
 
 impl Caches {
@@ -633,7 +667,7 @@ impl Engine {
     }
 
     /// The digest of `image`: its own if pinned, else the tag's (cached briefly).
-    async fn digest_of(&self, ctx: &Ctx, image: &ImageRef) -> Result<Digest, String> {
+    async fn digest_of(&self, ctx: &Ctx, image: &ImageRef) -> Result<Digest, CheckError> {
         if let Some(digest) = &image.digest {
             return Ok(digest.clone());
         }
@@ -641,7 +675,12 @@ impl Engine {
         let client = ctx.client.clone();
         let target = image.clone();
         let ttl = ctx.policy.cache.tag_ttl.get();
-        let compute = async move { backend.resolve(client, target).await.map(|d| (d, ttl)) };
+        let compute = async move {
+            match backend.resolve(client, target).await {
+                Ok(digest) => Ok((digest, ttl)),
+                Err(err) => Err(CheckError::Resolve(Arc::new(err))),
+            }
+        };
         let lookup = tokio::time::timeout_at(
             ctx.deadline_at,
             ctx.caches.tags.get_or_compute(image.to_string(), compute),
@@ -649,7 +688,7 @@ impl Engine {
         match lookup.await {
             Err(_) => {
                 self.metrics.registry_error("deadline");
-                Err(self.deadline_message())
+                Err(CheckError::Deadline(HumanDuration(self.deadline)))
             }
             Ok(Lookup::Hit(digest)) => {
                 self.metrics.cache_hit("tag");
@@ -663,7 +702,7 @@ impl Engine {
                 self.metrics.registry_error("resolve");
                 Err(err)
             }
-            Ok(Lookup::Lost) => Err("internal error while resolving the tag".to_string()),
+            Ok(Lookup::Lost) => Err(CheckError::Internal("resolving the tag")),
         }
     }
 
@@ -674,9 +713,9 @@ impl Engine {
         ctx: &Ctx,
         rule: &imgate_core::policy::Rule,
         subject: &ImageRef,
-    ) -> Result<Verdict, String> {
+    ) -> Result<Verdict, CheckError> {
         let Some(digest) = subject.digest.clone() else {
-            return Err("internal error: verifying an unpinned reference".to_string());
+            return Err(CheckError::Internal("verifying an unpinned reference"));
         };
         let key = (subject.name(), digest, rule.fingerprint().to_string());
         let backend = Arc::clone(&self.backend);
@@ -688,7 +727,10 @@ impl Engine {
         let denied_ttl = ctx.policy.cache.denied_ttl.get();
         let compute = async move {
             metrics.verification();
-            let verdict = backend.verify(client, target, requirements).await?;
+            let verdict = backend
+                .verify(client, target, requirements)
+                .await
+                .map_err(|err| CheckError::Verify(Arc::new(err)))?;
             let ttl = if verdict.is_verified() {
                 verified_ttl
             } else {
@@ -704,7 +746,7 @@ impl Engine {
         {
             Err(_) => {
                 self.metrics.registry_error("deadline");
-                Err(self.deadline_message())
+                Err(CheckError::Deadline(HumanDuration(self.deadline)))
             }
             Ok(Lookup::Hit(verdict)) => {
                 self.metrics.cache_hit("verified");
@@ -718,15 +760,8 @@ impl Engine {
                 self.metrics.registry_error("verify");
                 Err(err)
             }
-            Ok(Lookup::Lost) => Err("internal error while verifying".to_string()),
+            Ok(Lookup::Lost) => Err(CheckError::Internal("verifying")),
         }
-    }
-
-    fn deadline_message(&self) -> String {
-        format!(
-            "registry did not answer within {}",
-            HumanDuration(self.deadline)
-        )
     }
 }
 
@@ -738,23 +773,31 @@ fn pin_scope_name(scope: PinScope) -> &'static str {
     }
 }
 
-/// The registry failed: `onRegistryError` decides.
+/// The registry work failed. Only an outage is up to `onRegistryError`;
+/// any other failure (404, refused credentials, a lying registry, a bad
+/// configuration) denies whatever the policy says, naming the cause.
 fn registry_failure(
     mut decision: ImageDecision,
     policy: &Policy,
     who: &str,
     written: &str,
     rule: &str,
-    err: String,
+    err: CheckError,
 ) -> ImageDecision {
+    let cause = err.chain();
+    let fail_open = policy.on_registry_error == OnRegistryError::Allow;
     decision.registry_error = true;
-    decision.allowed = policy.on_registry_error == OnRegistryError::Allow;
-    decision.reason = Some(if decision.allowed {
-        format!("{who}: image {written:?}: rule {rule:?}: cannot check ({err}); allowed by onRegistryError: allow")
-    } else {
-        format!(
-            "{who}: image {written:?}: rule {rule:?}: cannot check: {err} (onRegistryError: deny)"
-        )
+    decision.allowed = fail_open && err.is_unavailable();
+    decision.reason = Some(match (decision.allowed, fail_open) {
+        (true, _) => format!(
+            "{who}: image {written:?}: rule {rule:?}: cannot check ({cause}); allowed by onRegistryError: allow"
+        ),
+        (false, true) => format!(
+            "{who}: image {written:?}: rule {rule:?}: cannot check: {cause} (not an outage, so onRegistryError: allow does not apply)"
+        ),
+        (false, false) => format!(
+            "{who}: image {written:?}: rule {rule:?}: cannot check: {cause} (onRegistryError: deny)"
+        ),
     });
     decision
 }

@@ -34,11 +34,21 @@ enum Health {
     Up,
     Down,
     Hanging,
+    /// The tag does not exist (404).
+    Missing,
+    /// Credentials refused (403).
+    Refused,
+    /// The registry's bytes do not match the digest it announced.
+    Lying,
+    /// 503: overloaded, a real outage.
+    Overloaded,
 }
 
 /// Tags resolve to `sha256(tag reference)`; `signed` lists signed (name, digest).
 struct FakeBackend {
     health: Health,
+    /// How tag resolution behaves (usually as `health`).
+    resolve_health: Health,
     signed: BTreeSet<(String, Digest)>,
     resolves: AtomicUsize,
     verifies: AtomicUsize,
@@ -50,6 +60,7 @@ impl FakeBackend {
         let signed = ImageRef::parse(&format!("{REGISTRY}/imgate/signed")).unwrap();
         Arc::new(FakeBackend {
             health,
+            resolve_health: health,
             signed: [(
                 signed.name(),
                 digest_of(&format!("{REGISTRY}/imgate/signed:v1")),
@@ -61,18 +72,48 @@ impl FakeBackend {
         })
     }
 
+    /// Tags resolve; fetching signatures behaves as `health`.
+    fn verify_fails(health: Health) -> Arc<FakeBackend> {
+        let mut backend = Arc::into_inner(FakeBackend::new(health)).unwrap();
+        backend.resolve_health = Health::Up;
+        Arc::new(backend)
+    }
+
     fn calls(&self) -> usize {
         self.resolves.load(Ordering::SeqCst) + self.verifies.load(Ordering::SeqCst)
     }
 
-    async fn behave(health: Health, delay: Duration) -> Result<(), String> {
+    async fn behave(health: Health, delay: Duration) -> Result<(), RegistryError> {
+        let registry = REGISTRY.to_string();
         match health {
             Health::Up => {
                 tokio::time::sleep(delay).await;
                 Ok(())
             }
-            Health::Down => Err("cannot reach registry registry.test: connection refused".into()),
+            Health::Down => Err(RegistryError::Connect {
+                registry,
+                detail: "connection refused".into(),
+            }),
             Health::Hanging => futures::future::pending().await,
+            Health::Missing => Err(RegistryError::NotFound {
+                what: "tag v1".into(),
+                image: format!("{REGISTRY}/imgate/signed"),
+            }),
+            Health::Refused => Err(RegistryError::Unauthorized {
+                registry,
+                status: 403,
+                detail: "denied".into(),
+            }),
+            Health::Lying => Err(RegistryError::DigestMismatch {
+                image: format!("{REGISTRY}/imgate/signed"),
+                expected: digest_of("expected"),
+                actual: digest_of("actual"),
+            }),
+            Health::Overloaded => Err(RegistryError::Status {
+                registry,
+                status: 503,
+                url: format!("https://{REGISTRY}/v2/"),
+            }),
         }
     }
 }
@@ -82,9 +123,9 @@ impl Backend for FakeBackend {
         &self,
         _client: RegistryClient,
         image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, String>> {
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>> {
         self.resolves.fetch_add(1, Ordering::SeqCst);
-        let (health, delay) = (self.health, self.delay);
+        let (health, delay) = (self.resolve_health, self.delay);
         async move {
             FakeBackend::behave(health, delay).await?;
             Ok(digest_of(&image.to_string()))
@@ -97,7 +138,7 @@ impl Backend for FakeBackend {
         _client: RegistryClient,
         image: ImageRef,
         requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, String>> {
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
         self.verifies.fetch_add(1, Ordering::SeqCst);
         let (health, delay) = (self.health, self.delay);
         let digest = image.digest.clone().unwrap();
@@ -418,6 +459,62 @@ async fn registry_down_follows_on_registry_error() {
     // Validate agrees: the unpinned image is let through, as mutate did.
     let (_, response) = run(&engine, "pod-signed.json", Endpoint::Validate).await;
     assert!(response.allowed, "{response:?}");
+}
+
+#[tokio::test]
+async fn only_unavailability_fails_open() {
+    for (health, cause) in [
+        (Health::Missing, "tag v1 not found"),
+        (Health::Refused, "refused access (403)"),
+        (Health::Lying, "digest mismatch"),
+    ] {
+        let backend = FakeBackend::new(health);
+        let engine = make("onRegistryError: allow\n", backend.clone());
+        let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+        assert!(!response.allowed, "{cause}: must deny, got {response:?}");
+        let message = message(&response);
+        assert!(message.contains(cause), "{message}");
+        assert!(message.contains("onRegistryError: allow"), "{message}");
+        assert!(backend.calls() > 0);
+    }
+    let engine = make(
+        "onRegistryError: allow\n",
+        FakeBackend::new(Health::Overloaded),
+    );
+    let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+    assert!(response.allowed, "{response:?}");
+    assert!(
+        response.warnings.join(" ").contains("answered 503"),
+        "{response:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_signature_fetch_names_its_cause() {
+    // An outage while fetching signatures fails open, saying why.
+    let engine = make(
+        "onRegistryError: allow\n",
+        FakeBackend::verify_fails(Health::Overloaded),
+    );
+    let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+    assert!(response.allowed, "{response:?}");
+    let warnings = response.warnings.join(" ");
+    assert!(
+        warnings.contains("cannot check (fetching signatures: registry registry.test answered 503"),
+        "{warnings}"
+    );
+    // A lying registry while fetching signatures denies, with the cause.
+    let engine = make(
+        "onRegistryError: allow\n",
+        FakeBackend::verify_fails(Health::Lying),
+    );
+    let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+    assert!(!response.allowed, "{response:?}");
+    assert!(
+        message(&response).contains("cannot check: fetching signatures: digest mismatch"),
+        "{}",
+        message(&response)
+    );
 }
 
 #[tokio::test]
