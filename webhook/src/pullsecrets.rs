@@ -215,6 +215,37 @@ pub fn pull_secret_refs(pod_spec: &Value) -> (Vec<String>, String) {
     (names, account)
 }
 
+/// The pull secrets a pod would use: its own `imagePullSecrets` and those
+/// of its service account, in `namespace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPullSecrets {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's own `imagePullSecrets` names, in order.
+    pub secrets: Vec<String>,
+    /// Its service account (`default` when unset).
+    pub service_account: String,
+}
+
+impl PodPullSecrets {
+    /// The references of the pod spec `spec` in `namespace`, and warnings
+    /// about references that are skipped. `None` when there is no namespace.
+    pub fn from_pod_spec(namespace: &str, spec: &Value) -> (Option<PodPullSecrets>, Vec<String>) {
+        if namespace.is_empty() {
+            return (None, Vec::new());
+        }
+        let (secrets, service_account) = pull_secret_refs(spec);
+        (
+            Some(PodPullSecrets {
+                namespace: namespace.to_string(),
+                secrets,
+                service_account,
+            }),
+            Vec::new(),
+        )
+    }
+}
+
 /// A minimal Kubernetes API client: GET secrets and service accounts.
 #[derive(Debug)]
 pub struct KubeClient {
@@ -411,13 +442,13 @@ impl KubeClient {
     /// `namespace`: its own pull secrets first (they win over the service
     /// account's for the same registry, as in the kubelet). Failures are
     /// logged (names only) and skipped.
-    pub async fn credentials_for(
-        &self,
-        namespace: &str,
-        pod_spec: &Value,
-    ) -> BTreeMap<String, Credentials> {
-        let (mut names, account) = pull_secret_refs(pod_spec);
-        match self.service_account_pull_secrets(namespace, &account).await {
+    pub async fn credentials_for(&self, pod: &PodPullSecrets) -> BTreeMap<String, Credentials> {
+        let namespace = pod.namespace.as_str();
+        let mut names = pod.secrets.clone();
+        match self
+            .service_account_pull_secrets(namespace, &pod.service_account)
+            .await
+        {
             Ok(more) => {
                 for name in more {
                     if !names.contains(&name) {
@@ -467,6 +498,19 @@ impl KubeClient {
     }
 }
 
+impl crate::admission::PullSecrets for KubeClient {
+    fn credentials<'a>(
+        &'a self,
+        pod: &'a PodPullSecrets,
+        registry: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<Credentials>> {
+        Box::pin(async move {
+            let host = normalize_host(registry);
+            self.credentials_for(pod).await.remove(&host)
+        })
+    }
+}
+
 impl crate::admission::NamespaceLabels for KubeClient {
     fn labels(
         &self,
@@ -482,6 +526,66 @@ impl crate::admission::NamespaceLabels for KubeClient {
                 }
             }
         })
+    }
+}
+
+/// A fake Kubernetes API server on loopback for tests: answers the paths
+/// it knows after an optional delay, checks the bearer token, counts requests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub(crate) mod fake_api {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use serde_json::Value;
+
+    /// The token the fake API accepts.
+    pub(crate) const TOKEN: &str = "t0ken";
+
+    type S = (Arc<HashMap<String, Value>>, Arc<AtomicUsize>, Duration);
+
+    async fn handler(
+        State((objects, hits, delay)): State<S>,
+        headers: HeaderMap,
+        uri: Uri,
+    ) -> Result<axum::Json<Value>, StatusCode> {
+        hits.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        if headers.get("authorization").and_then(|v| v.to_str().ok())
+            != Some(&format!("Bearer {TOKEN}"))
+        {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        objects
+            .get(uri.path())
+            .cloned()
+            .map(axum::Json)
+            .ok_or(StatusCode::NOT_FOUND)
+    }
+
+    /// Serves `objects` by path; returns the base URL and the request counter.
+    pub(crate) async fn fake_api(objects: HashMap<String, Value>) -> (String, Arc<AtomicUsize>) {
+        slow_api(objects, Duration::ZERO).await
+    }
+
+    /// Same, answering every request after `delay`.
+    pub(crate) async fn slow_api(
+        objects: HashMap<String, Value>,
+        delay: Duration,
+    ) -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let state = (Arc::new(objects), hits.clone(), delay);
+        let app = axum::Router::new().fallback(handler).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}"), hits)
     }
 }
 
@@ -572,42 +676,7 @@ mod tests {
         );
     }
 
-    /// A tiny fake API server on loopback: answers the paths it knows,
-    /// checks the bearer token, counts requests.
-    async fn fake_api(
-        objects: HashMap<String, Value>,
-    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use axum::extract::State;
-        use axum::http::{HeaderMap, StatusCode, Uri};
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let state = (std::sync::Arc::new(objects), hits.clone());
-        type S = (
-            std::sync::Arc<HashMap<String, Value>>,
-            std::sync::Arc<std::sync::atomic::AtomicUsize>,
-        );
-        async fn handler(
-            State((objects, hits)): State<S>,
-            headers: HeaderMap,
-            uri: Uri,
-        ) -> Result<axum::Json<Value>, StatusCode> {
-            hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer t0ken") {
-                return Err(StatusCode::UNAUTHORIZED);
-            }
-            objects
-                .get(uri.path())
-                .cloned()
-                .map(axum::Json)
-                .ok_or(StatusCode::NOT_FOUND)
-        }
-        let app = axum::Router::new().fallback(handler).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}"), hits)
-    }
+    use super::fake_api::fake_api;
 
     fn dockerconfig(host: &str, user: &str) -> Value {
         serde_json::json!({
@@ -639,7 +708,8 @@ mod tests {
         let (base, hits) = fake_api(objects).await;
         let client = KubeClient::new(&base, "t0ken".into(), None, Duration::from_secs(2)).unwrap();
         let spec = serde_json::json!({"serviceAccountName": "builder", "imagePullSecrets": [{"name": "pod-secret"}]});
-        let creds = client.credentials_for("apps", &spec).await;
+        let pod = PodPullSecrets::from_pod_spec("apps", &spec).0.unwrap();
+        let creds = client.credentials_for(&pod).await;
         // The pod's own secret wins for the same registry; the missing one is skipped.
         assert_eq!(creds["reg.example"].username, "pod-user");
         assert_eq!(creds["other.example"].username, "sa-other");
@@ -648,7 +718,7 @@ mod tests {
         assert_eq!(first, 4);
         // A second pod of the rollout is served from the cache (except the
         // 404, which is retried).
-        let again = client.credentials_for("apps", &spec).await;
+        let again = client.credentials_for(&pod).await;
         assert_eq!(again, creds);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), first + 1);
 

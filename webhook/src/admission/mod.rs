@@ -8,8 +8,9 @@
 //! `repo:signedtag@sha256:<other>` is judged by `<other>`), verify the
 //! signature of that digest, then either patch the image to
 //! `repo:tag@digest` (mutate) or insist it already is (validate). Registry
-//! work runs under one deadline per review; when the registry is slow or down
-//! the policy's `onRegistryError` decides, in time.
+//! work runs under one deadline per review, counted from the request's
+//! arrival, and so does every credential lookup; when the registry is slow
+//! or down the policy's `onRegistryError` decides, in time.
 //!
 //! Audit mode never changes objects: it allows, and says in `warnings` what
 //! it would have denied and which digest it would have pinned.
@@ -31,6 +32,7 @@ use tracing::Instrument as _;
 use crate::cache::{FlightCache, Lookup};
 use crate::images::{self, ImageSite, PodCarrier};
 use crate::metrics::Metrics;
+use crate::pullsecrets::PodPullSecrets;
 use crate::review::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use report::{assemble, count, log_decision, to_response};
 
@@ -262,6 +264,19 @@ pub trait NamespaceLabels: Send + Sync {
     fn labels(&self, namespace: &str) -> BoxFuture<'_, Option<BTreeMap<String, String>>>;
 }
 
+/// Registry credentials from a pod's pull secrets (read through the
+/// Kubernetes API in a cluster). Asked lazily: only when a registry call for
+/// that registry is about to be made, under the review's deadline.
+pub trait PullSecrets: Send + Sync + 'static {
+    /// Credentials for `registry` (`host[:port]`) from `pod`'s pull secrets
+    /// and its service account's; `None` when none apply or none can be read.
+    fn credentials<'a>(
+        &'a self,
+        pod: &'a PodPullSecrets,
+        registry: &'a str,
+    ) -> BoxFuture<'a, Option<Credentials>>;
+}
+
 type VerdictKey = (String, Digest, String);
 
 struct Caches {
@@ -290,6 +305,7 @@ pub struct Engine {
     backend: Arc<dyn Backend>,
     caches: RwLock<Arc<Caches>>,
     namespace_labels: RwLock<Option<Arc<dyn NamespaceLabels>>>,
+    pull_secrets: RwLock<Option<Arc<dyn PullSecrets>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -302,12 +318,35 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Everything one object's check needs.
+#[derive(Clone)]
 struct Ctx {
     policy: Arc<Policy>,
     endpoint: Endpoint,
     client: RegistryClient,
     caches: Arc<Caches>,
     deadline_at: tokio::time::Instant,
+    /// Where the pod's pull secrets are read, and which.
+    pull: Option<(Arc<dyn PullSecrets>, Arc<PodPullSecrets>)>,
+}
+
+impl Ctx {
+    /// The client for a registry call to `registry`, with the pod's pull
+    /// secret for it when there is one. Called inside the registry work, so
+    /// a cache hit reads no secret at all.
+    fn client_for(&self, registry: &str) -> BoxFuture<'static, RegistryClient> {
+        let client = self.client.clone();
+        let Some((source, pod)) = self.pull.clone() else {
+            return futures::future::ready(client).boxed();
+        };
+        let registry = registry.to_string();
+        async move {
+            match source.credentials(&pod, &registry).await {
+                Some(creds) => client.with_credentials([(registry, creds)].into()),
+                None => client,
+            }
+        }
+        .boxed()
+    }
 }
 
 impl Engine {
@@ -327,6 +366,7 @@ impl Engine {
             metrics: opts.metrics,
             backend,
             namespace_labels: RwLock::new(None),
+            pull_secrets: RwLock::new(None),
         }
     }
 
@@ -364,6 +404,13 @@ impl Engine {
         }
     }
 
+    /// Where to read pods' pull secrets (`--kube-pull-secrets`).
+    pub fn set_pull_secrets(&self, source: Arc<dyn PullSecrets>) {
+        if let Ok(mut current) = self.pull_secrets.write() {
+            *current = Some(source);
+        }
+    }
+
     fn caches(&self) -> Arc<Caches> {
         match self.caches.read() {
             Ok(caches) => Arc::clone(&caches),
@@ -371,26 +418,53 @@ impl Engine {
         }
     }
 
-    fn context(&self, endpoint: Endpoint, client: RegistryClient) -> Ctx {
+    fn context(&self, endpoint: Endpoint, client: RegistryClient, arrived: Instant) -> Ctx {
         Ctx {
             policy: self.policy(),
             endpoint,
             client,
             caches: self.caches(),
-            deadline_at: tokio::time::Instant::now() + self.deadline,
+            deadline_at: tokio::time::Instant::from_std(arrived + self.deadline),
+            pull: None,
         }
     }
 
-    /// Answers a review: the response review, uid echoed, always. Policy
-    /// denials are `allowed: false` with a 403 status; a request the engine
-    /// cannot use is `invalid` (400).
+    /// Answers a review that arrives now, with static `credentials` on top
+    /// of the client's (tests, `imgate admit`-like callers).
     pub async fn review(
         &self,
         review: AdmissionReview,
         endpoint: Endpoint,
         credentials: BTreeMap<String, Credentials>,
     ) -> AdmissionReview {
-        let started = Instant::now();
+        self.answer(review, endpoint, Instant::now(), credentials)
+            .await
+    }
+
+    /// Answers a review that `arrived` at the server: the deadline counts
+    /// from then, so time spent reading the body is not granted twice.
+    /// Pull secrets come from [`Engine::set_pull_secrets`], read lazily.
+    /// The response review echoes the uid, always. Policy denials are
+    /// `allowed: false` with a 403 status; a request the engine cannot use
+    /// is `invalid` (400).
+    pub async fn review_at(
+        &self,
+        review: AdmissionReview,
+        endpoint: Endpoint,
+        arrived: Instant,
+    ) -> AdmissionReview {
+        self.answer(review, endpoint, arrived, BTreeMap::new())
+            .await
+    }
+
+    async fn answer(
+        &self,
+        review: AdmissionReview,
+        endpoint: Endpoint,
+        arrived: Instant,
+        credentials: BTreeMap<String, Credentials>,
+    ) -> AdmissionReview {
+        let started = arrived;
         let Some(request) = review.request else {
             return AdmissionResponse::invalid("", "admission review has no request").into_review();
         };
@@ -399,7 +473,7 @@ impl Engine {
         } else {
             self.client.with_credentials(credentials)
         };
-        let ctx = self.context(endpoint, client);
+        let ctx = self.context(endpoint, client, arrived);
         let span = tracing::info_span!(
             "admission",
             uid = %request.uid,
@@ -463,11 +537,16 @@ impl Engine {
         }
         let group = request.kind.group.as_str();
         let kind = request.kind.kind.as_str();
+        let mut ctx = ctx.clone();
+        let mut notes = Vec::new();
         let sites = if kind == "EphemeralContainers" {
             images::legacy_ephemeral_sites(object)
         } else {
             match images::pod_spec_pointer(group, kind) {
                 Some((pointer, carrier)) => {
+                    if let Some(spec) = object.pointer(pointer) {
+                        notes = self.attach_pull_secrets(&mut ctx, &namespace, spec);
+                    }
                     images::image_sites(object, pointer, carrier, only_ephemeral)
                 }
                 None => {
@@ -492,7 +571,24 @@ impl Engine {
                 .collect(),
             _ => sites,
         };
-        Ok(self.decide_sites(ctx, &sites).await)
+        let mut decision = self.decide_sites(&ctx, &sites).await;
+        decision.warnings.extend(notes);
+        Ok(decision)
+    }
+
+    /// Lets `ctx` read the pull secrets of the pod spec `spec` in
+    /// `namespace`, when a source is configured; returns warnings about
+    /// references that are skipped.
+    fn attach_pull_secrets(&self, ctx: &mut Ctx, namespace: &str, spec: &Value) -> Vec<String> {
+        let source = self.pull_secrets.read().ok().and_then(|p| p.clone());
+        let Some(source) = source else {
+            return Vec::new();
+        };
+        let (pod, warnings) = PodPullSecrets::from_pod_spec(namespace, spec);
+        if let Some(pod) = pod {
+            ctx.pull = Some((source, Arc::new(pod)));
+        }
+        warnings
     }
 
     async fn namespace_excluded(&self, ctx: &Ctx, namespace: &str) -> bool {
@@ -525,7 +621,7 @@ impl Engine {
         namespace: &str,
         endpoint: Endpoint,
     ) -> ObjectDecision {
-        let ctx = self.context(endpoint, self.client.clone());
+        let ctx = self.context(endpoint, self.client.clone(), Instant::now());
         let namespace = object
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -672,10 +768,11 @@ impl Engine {
             return Ok(digest.clone());
         }
         let backend = Arc::clone(&self.backend);
-        let client = ctx.client.clone();
+        let client = ctx.client_for(&image.registry);
         let target = image.clone();
         let ttl = ctx.policy.cache.tag_ttl.get();
         let compute = async move {
+            let client = client.await;
             match backend.resolve(client, target).await {
                 Ok(digest) => Ok((digest, ttl)),
                 Err(err) => Err(CheckError::Resolve(Arc::new(err))),
@@ -719,7 +816,7 @@ impl Engine {
         };
         let key = (subject.name(), digest, rule.fingerprint().to_string());
         let backend = Arc::clone(&self.backend);
-        let client = ctx.client.clone();
+        let client = ctx.client_for(&subject.registry);
         let target = subject.clone();
         let requirements = rule.requirements();
         let metrics = Arc::clone(&self.metrics);
@@ -727,6 +824,7 @@ impl Engine {
         let denied_ttl = ctx.policy.cache.denied_ttl.get();
         let compute = async move {
             metrics.verification();
+            let client = client.await;
             let verdict = backend
                 .verify(client, target, requirements)
                 .await

@@ -192,10 +192,15 @@ fn make(extra: &str, backend: Arc<FakeBackend>) -> Engine {
 }
 
 fn fixture(name: &str) -> AdmissionReview {
+    fixture_at(name, REGISTRY)
+}
+
+/// A fixture with its images in `registry`.
+fn fixture_at(name: &str, registry: &str) -> AdmissionReview {
     let text = std::fs::read_to_string(fixtures().join("admission").join(name)).unwrap();
     let unsigned = digest_of(&format!("{REGISTRY}/imgate/unsigned:v1"));
     let text = text
-        .replace("{{REGISTRY}}", REGISTRY)
+        .replace("{{REGISTRY}}", registry)
         .replace("{{UNSIGNED_DIGEST}}", &unsigned.to_string());
     parse_review(text.as_bytes()).unwrap()
 }
@@ -720,4 +725,73 @@ async fn updates_judge_only_new_or_changed_images() {
         .unwrap();
     assert!(!response.allowed);
     assert!(message(&response).contains("unsigned:v2"));
+}
+
+#[tokio::test]
+async fn pull_secret_lookups_run_under_the_deadline_from_arrival() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    // A registry that accepts connections and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registry = hanging.local_addr().unwrap().to_string();
+    // An API server that takes 1.5 s for every answer.
+    let (api, api_hits) = crate::pullsecrets::fake_api::slow_api(
+        std::collections::HashMap::new(),
+        Duration::from_millis(1500),
+    )
+    .await;
+    let kube = crate::pullsecrets::KubeClient::new(
+        &api,
+        crate::pullsecrets::fake_api::TOKEN.into(),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let key = fixtures().join("policy/ci.pub");
+    let text = format!(
+        "trustedRegistries: [\"{registry}/**\"]\nregistries: {{\"{registry}\": {{http: true}}}}\nrules:\n  - {{name: ours, images: [\"{registry}/**\"], keys: [{{file: {}}}]}}\n",
+        key.display()
+    );
+    let policy = Policy::from_yaml(&text, "test-policy.yaml").unwrap();
+    let client = RegistryClient::new(policy.client_config(ClientConfig {
+        use_docker_config: false,
+        ..ClientConfig::default()
+    }))
+    .unwrap();
+    let deadline = Duration::from_millis(600);
+    let mut opts = EngineOptions::new(client);
+    opts.deadline = deadline;
+    let metrics = Arc::clone(&opts.metrics);
+    let engine = Engine::new(policy, opts);
+    let state = crate::server::AppState::new(engine, metrics, Some(Arc::new(kube)));
+
+    let mut review = fixture_at("pod-signed.json", &registry);
+    review.request.as_mut().unwrap().object.as_mut().unwrap()["spec"]["imagePullSecrets"] =
+        serde_json::json!([{"name": "regcred"}]);
+    let body = serde_json::to_vec(&review).unwrap();
+    let started = std::time::Instant::now();
+    let answer = crate::server::admission_router(state)
+        .oneshot(
+            Request::post("/mutate")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let out: AdmissionReview = serde_json::from_slice(&bytes).unwrap();
+    let response = out.response.unwrap();
+    assert!(!response.allowed, "{response:?}");
+    assert!(
+        took < deadline + Duration::from_millis(400),
+        "answered after {took:?} with a {deadline:?} deadline"
+    );
+    assert!(api_hits.load(Ordering::SeqCst) >= 1, "the API was asked");
+    drop(hanging);
 }
