@@ -50,6 +50,17 @@ pub enum PullSecretError {
         /// HTTP status (403: RBAC does not allow it, 404: it does not exist).
         status: u16,
     },
+    /// A name that would go into an API path is not a valid object name
+    /// (it could climb out of the pod's namespace); it is never read.
+    #[error("{what} {name:?} is not a valid name ({rule})")]
+    InvalidName {
+        /// `secret`, `serviceaccount`, `namespace`.
+        what: &'static str,
+        /// The name as written.
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// The secret is not a docker config or is malformed.
     #[error("{what} is not a usable pull secret: {detail}")]
     Parse {
@@ -58,6 +69,95 @@ pub enum PullSecretError {
         /// What is wrong (never the contents).
         detail: String,
     },
+}
+
+/// Longest DNS-1123 subdomain (secret and service account names).
+const MAX_SUBDOMAIN: usize = 253;
+/// Longest DNS-1123 label (namespace names).
+const MAX_LABEL: usize = 63;
+const SUBDOMAIN_RULE: &str = "DNS-1123 subdomain: lower-case letters, digits, '-' and '.'";
+const LABEL_RULE: &str = "DNS-1123 label: lower-case letters, digits and '-'";
+
+/// Whether `name` is a DNS-1123 label: 1 to 63 of `[a-z0-9-]`, starting
+/// and ending with a letter or digit.
+pub fn is_dns1123_label(name: &str) -> bool {
+    name.len() <= MAX_LABEL && label_shape(name)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, of any length.
+fn label_shape(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    edge(bytes.first())
+        && edge(bytes.last())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Whether `name` is a DNS-1123 subdomain (as Kubernetes checks it): at
+/// most 253 characters of dot-separated labels. Such a name can never be
+/// `.`, `..` or hold a `/` or `%`, so it cannot change which API path it
+/// is put in.
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= MAX_SUBDOMAIN && name.split('.').all(label_shape)
+}
+
+/// `name`, if it is a valid object name of `what` (namespaces: DNS-1123
+/// labels; secrets and service accounts: DNS-1123 subdomains).
+fn checked<'a>(what: &'static str, name: &'a str) -> Result<&'a str, PullSecretError> {
+    let (ok, rule) = if what == "namespace" {
+        (is_dns1123_label(name), LABEL_RULE)
+    } else {
+        (is_dns1123_subdomain(name), SUBDOMAIN_RULE)
+    };
+    if ok {
+        Ok(name)
+    } else {
+        Err(PullSecretError::InvalidName {
+            what,
+            name: name.to_string(),
+            rule,
+        })
+    }
+}
+
+/// Percent-escapes one path segment: everything but RFC 3986's unreserved
+/// characters. A second line of defence behind [`checked`]: even a name
+/// that slipped through stays one segment.
+fn escape_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `/api/v1/namespaces/<namespace>[/<resource>/<name>]`, from validated,
+/// escaped segments.
+fn api_path(
+    namespace: &str,
+    object: Option<(&'static str, &str)>,
+) -> Result<String, PullSecretError> {
+    let mut path = format!(
+        "/api/v1/namespaces/{}",
+        escape_segment(checked("namespace", namespace)?)
+    );
+    if let Some((resource, name)) = object {
+        let what = match resource {
+            "secrets" => "secret",
+            _ => "serviceaccount",
+        };
+        path.push('/');
+        path.push_str(resource);
+        path.push('/');
+        path.push_str(&escape_segment(checked(what, name)?));
+    }
+    Ok(path)
 }
 
 /// Normalises a docker config key (`https://index.docker.io/v1/`,
@@ -223,26 +323,46 @@ pub struct PodPullSecrets {
     pub namespace: String,
     /// The pod's own `imagePullSecrets` names, in order.
     pub secrets: Vec<String>,
-    /// Its service account (`default` when unset).
-    pub service_account: String,
+    /// Its service account (`default` when unset; `None` when its name is
+    /// invalid and so not read).
+    pub service_account: Option<String>,
 }
 
 impl PodPullSecrets {
     /// The references of the pod spec `spec` in `namespace`, and warnings
-    /// about references that are skipped. `None` when there is no namespace.
+    /// about references that are skipped. A name that is not a valid object
+    /// name (`../../victim/secrets/regcred`) is skipped and never read; `None`
+    /// when the namespace itself is missing or invalid.
     pub fn from_pod_spec(namespace: &str, spec: &Value) -> (Option<PodPullSecrets>, Vec<String>) {
+        let skip = |err: PullSecretError| format!("imgate: not reading pull secrets: {err}");
         if namespace.is_empty() {
             return (None, Vec::new());
         }
-        let (secrets, service_account) = pull_secret_refs(spec);
-        (
-            Some(PodPullSecrets {
-                namespace: namespace.to_string(),
-                secrets,
-                service_account,
-            }),
-            Vec::new(),
-        )
+        if let Err(err) = checked("namespace", namespace) {
+            return (None, vec![skip(err)]);
+        }
+        let (names, account) = pull_secret_refs(spec);
+        let mut warnings = Vec::new();
+        let mut secrets = Vec::new();
+        for name in names {
+            match checked("secret", &name) {
+                Ok(_) => secrets.push(name),
+                Err(err) => warnings.push(skip(err)),
+            }
+        }
+        let service_account = match checked("serviceaccount", &account) {
+            Ok(_) => Some(account),
+            Err(err) => {
+                warnings.push(skip(err));
+                None
+            }
+        };
+        let pod = PodPullSecrets {
+            namespace: namespace.to_string(),
+            secrets,
+            service_account,
+        };
+        (Some(pod), warnings)
     }
 }
 
@@ -410,12 +530,8 @@ impl KubeClient {
         name: &str,
     ) -> Result<Vec<String>, PullSecretError> {
         let what = format!("serviceaccount {namespace}/{name}");
-        let sa = self
-            .get(
-                &what,
-                &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}"),
-            )
-            .await?;
+        let path = api_path(namespace, Some(("serviceaccounts", name)))?;
+        let sa = self.get(&what, &path).await?;
         Ok(pull_secret_refs(&serde_json::json!({
             "imagePullSecrets": sa.get("imagePullSecrets").cloned().unwrap_or(Value::Null)
         }))
@@ -429,12 +545,8 @@ impl KubeClient {
         name: &str,
     ) -> Result<BTreeMap<String, Credentials>, PullSecretError> {
         let what = format!("secret {namespace}/{name}");
-        let secret = self
-            .get(
-                &what,
-                &format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
-            )
-            .await?;
+        let path = api_path(namespace, Some(("secrets", name)))?;
+        let secret = self.get(&what, &path).await?;
         parse_secret(&what, &secret)
     }
 
@@ -445,10 +557,11 @@ impl KubeClient {
     pub async fn credentials_for(&self, pod: &PodPullSecrets) -> BTreeMap<String, Credentials> {
         let namespace = pod.namespace.as_str();
         let mut names = pod.secrets.clone();
-        match self
-            .service_account_pull_secrets(namespace, &pod.service_account)
-            .await
-        {
+        let listed = match &pod.service_account {
+            Some(account) => self.service_account_pull_secrets(namespace, account).await,
+            None => Ok(Vec::new()),
+        };
+        match listed {
             Ok(more) => {
                 for name in more {
                     if !names.contains(&name) {
@@ -482,9 +595,8 @@ impl KubeClient {
         name: &str,
     ) -> Result<BTreeMap<String, String>, PullSecretError> {
         let what = format!("namespace {name}");
-        let ns = self
-            .get(&what, &format!("/api/v1/namespaces/{name}"))
-            .await?;
+        let path = api_path(name, None)?;
+        let ns = self.get(&what, &path).await?;
         Ok(ns
             .pointer("/metadata/labels")
             .and_then(Value::as_object)
@@ -754,6 +866,80 @@ mod tests {
             matches!(err, PullSecretError::Status { status: 401, .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn names_cannot_climb_out_of_the_pods_namespace() {
+        let mut objects = HashMap::new();
+        objects.insert(
+            "/api/v1/namespaces/victim/secrets/regcred".to_string(),
+            dockerconfig("reg.example", "victim-user"),
+        );
+        objects.insert(
+            "/api/v1/namespaces/victim/serviceaccounts/builder".to_string(),
+            serde_json::json!({"imagePullSecrets": [{"name": "regcred"}]}),
+        );
+        objects.insert(
+            "/api/v1/namespaces/attacker/serviceaccounts/default".to_string(),
+            serde_json::json!({"imagePullSecrets": [{"name": "../../victim/secrets/regcred"}]}),
+        );
+        let (base, hits) = fake_api(objects).await;
+        let client = KubeClient::new(&base, "t0ken".into(), None, Duration::from_secs(2)).unwrap();
+        for spec in [
+            serde_json::json!({"imagePullSecrets": [{"name": "../../victim/secrets/regcred"}]}),
+            serde_json::json!({"imagePullSecrets": [{"name": "%2e%2e/%2e%2e/victim/secrets/regcred"}]}),
+            serde_json::json!({"serviceAccountName": "../../victim/serviceaccounts/builder"}),
+            // Named by the service account rather than the pod.
+            serde_json::json!({}),
+        ] {
+            let (pod, warnings) = PodPullSecrets::from_pod_spec("attacker", &spec);
+            let pod = pod.unwrap();
+            let creds = client.credentials_for(&pod).await;
+            assert!(creds.is_empty(), "{spec}: read {creds:?}");
+            if spec != serde_json::json!({}) {
+                assert_eq!(warnings.len(), 1, "{spec}: {warnings:?}");
+                assert!(warnings[0].contains("victim"), "{warnings:?}");
+                assert!(warnings[0].contains("DNS-1123"), "{warnings:?}");
+            }
+        }
+        // A namespace that is not a DNS-1123 label is not used at all.
+        let (pod, warnings) = PodPullSecrets::from_pod_spec(
+            "../victim",
+            &serde_json::json!({"imagePullSecrets": [{"name": "regcred"}]}),
+        );
+        assert!(pod.is_none());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        // Only the attacker's own service account was ever read.
+        assert!(hits.load(std::sync::atomic::Ordering::SeqCst) <= 4);
+        let err = client
+            .secret_credentials("victim", "../regcred")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PullSecretError::InvalidName { .. }), "{err}");
+    }
+
+    #[rstest]
+    #[case("regcred", true)]
+    #[case("my.reg-cred.1", true)]
+    #[case("", false)]
+    #[case("..", false)]
+    #[case("a/b", false)]
+    #[case("UPPER", false)]
+    #[case("-lead", false)]
+    #[case("trail-", false)]
+    #[case("a..b", false)]
+    #[case("a%2fb", false)]
+    fn secret_names_are_dns_subdomains(#[case] name: &str, #[case] ok: bool) {
+        assert_eq!(is_dns1123_subdomain(name), ok, "{name:?}");
+    }
+
+    #[test]
+    fn long_names_are_refused() {
+        assert!(is_dns1123_subdomain(&"a".repeat(253)));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        assert!(is_dns1123_label(&"a".repeat(63)));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(!is_dns1123_label("a.b"));
     }
 
     #[tokio::test]

@@ -795,3 +795,63 @@ async fn pull_secret_lookups_run_under_the_deadline_from_arrival() {
     assert!(api_hits.load(Ordering::SeqCst) >= 1, "the API was asked");
     drop(hanging);
 }
+
+/// Records what the engine asks for; knows no credentials.
+#[derive(Default)]
+struct RecordingSecrets {
+    asked: std::sync::Mutex<Vec<(crate::pullsecrets::PodPullSecrets, String)>>,
+}
+
+impl PullSecrets for RecordingSecrets {
+    fn credentials<'a>(
+        &'a self,
+        pod: &'a crate::pullsecrets::PodPullSecrets,
+        registry: &'a str,
+    ) -> BoxFuture<'a, Option<imgate_core::registry::Credentials>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((pod.clone(), registry.to_string()));
+        futures::future::ready(None).boxed()
+    }
+}
+
+#[tokio::test]
+async fn pull_secrets_are_asked_lazily_and_invalid_names_skipped() {
+    let backend = FakeBackend::new(Health::Up);
+    let engine = make("", backend.clone());
+    let secrets = Arc::new(RecordingSecrets::default());
+    engine.set_pull_secrets(secrets.clone());
+    let mut review = fixture("pod-signed.json");
+    review.request.as_mut().unwrap().object.as_mut().unwrap()["spec"]["imagePullSecrets"] = serde_json::json!([
+        {"name": "../../victim/secrets/regcred"},
+        {"name": "regcred"}
+    ]);
+    let response = engine
+        .review(review.clone(), Endpoint::Mutate, BTreeMap::new())
+        .await
+        .response
+        .unwrap();
+    assert!(response.allowed, "{response:?}");
+    let warnings = response.warnings.join("\n");
+    assert!(
+        warnings.contains("secret \"../../victim/secrets/regcred\" is not a valid name"),
+        "{warnings}"
+    );
+    {
+        let asked = secrets.asked.lock().unwrap();
+        // One ask per registry call (resolve, verify), never the invalid name.
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        for (pod, registry) in asked.iter() {
+            assert_eq!(pod.namespace, "default");
+            assert_eq!(pod.secrets, vec!["regcred".to_string()]);
+            assert_eq!(registry, REGISTRY);
+        }
+    }
+    // Answered from the caches: no registry call, so no secret is read.
+    engine
+        .review(review, Endpoint::Mutate, BTreeMap::new())
+        .await;
+    assert_eq!(secrets.asked.lock().unwrap().len(), 2);
+    assert_eq!(backend.calls(), 2);
+}
