@@ -30,8 +30,8 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::admission::{Endpoint, Engine, EngineOptions};
+use crate::kube::{KubeClient, KubeError};
 use crate::metrics::Metrics;
-use crate::pullsecrets::{self, KubeClient, PullSecretError};
 use crate::review::{self, AdmissionResponse};
 use crate::tls::{ReloadingCert, TlsError};
 
@@ -74,11 +74,11 @@ pub enum ServerError {
     Registry(#[source] RegistryError),
     /// The Kubernetes API client cannot be built.
     #[error(transparent)]
-    Kube(#[from] PullSecretError),
+    Kube(#[from] KubeError),
     /// `--kube-pull-secrets` outside a cluster.
     #[error(
         "--kube-pull-secrets needs a Kubernetes service account (KUBERNETES_SERVICE_HOST and {})",
-        pullsecrets::SERVICE_ACCOUNT_DIR
+        crate::kube::SERVICE_ACCOUNT_DIR
     )]
     NotInCluster,
 }

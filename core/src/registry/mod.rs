@@ -183,6 +183,7 @@ pub struct Resolved {
 }
 
 pub use client::{RegistryClient, MAX_BLOB_SIZE, MAX_MANIFEST_SIZE};
+pub use dockerconfig::{normalise_host, parse_auths};
 
 mod auth;
 mod client;

@@ -737,14 +737,14 @@ async fn pull_secret_lookups_run_under_the_deadline_from_arrival() {
     let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry = hanging.local_addr().unwrap().to_string();
     // An API server that takes 1.5 s for every answer.
-    let (api, api_hits) = crate::pullsecrets::fake_api::slow_api(
+    let (api, api_hits) = crate::kube::fake_api::slow_api(
         std::collections::HashMap::new(),
         Duration::from_millis(1500),
     )
     .await;
-    let kube = crate::pullsecrets::KubeClient::new(
+    let kube = crate::kube::KubeClient::new(
         &api,
-        crate::pullsecrets::fake_api::TOKEN.into(),
+        crate::kube::fake_api::TOKEN.into(),
         None,
         Duration::from_secs(5),
     )
