@@ -43,6 +43,10 @@ use report::{assemble, count, log_decision, to_response};
 pub const WOULD_DENY_ANNOTATION: &str = "would-deny";
 /// Default review budget: under the API server's 10 s webhook timeout.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
+/// Default bound on registry computations (tag resolutions and signature
+/// verifications) running at once, across every review of the process: a
+/// burst of objects costs queueing, not thousands of sockets.
+pub const DEFAULT_REGISTRY_CONCURRENCY: usize = 32;
 
 /// Which webhook endpoint is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +310,8 @@ pub struct Engine {
     caches: RwLock<Arc<Caches>>,
     namespace_labels: RwLock<Option<Arc<dyn NamespaceLabels>>>,
     pull_secrets: RwLock<Option<Arc<dyn PullSecrets>>>,
+    /// Slots for registry computations, process-wide.
+    registry_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -367,7 +373,16 @@ impl Engine {
             backend,
             namespace_labels: RwLock::new(None),
             pull_secrets: RwLock::new(None),
+            registry_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_REGISTRY_CONCURRENCY)),
         }
+    }
+
+    /// Bounds registry computations running at once to `slots` (at least
+    /// one); the default is [`DEFAULT_REGISTRY_CONCURRENCY`]. Waiting for a
+    /// slot counts against the review's deadline.
+    pub fn with_registry_concurrency(mut self, slots: usize) -> Engine {
+        self.registry_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+        self
     }
 
     /// Swaps the policy (hot reload). Cached verdicts are keyed by rule
@@ -647,6 +662,29 @@ impl Engine {
     }
 
     async fn decide_sites(&self, ctx: &Ctx, sites: &[ImageSite]) -> ObjectDecision {
+        let distinct: std::collections::BTreeSet<&str> =
+            sites.iter().filter_map(|s| s.image.as_deref()).collect();
+        let cap = ctx.policy.limits.max_images_per_object;
+        if distinct.len() > cap {
+            // Before any registry call: each image costs requests, memory
+            // and sockets, and the object, not imgate, chose how many.
+            let reason = format!(
+                "object has {} distinct images, more than limits.maxImagesPerObject ({cap}) allows; none was checked",
+                distinct.len()
+            );
+            return match ctx.policy.mode {
+                Mode::Enforce => ObjectDecision {
+                    allowed: false,
+                    reasons: vec![reason],
+                    ..Default::default()
+                },
+                Mode::Audit => ObjectDecision {
+                    allowed: true,
+                    warnings: vec![format!("imgate audit: would deny: {reason}")],
+                    ..Default::default()
+                },
+            };
+        }
         let images =
             futures::future::join_all(sites.iter().map(|site| self.check_site(ctx, site))).await;
         assemble(&ctx.policy, ctx.endpoint, images)
@@ -771,7 +809,9 @@ impl Engine {
         let client = ctx.client_for(&image.registry);
         let target = image.clone();
         let ttl = ctx.policy.cache.tag_ttl.get();
+        let slots = Arc::clone(&self.registry_slots);
         let compute = async move {
+            let _slot = slots.acquire_owned().await;
             let client = client.await;
             match backend.resolve(client, target).await {
                 Ok(digest) => Ok((digest, ttl)),
@@ -822,7 +862,9 @@ impl Engine {
         let metrics = Arc::clone(&self.metrics);
         let verified_ttl = ctx.policy.cache.verified_ttl.get();
         let denied_ttl = ctx.policy.cache.denied_ttl.get();
+        let slots = Arc::clone(&self.registry_slots);
         let compute = async move {
+            let _slot = slots.acquire_owned().await;
             metrics.verification();
             let client = client.await;
             let verdict = backend

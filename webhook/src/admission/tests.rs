@@ -855,3 +855,139 @@ async fn pull_secrets_are_asked_lazily_and_invalid_names_skipped() {
     assert_eq!(secrets.asked.lock().unwrap().len(), 2);
     assert_eq!(backend.calls(), 2);
 }
+
+/// A pod with `count` distinct images in the trusted registry.
+fn pod_with_images(count: usize) -> Value {
+    pod_with_images_named(count, "app")
+}
+
+/// Same, the repositories named `<prefix><i>`.
+fn pod_with_images_named(count: usize, prefix: &str) -> Value {
+    let containers: Vec<Value> = (0..count)
+        .map(|i| serde_json::json!({"name": format!("c{i}"), "image": format!("{REGISTRY}/imgate/{prefix}{i}:v1")}))
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": containers}})
+}
+
+#[tokio::test]
+async fn too_many_distinct_images_are_denied_before_any_registry_call() {
+    let backend = FakeBackend::new(Health::Up);
+    let engine = make("", backend.clone());
+    let decision = engine
+        .admit_object(&pod_with_images(200), "default", Endpoint::Mutate)
+        .await;
+    assert!(!decision.allowed, "{decision:?}");
+    let reasons = decision.reasons.join("; ");
+    assert!(reasons.contains("200 distinct images"), "{reasons}");
+    assert!(
+        reasons.contains("limits.maxImagesPerObject (64)"),
+        "{reasons}"
+    );
+    assert_eq!(backend.calls(), 0);
+    assert!(decision.patch.is_empty());
+
+    // The same image many times is one image.
+    let mut same = pod_with_images(1);
+    let one = same["spec"]["containers"][0].clone();
+    same["spec"]["containers"] = Value::Array(vec![one; 200]);
+    let decision = engine
+        .admit_object(&same, "default", Endpoint::Mutate)
+        .await;
+    assert!(
+        decision.reasons.iter().all(|r| !r.contains("distinct")),
+        "{decision:?}"
+    );
+
+    // The cap is the policy's.
+    let engine = make("limits: {maxImagesPerObject: 250}\n", backend.clone());
+    let decision = engine
+        .admit_object(&pod_with_images(200), "default", Endpoint::Mutate)
+        .await;
+    assert!(
+        decision.reasons.iter().all(|r| !r.contains("distinct")),
+        "{decision:?}"
+    );
+    assert!(backend.calls() >= 200);
+}
+
+/// Counts how many verifications run at once.
+#[derive(Default)]
+struct Gauge {
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Backend for Gauge {
+    fn resolve(
+        &self,
+        _client: RegistryClient,
+        image: ImageRef,
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>> {
+        let digest = digest_of(&image.to_string());
+        futures::future::ready(Ok(digest)).boxed()
+    }
+
+    fn verify(
+        &self,
+        _client: RegistryClient,
+        image: ImageRef,
+        _requirements: Requirements,
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
+        let running = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(running, Ordering::SeqCst);
+        let now = Arc::clone(&self.now);
+        let digest = image.digest.clone().unwrap();
+        async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok(Verdict::Denied {
+                digest: digest.clone(),
+                unmet: vec![Unmet::NoSignatures { digest }],
+            })
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registry_work_is_bounded_process_wide() {
+    let gauge = Arc::new(Gauge::default());
+    let client = RegistryClient::new(ClientConfig {
+        use_docker_config: false,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let engine = Arc::new(
+        Engine::with_backend(
+            policy("limits: {maxImagesPerObject: 40}\n"),
+            EngineOptions::new(client),
+            gauge.clone(),
+        )
+        .with_registry_concurrency(5),
+    );
+    // Two objects at once, 40 distinct images each: the bound is shared.
+    let mut tasks = Vec::new();
+    for prefix in ["a", "b"] {
+        let engine = Arc::clone(&engine);
+        tasks.push(tokio::spawn(async move {
+            engine
+                .admit_object(
+                    &pod_with_images_named(40, prefix),
+                    "default",
+                    Endpoint::Mutate,
+                )
+                .await
+        }));
+    }
+    for task in tasks {
+        let decision = task.await.unwrap();
+        assert_eq!(decision.images.len(), 40);
+        assert!(
+            decision.images.iter().all(|i| !i.registry_error),
+            "{decision:?}"
+        );
+    }
+    let peak = gauge.peak.load(Ordering::SeqCst);
+    assert!((2..=5).contains(&peak), "peak concurrency {peak}");
+}
