@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument as _;
 
-use crate::cache::{FlightCache, Lookup};
+use crate::cache::{FlightCache, FlightLimits, Lookup};
 use crate::images::{self, ImageSite, PodCarrier};
 use crate::metrics::Metrics;
 use crate::pullsecrets::PodPullSecrets;
@@ -290,12 +290,24 @@ struct Caches {
 }
 
 impl Caches {
-    fn new(max_entries: usize) -> Caches {
+    fn new(max_entries: usize, limits: FlightLimits) -> Caches {
         Caches {
             max_entries,
-            verified: FlightCache::new(max_entries),
-            tags: FlightCache::new(max_entries),
+            verified: FlightCache::new(max_entries).with_limits(limits),
+            tags: FlightCache::new(max_entries).with_limits(limits),
         }
+    }
+}
+
+/// How long shared registry work may run and when a waiting review gives
+/// up on it: it never outlives one review's budget, and one in flight for
+/// longer than a quarter of the budget (or of the client's request
+/// timeout, if shorter) is presumed hung, so a review arriving then tries
+/// afresh and sees a recovered registry at once.
+fn flight_limits(deadline: Duration, request_timeout: Duration) -> FlightLimits {
+    FlightLimits {
+        run_for: deadline,
+        stale_after: deadline.min(request_timeout) / 4,
     }
 }
 
@@ -308,6 +320,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     backend: Arc<dyn Backend>,
     caches: RwLock<Arc<Caches>>,
+    flight_limits: FlightLimits,
     namespace_labels: RwLock<Option<Arc<dyn NamespaceLabels>>>,
     pull_secrets: RwLock<Option<Arc<dyn PullSecrets>>>,
     /// Slots for registry computations, process-wide.
@@ -364,8 +377,10 @@ impl Engine {
     /// An engine with another backend (tests, benchmarks).
     pub fn with_backend(policy: Policy, opts: EngineOptions, backend: Arc<dyn Backend>) -> Engine {
         opts.metrics.track_client(&opts.client);
+        let limits = flight_limits(opts.deadline, opts.client.config().request_timeout);
         Engine {
-            caches: RwLock::new(Arc::new(Caches::new(policy.cache.max_entries))),
+            caches: RwLock::new(Arc::new(Caches::new(policy.cache.max_entries, limits))),
+            flight_limits: limits,
             policy: RwLock::new(Arc::new(policy)),
             client: opts.client,
             deadline: opts.deadline,
@@ -394,7 +409,7 @@ impl Engine {
         }
         if let Ok(mut caches) = self.caches.write() {
             if caches.max_entries != max_entries {
-                *caches = Arc::new(Caches::new(max_entries));
+                *caches = Arc::new(Caches::new(max_entries, self.flight_limits));
             }
         }
     }
@@ -839,6 +854,12 @@ impl Engine {
                 self.metrics.registry_error("resolve");
                 Err(err)
             }
+            Ok(Lookup::Expired) => {
+                self.metrics.registry_error("deadline");
+                Err(CheckError::Deadline(HumanDuration(
+                    self.flight_limits.run_for,
+                )))
+            }
             Ok(Lookup::Lost) => Err(CheckError::Internal("resolving the tag")),
         }
     }
@@ -899,6 +920,12 @@ impl Engine {
             Ok(Lookup::Failed(err)) => {
                 self.metrics.registry_error("verify");
                 Err(err)
+            }
+            Ok(Lookup::Expired) => {
+                self.metrics.registry_error("deadline");
+                Err(CheckError::Deadline(HumanDuration(
+                    self.flight_limits.run_for,
+                )))
             }
             Ok(Lookup::Lost) => Err(CheckError::Internal("verifying")),
         }

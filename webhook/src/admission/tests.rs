@@ -991,3 +991,76 @@ async fn registry_work_is_bounded_process_wide() {
     let peak = gauge.peak.load(Ordering::SeqCst);
     assert!((2..=5).contains(&peak), "peak concurrency {peak}");
 }
+
+/// A registry that hangs until switched back on; then everything is signed.
+#[derive(Default)]
+struct Recovering {
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Recovering {
+    fn answer<T: Send + 'static>(&self, value: T) -> BoxFuture<'static, T> {
+        let down = self.down.load(Ordering::SeqCst);
+        async move {
+            if down {
+                futures::future::pending::<()>().await;
+            }
+            value
+        }
+        .boxed()
+    }
+}
+
+impl Backend for Recovering {
+    fn resolve(
+        &self,
+        _client: RegistryClient,
+        image: ImageRef,
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>> {
+        self.answer(Ok(digest_of(&image.to_string())))
+    }
+
+    fn verify(
+        &self,
+        _client: RegistryClient,
+        image: ImageRef,
+        requirements: Requirements,
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
+        let digest = image.digest.clone().unwrap();
+        self.answer(Ok(Verdict::Verified(Verified {
+            digest,
+            format: Format::Legacy,
+            key: requirements.key_names().join(","),
+            annotations: BTreeMap::new(),
+        })))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_registry_is_seen_without_waiting_for_a_hung_attempt() {
+    let backend = Arc::new(Recovering::default());
+    backend.down.store(true, Ordering::SeqCst);
+    let client = RegistryClient::new(ClientConfig {
+        use_docker_config: false,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let mut opts = EngineOptions::new(client);
+    opts.deadline = Duration::from_secs(2);
+    let engine = Arc::new(Engine::with_backend(policy(""), opts, backend.clone()));
+    // A review while the registry hangs: its attempt hangs with it.
+    let first = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move { run(&engine, "pod-signed.json", Endpoint::Mutate).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The registry is back; the hung attempt is older than a quarter of the budget.
+    backend.down.store(false, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+    let took = started.elapsed();
+    assert!(response.allowed, "{response:?}");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    let (_, response) = first.await.unwrap();
+    assert!(!response.allowed, "the first review met the outage");
+}
