@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
 use imgate_core::digest::Digest;
-use imgate_core::policy::{HumanDuration, Mode, OnRegistryError, PinScope, Policy};
+use imgate_core::policy::{HumanDuration, Mode, PinScope, Policy};
 use imgate_core::reference::ImageRef;
-use imgate_core::registry::{Credentials, RegistryClient, RegistryError};
-use imgate_core::signature::{Requirements, Verdict, VerifyError};
+use imgate_core::registry::{Credentials, RegistryClient};
+use imgate_core::signature::Verdict;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -34,7 +34,7 @@ use crate::images::{self, ImageSite, PodCarrier};
 use crate::metrics::Metrics;
 use crate::pullsecrets::PodPullSecrets;
 use crate::review::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use report::{assemble, count, log_decision, to_response};
+use report::{assemble, count, log_decision, registry_failure, to_response, too_many_images};
 
 /// Audit annotation listing what audit mode would have denied. The API
 /// server prefixes it with the webhook's name (`<webhook name>/would-deny`,
@@ -172,113 +172,6 @@ impl ObjectDecision {
             .filter_map(|i| i.reason.clone())
             .collect()
     }
-}
-
-/// Registry work the engine needs; the real one talks to registries, tests
-/// substitute fakes. Errors stay typed so the engine can tell an outage
-/// (which `onRegistryError: allow` may forgive) from an answer about the
-/// image (which it may not).
-pub trait Backend: Send + Sync + 'static {
-    /// The digest a tag names.
-    fn resolve(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, RegistryError>>;
-    /// Verify the signatures of `image` (pinned by digest).
-    fn verify(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-        requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, VerifyError>>;
-}
-
-/// Why the registry work for one image gave no verdict. Cheap to clone, so
-/// one failed computation can be shared by every review waiting on it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CheckError {
-    /// Resolving the tag failed.
-    #[error(transparent)]
-    Resolve(Arc<RegistryError>),
-    /// Fetching the signatures failed.
-    #[error(transparent)]
-    Verify(Arc<VerifyError>),
-    /// The review's deadline passed first.
-    #[error("registry did not answer within {0}")]
-    Deadline(HumanDuration),
-    /// The computation was lost (its task panicked).
-    #[error("internal error while {0}")]
-    Internal(&'static str),
-}
-
-impl CheckError {
-    /// Whether the registry was unavailable (cannot connect, timed out, 5xx,
-    /// 429, or silent until the deadline): the only failures
-    /// `onRegistryError: allow` may fail open on. A 404, a refusal, a lying
-    /// or malformed answer or a bad configuration is an answer, and denies.
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            CheckError::Resolve(err) => err.is_unavailable(),
-            CheckError::Verify(err) => err.is_unavailable(),
-            CheckError::Deadline(_) => true,
-            CheckError::Internal(_) => false,
-        }
-    }
-
-    /// The message with its whole cause chain (`fetching signatures: registry … answered 503 …`).
-    pub fn chain(&self) -> String {
-        crate::tls::error_chain(self)
-    }
-}
-
-/// The real backend: [`RegistryClient::resolve`] and [`imgate_core::signature::verify`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RegistryBackend;
-
-impl Backend for RegistryBackend {
-    fn resolve(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, RegistryError>> {
-        async move {
-            client
-                .resolve(&image)
-                .await
-                .map(|resolved| resolved.manifest.digest)
-        }
-        .boxed()
-    }
-
-    fn verify(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-        requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
-        async move { imgate_core::signature::verify(&client, &image, &requirements).await }.boxed()
-    }
-}
-
-/// Looks up a namespace's labels (through the Kubernetes API in a cluster),
-/// for `namespaces.excludeSelector`. `None`: unknown.
-pub trait NamespaceLabels: Send + Sync {
-    /// The labels of `namespace`.
-    fn labels(&self, namespace: &str) -> BoxFuture<'_, Option<BTreeMap<String, String>>>;
-}
-
-/// Registry credentials from a pod's pull secrets (read through the
-/// Kubernetes API in a cluster). Asked lazily: only when a registry call for
-/// that registry is about to be made, under the review's deadline.
-pub trait PullSecrets: Send + Sync + 'static {
-    /// Credentials for `registry` (`host[:port]`) from `pod`'s pull secrets
-    /// and its service account's; `None` when none apply or none can be read.
-    fn credentials<'a>(
-        &'a self,
-        pod: &'a PodPullSecrets,
-        registry: &'a str,
-    ) -> BoxFuture<'a, Option<Credentials>>;
 }
 
 type VerdictKey = (String, Digest, String);
@@ -679,26 +572,10 @@ impl Engine {
     async fn decide_sites(&self, ctx: &Ctx, sites: &[ImageSite]) -> ObjectDecision {
         let distinct: std::collections::BTreeSet<&str> =
             sites.iter().filter_map(|s| s.image.as_deref()).collect();
-        let cap = ctx.policy.limits.max_images_per_object;
-        if distinct.len() > cap {
+        if distinct.len() > ctx.policy.limits.max_images_per_object {
             // Before any registry call: each image costs requests, memory
             // and sockets, and the object, not imgate, chose how many.
-            let reason = format!(
-                "object has {} distinct images, more than limits.maxImagesPerObject ({cap}) allows; none was checked",
-                distinct.len()
-            );
-            return match ctx.policy.mode {
-                Mode::Enforce => ObjectDecision {
-                    allowed: false,
-                    reasons: vec![reason],
-                    ..Default::default()
-                },
-                Mode::Audit => ObjectDecision {
-                    allowed: true,
-                    warnings: vec![format!("imgate audit: would deny: {reason}")],
-                    ..Default::default()
-                },
-            };
+            return too_many_images(&ctx.policy, distinct.len());
         }
         let images =
             futures::future::join_all(sites.iter().map(|site| self.check_site(ctx, site))).await;
@@ -940,36 +817,10 @@ fn pin_scope_name(scope: PinScope) -> &'static str {
     }
 }
 
-/// The registry work failed. Only an outage is up to `onRegistryError`;
-/// any other failure (404, refused credentials, a lying registry, a bad
-/// configuration) denies whatever the policy says, naming the cause.
-fn registry_failure(
-    mut decision: ImageDecision,
-    policy: &Policy,
-    who: &str,
-    written: &str,
-    rule: &str,
-    err: CheckError,
-) -> ImageDecision {
-    let cause = err.chain();
-    let fail_open = policy.on_registry_error == OnRegistryError::Allow;
-    decision.registry_error = true;
-    decision.allowed = fail_open && err.is_unavailable();
-    decision.reason = Some(match (decision.allowed, fail_open) {
-        (true, _) => format!(
-            "{who}: image {written:?}: rule {rule:?}: cannot check ({cause}); allowed by onRegistryError: allow"
-        ),
-        (false, true) => format!(
-            "{who}: image {written:?}: rule {rule:?}: cannot check: {cause} (not an outage, so onRegistryError: allow does not apply)"
-        ),
-        (false, false) => format!(
-            "{who}: image {written:?}: rule {rule:?}: cannot check: {cause} (onRegistryError: deny)"
-        ),
-    });
-    decision
-}
-
+mod backend;
 mod report;
+
+pub use backend::{Backend, CheckError, NamespaceLabels, PullSecrets, RegistryBackend};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
