@@ -5,6 +5,7 @@ pub mod admission;
 pub mod cache;
 pub mod certs;
 pub mod images;
+pub mod kube;
 pub mod metrics;
 pub mod pullsecrets;
 mod reload;

@@ -10,7 +10,6 @@
 //! [`admission_router`], so tests drive it in-process; TLS is terminated by
 //! a manual accept loop so the certificate can be swapped under it.
 
-use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,13 +25,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::StreamExt;
 use imgate_core::policy::{Policy, PolicyError};
-use imgate_core::registry::{ClientConfig, Credentials, RegistryClient, RegistryError};
+use imgate_core::registry::{ClientConfig, RegistryClient, RegistryError};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::admission::{Endpoint, Engine, EngineOptions};
+use crate::kube::{KubeClient, KubeError};
 use crate::metrics::Metrics;
-use crate::pullsecrets::{self, KubeClient, PullSecretError};
 use crate::review::{self, AdmissionResponse};
 use crate::tls::{ReloadingCert, TlsError};
 
@@ -75,11 +74,11 @@ pub enum ServerError {
     Registry(#[source] RegistryError),
     /// The Kubernetes API client cannot be built.
     #[error(transparent)]
-    Kube(#[from] PullSecretError),
+    Kube(#[from] KubeError),
     /// `--kube-pull-secrets` outside a cluster.
     #[error(
         "--kube-pull-secrets needs a Kubernetes service account (KUBERNETES_SERVICE_HOST and {})",
-        pullsecrets::SERVICE_ACCOUNT_DIR
+        crate::kube::SERVICE_ACCOUNT_DIR
     )]
     NotInCluster,
 }
@@ -185,23 +184,14 @@ pub struct AppState {
 struct Inner {
     engine: Engine,
     metrics: Arc<Metrics>,
-    kube: Option<Arc<KubeClient>>,
     readiness: Readiness,
     body_limit: usize,
-    /// Budget for reading pull secrets, inside the review deadline.
-    kube_budget: Duration,
 }
 
 impl AppState {
     /// State around an engine. `kube`, when given, supplies pods' pull secrets.
     pub fn new(engine: Engine, metrics: Arc<Metrics>, kube: Option<Arc<KubeClient>>) -> Self {
-        Self::build(
-            engine,
-            metrics,
-            kube,
-            DEFAULT_BODY_LIMIT,
-            Duration::from_secs(2),
-        )
+        Self::build(engine, metrics, kube, DEFAULT_BODY_LIMIT)
     }
 
     fn with_limits(
@@ -210,8 +200,7 @@ impl AppState {
         kube: Option<Arc<KubeClient>>,
         settings: &Settings,
     ) -> Self {
-        let kube_budget = (settings.deadline / 4).max(Duration::from_millis(200));
-        Self::build(engine, metrics, kube, settings.body_limit, kube_budget)
+        Self::build(engine, metrics, kube, settings.body_limit)
     }
 
     fn build(
@@ -219,16 +208,17 @@ impl AppState {
         metrics: Arc<Metrics>,
         kube: Option<Arc<KubeClient>>,
         body_limit: usize,
-        kube_budget: Duration,
     ) -> Self {
+        // The engine reads pull secrets lazily, under the review deadline.
+        if let Some(kube) = kube {
+            engine.set_pull_secrets(kube);
+        }
         AppState {
             inner: Arc::new(Inner {
                 engine,
                 metrics,
-                kube,
                 readiness: Readiness::default(),
                 body_limit,
-                kube_budget,
             }),
         }
     }
@@ -355,6 +345,9 @@ fn plain(status: StatusCode, message: String) -> Response {
 /// read at all is a 4xx (the API server applies `failurePolicy`); a review
 /// with a readable uid gets an `invalid` response echoing it.
 async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
+    // The review deadline counts from here: reading the body, pull secrets
+    // and registry work all spend the same budget.
+    let arrived = std::time::Instant::now();
     let limit = state.inner.body_limit;
     let bytes = match read_body(body, limit).await {
         Ok(bytes) => bytes,
@@ -410,44 +403,11 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
     async move {
         let _in_flight = InFlight::start(state.metrics());
         // The engine logs the decision line and observes the latency.
-        let credentials = pull_secret_credentials(&state, &review).await;
-        let answer = state.engine().review(review, endpoint, credentials).await;
+        let answer = state.engine().review_at(review, endpoint, arrived).await;
         axum::Json(answer).into_response()
     }
     .instrument(span)
     .await
-}
-
-/// The pod's and its service account's pull secrets, when reading them is
-/// enabled; bounded so a slow API server cannot eat the review deadline.
-async fn pull_secret_credentials(
-    state: &AppState,
-    review: &review::AdmissionReview,
-) -> BTreeMap<String, Credentials> {
-    let Some(kube) = &state.inner.kube else {
-        return BTreeMap::new();
-    };
-    let Some(request) = &review.request else {
-        return BTreeMap::new();
-    };
-    let (Some(namespace), Some(object)) = (&request.namespace, &request.object) else {
-        return BTreeMap::new();
-    };
-    let Some(spec) = pullsecrets::pod_spec(object) else {
-        return BTreeMap::new();
-    };
-    match tokio::time::timeout(
-        state.inner.kube_budget,
-        kube.credentials_for(namespace, spec),
-    )
-    .await
-    {
-        Ok(credentials) => credentials,
-        Err(_) => {
-            tracing::warn!("reading pull secrets timed out; reviewing without them");
-            BTreeMap::new()
-        }
-    }
 }
 
 /// Loads and validates the policy, naming the file and the field on error.

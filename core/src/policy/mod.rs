@@ -314,6 +314,32 @@ impl Default for CacheSettings {
     }
 }
 
+/// Bounds on what one admitted object may cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Most distinct images one object may name; an object with more is
+    /// denied before any registry call (each image costs registry requests,
+    /// memory and sockets, and no real Pod has this many).
+    #[serde(default = "default_max_images_per_object")]
+    pub max_images_per_object: usize,
+}
+
+/// Default for [`Limits::max_images_per_object`].
+pub const DEFAULT_MAX_IMAGES_PER_OBJECT: usize = 64;
+
+fn default_max_images_per_object() -> usize {
+    DEFAULT_MAX_IMAGES_PER_OBJECT
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_images_per_object: DEFAULT_MAX_IMAGES_PER_OBJECT,
+        }
+    }
+}
+
 /// The whole policy. Build it with [`Policy::load`] or [`Policy::from_yaml`],
 /// which validate and load keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -346,6 +372,9 @@ pub struct Policy {
     /// Cache settings.
     #[serde(default)]
     pub cache: CacheSettings,
+    /// Per-object cost bounds.
+    #[serde(default)]
+    pub limits: Limits,
     /// Where the policy came from (file name), for messages.
     #[serde(skip)]
     source_name: String,
@@ -474,6 +503,12 @@ impl Policy {
                     ));
                 }
             }
+        }
+        if self.limits.max_images_per_object == 0 {
+            return Err(self.invalid(
+                "limits.maxImagesPerObject",
+                "must be at least 1: every object with an image would be denied",
+            ));
         }
         if self.cache.max_entries == 0 {
             return Err(self.invalid("cache.maxEntries", "must be at least 1"));

@@ -39,6 +39,7 @@ fn the_fixture_policy_loads_with_every_field() {
     assert_eq!(policy.cache.verified_ttl.get(), Duration::from_secs(600));
     assert_eq!(policy.cache.denied_ttl.get(), Duration::from_secs(5));
     assert_eq!(policy.cache.max_entries, 1000);
+    assert_eq!(policy.limits.max_images_per_object, 64);
     assert!(policy.warnings().is_empty(), "{:?}", policy.warnings());
     assert_eq!(
         policy.source_name(),
@@ -245,6 +246,11 @@ fn rules_outside_trusted_registries_are_warned_about() {
     "trustedRegistries: [a.io/**]\ncache: {maxEntries: 0}\n",
     "cache.maxEntries"
 )]
+#[case::zero_images(
+    "trustedRegistries: [a.io/**]\nlimits: {maxImagesPerObject: 0}\n",
+    "limits.maxImagesPerObject"
+)]
+#[case::unknown_limit("trustedRegistries: [a.io/**]\nlimits: {maxImages: 10}\n", "limits")]
 #[case::not_yaml("trustedRegistries: [a.io/**\n", "")]
 fn bad_policies_name_the_field(#[case] text: &str, #[case] field: &str) {
     let err = Policy::from_yaml(text, "bad.yaml").unwrap_err();

@@ -5,6 +5,10 @@
 //! The file is read once when the client is built, so a malformed file is an
 //! error at start-up naming the file rather than a surprise on the first 401.
 //! Helpers run only when a registry actually asks for credentials.
+//!
+//! [`parse_auths`] applies the same rules to Kubernetes pull secrets
+//! (`.dockerconfigjson`, legacy `.dockercfg`), so a credential means the
+//! same thing wherever it is written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,7 +77,11 @@ struct HelperOutput {
 
 /// Normalises a config key or registry name to `host[:port]`: drops the
 /// scheme and any path, and maps Docker Hub's aliases to `docker.io`.
-pub(crate) fn normalise_host(key: &str) -> String {
+///
+/// ```no_run
+/// assert_eq!(imgate_core::registry::normalise_host("https://index.docker.io/v1/"), "docker.io");
+/// ```
+pub fn normalise_host(key: &str) -> String {
     let key = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
@@ -122,41 +130,8 @@ impl DockerConfig {
                 path.display()
             ))
         };
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        let mut auths = BTreeMap::new();
-        for (key, entry) in raw.auths {
-            let host = normalise_host(&key);
-            let creds = if let Some(token) = entry.identity_token.filter(|t| !t.is_empty()) {
-                Some(Credentials {
-                    username: IDENTITY_TOKEN_USER.to_string(),
-                    password: token,
-                })
-            } else if let Some(auth) = entry.auth.filter(|a| !a.is_empty()) {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(auth.trim())
-                    .map_err(|e| bad(format!("auths.{key:?}.auth is not base64: {e}")))?;
-                let decoded = String::from_utf8(decoded)
-                    .map_err(|_| bad(format!("auths.{key:?}.auth is not UTF-8")))?;
-                let (user, pass) = decoded.split_once(':').ok_or_else(|| {
-                    bad(format!("auths.{key:?}.auth is not base64 of user:password"))
-                })?;
-                Some(Credentials {
-                    username: user.to_string(),
-                    password: pass.to_string(),
-                })
-            } else {
-                match (entry.username, entry.password) {
-                    (Some(username), Some(password)) if !username.is_empty() => {
-                        Some(Credentials { username, password })
-                    }
-                    // An empty entry: Docker writes these next to a credsStore.
-                    _ => None,
-                }
-            };
-            if let Some(creds) = creds {
-                auths.insert(host, creds);
-            }
-        }
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| bad(json_error(&e)))?;
+        let auths = credentials_of(raw.auths).map_err(bad)?;
         let helpers = raw
             .cred_helpers
             .into_iter()
@@ -207,6 +182,81 @@ impl DockerConfig {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// What is wrong with a JSON document, without quoting it: serde's message
+/// can echo a value, and these files hold secrets.
+fn json_error(err: &serde_json::Error) -> String {
+    let what = match err.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "not shaped like a docker config",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!("{what} (line {}, column {})", err.line(), err.column())
+}
+
+/// The credentials of `auths` entries, keyed by normalised host: an
+/// identity token wins, then `auth` (base64 `user:password`), then
+/// `username`/`password`; empty entries give none. Errors name the entry,
+/// never its contents.
+fn credentials_of(
+    entries: BTreeMap<String, RawAuth>,
+) -> Result<BTreeMap<String, Credentials>, String> {
+    let mut auths = BTreeMap::new();
+    for (key, entry) in entries {
+        let host = normalise_host(&key);
+        let creds = if let Some(token) = entry.identity_token.filter(|t| !t.is_empty()) {
+            Some(Credentials {
+                username: IDENTITY_TOKEN_USER.to_string(),
+                password: token,
+            })
+        } else if let Some(auth) = entry.auth.filter(|a| !a.is_empty()) {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .map_err(|e| format!("auths.{key:?}.auth is not base64: {e}"))?;
+            let decoded = String::from_utf8(decoded)
+                .map_err(|_| format!("auths.{key:?}.auth is not UTF-8"))?;
+            let (user, pass) = decoded
+                .split_once(':')
+                .ok_or_else(|| format!("auths.{key:?}.auth is not base64 of user:password"))?;
+            Some(Credentials {
+                username: user.to_string(),
+                password: pass.to_string(),
+            })
+        } else {
+            match (entry.username, entry.password) {
+                (Some(username), Some(password)) if !username.is_empty() => {
+                    Some(Credentials { username, password })
+                }
+                // An empty entry: Docker writes these next to a credsStore.
+                _ => None,
+            }
+        };
+        if let Some(creds) = creds {
+            auths.insert(host, creds);
+        }
+    }
+    Ok(auths)
+}
+
+/// Parses the credentials of a docker config document with the same rules
+/// as `config.json`: `{"auths": {HOST: {...}}}` (a Kubernetes
+/// `.dockerconfigjson`) or, when `legacy`, the bare `{HOST: {...}}` map of a
+/// `.dockercfg`. Keys are normalised with [`normalise_host`]. The error
+/// says what is wrong and never includes the contents.
+///
+/// ```no_run
+/// let creds = imgate_core::registry::parse_auths(br#"{"auths": {}}"#, false).unwrap();
+/// assert!(creds.is_empty());
+/// ```
+pub fn parse_auths(bytes: &[u8], legacy: bool) -> Result<BTreeMap<String, Credentials>, String> {
+    let entries = if legacy {
+        serde_json::from_slice::<BTreeMap<String, RawAuth>>(bytes)
+    } else {
+        serde_json::from_slice::<RawConfig>(bytes).map(|raw| raw.auths)
+    };
+    credentials_of(entries.map_err(|e| json_error(&e))?)
 }
 
 /// The server name a credential helper stores a registry under.
@@ -349,6 +399,38 @@ mod tests {
         let err = parse(json).unwrap_err();
         assert!(matches!(err, RegistryError::Config(_)), "{err}");
         assert!(err.to_string().contains("/tmp/config.json"), "{err}");
+    }
+
+    #[test]
+    fn pull_secret_documents_follow_the_same_rules() {
+        let json = format!(
+            r#"{{"auths": {{
+                "https://index.docker.io/v1/": {{"auth": "{}", "username": "other", "password": "x"}},
+                "registry.hub.docker.com": {{"identitytoken": "tok", "auth": "{}"}}
+            }}}}"#,
+            b64("alice:s3:cret"),
+            b64("bob:pw")
+        );
+        let creds = parse_auths(json.as_bytes(), false).unwrap();
+        // Both Hub aliases land on docker.io; `auth` wins over username/password,
+        // an identity token over both.
+        assert_eq!(creds.len(), 1);
+        assert_eq!(creds["docker.io"].username, IDENTITY_TOKEN_USER);
+        let json = format!(
+            r#"{{"quay.io": {{"auth": "{}", "username": "other", "password": "x", "email": "a@b"}}}}"#,
+            b64("alice:s3:cret")
+        );
+        let creds = parse_auths(json.as_bytes(), true).unwrap();
+        assert_eq!(creds["quay.io"].username, "alice");
+        assert_eq!(creds["quay.io"].password, "s3:cret");
+        for bad in [
+            r#"{"auths": {"h": "secret-stuff"}}"#,
+            r#"{"auths": {"h": {"auth": "c2VjcmV0LXN0dWZm"}}}"#,
+            "{secret-stuff",
+        ] {
+            let err = parse_auths(bad.as_bytes(), false).unwrap_err();
+            assert!(!err.contains("secret-stuff"), "{err}");
+        }
     }
 
     #[test]

@@ -209,6 +209,7 @@ pub struct Resolved {
 }
 
 pub use client::{RegistryClient, MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, NO_REFERRERS_API_TTL};
+pub use dockerconfig::{normalise_host, parse_auths};
 
 mod auth;
 mod client;

@@ -784,3 +784,43 @@ fn webhook_shares_one_verification_among_100_concurrent_reviews() {
         );
     });
 }
+
+#[test]
+fn webhook_denies_a_missing_tag_even_under_on_registry_error_allow() {
+    block_on(async {
+        let env = Env::new().await;
+        let (signed, _) = env.push_signed("team/app", "v1").await;
+        let policy = env.write_policy("allow.yaml", &env.policy_text("enforce", "allow"));
+        let webhook = env.start(&policy, &["--deadline", "2s"]);
+        let client = webhook.client(false).unwrap();
+        // A 404 is the registry's answer about the image, not an outage.
+        let missing = signed.replace(":v1", ":no-such-tag");
+        let object = pod("apps", &[&missing]);
+        let (status, body) = webhook
+            .post(&client, "/mutate", &review("m1", "apps", &object))
+            .await
+            .unwrap();
+        let answer = response(status, &body, "m1");
+        assert_eq!(answer["allowed"], false, "{answer}");
+        let text = message(&answer);
+        assert!(text.contains("no-such-tag"), "{text}");
+        assert!(text.contains("not found"), "{text}");
+        assert!(
+            text.contains("onRegistryError: allow does not apply"),
+            "{text}"
+        );
+        // An outage still fails open, as the policy asks.
+        env.proxy.set_mode(ProxyMode::Hang);
+        let (status, body) = webhook
+            .post(
+                &client,
+                "/mutate",
+                &review("m2", "apps", &pod("apps", &[&signed])),
+            )
+            .await
+            .unwrap();
+        let answer = response(status, &body, "m2");
+        assert_eq!(answer["allowed"], true, "{answer}");
+        env.proxy.set_mode(ProxyMode::Pass);
+    });
+}

@@ -8,8 +8,9 @@
 //! `repo:signedtag@sha256:<other>` is judged by `<other>`), verify the
 //! signature of that digest, then either patch the image to
 //! `repo:tag@digest` (mutate) or insist it already is (validate). Registry
-//! work runs under one deadline per review; when the registry is slow or down
-//! the policy's `onRegistryError` decides, in time.
+//! work runs under one deadline per review, counted from the request's
+//! arrival, and so does every credential lookup; when the registry is slow
+//! or down the policy's `onRegistryError` decides, in time.
 //!
 //! Audit mode never changes objects: it allows, and says in `warnings` what
 //! it would have denied and which digest it would have pinned.
@@ -20,19 +21,20 @@ use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
 use imgate_core::digest::Digest;
-use imgate_core::policy::{HumanDuration, Mode, OnRegistryError, PinScope, Policy};
+use imgate_core::policy::{HumanDuration, Mode, PinScope, Policy};
 use imgate_core::reference::ImageRef;
 use imgate_core::registry::{Credentials, RegistryClient};
-use imgate_core::signature::{Requirements, Verdict};
+use imgate_core::signature::Verdict;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument as _;
 
-use crate::cache::{FlightCache, Lookup};
+use crate::cache::{FlightCache, FlightLimits, Lookup};
 use crate::images::{self, ImageSite, PodCarrier};
 use crate::metrics::Metrics;
+use crate::pullsecrets::PodPullSecrets;
 use crate::review::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use report::{assemble, count, log_decision, to_response};
+use report::{assemble, count, log_decision, registry_failure, to_response, too_many_images};
 
 /// Audit annotation listing what audit mode would have denied. The API
 /// server prefixes it with the webhook's name (`<webhook name>/would-deny`,
@@ -41,6 +43,10 @@ use report::{assemble, count, log_decision, to_response};
 pub const WOULD_DENY_ANNOTATION: &str = "would-deny";
 /// Default review budget: under the API server's 10 s webhook timeout.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
+/// Default bound on registry computations (tag resolutions and signature
+/// verifications) running at once, across every review of the process: a
+/// burst of objects costs queueing, not thousands of sockets.
+pub const DEFAULT_REGISTRY_CONCURRENCY: usize = 32;
 
 /// Which webhook endpoint is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,81 +174,33 @@ impl ObjectDecision {
     }
 }
 
-/// Registry work the engine needs; the real one talks to registries, tests
-/// substitute fakes. Errors are registry trouble, as text.
-pub trait Backend: Send + Sync + 'static {
-    /// The digest a tag names.
-    fn resolve(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, String>>;
-    /// Verify the signatures of `image` (pinned by digest).
-    fn verify(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-        requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, String>>;
-}
-
-/// The real backend: [`RegistryClient::resolve`] and [`imgate_core::signature::verify`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RegistryBackend;
-
-impl Backend for RegistryBackend {
-    fn resolve(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, String>> {
-        async move {
-            client
-                .resolve(&image)
-                .await
-                .map(|resolved| resolved.manifest.digest)
-                .map_err(|e| e.to_string())
-        }
-        .boxed()
-    }
-
-    fn verify(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-        requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, String>> {
-        async move {
-            imgate_core::signature::verify(&client, &image, &requirements)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .boxed()
-    }
-}
-
-/// Looks up a namespace's labels (through the Kubernetes API in a cluster),
-/// for `namespaces.excludeSelector`. `None`: unknown.
-pub trait NamespaceLabels: Send + Sync {
-    /// The labels of `namespace`.
-    fn labels(&self, namespace: &str) -> BoxFuture<'_, Option<BTreeMap<String, String>>>;
-}
-
 type VerdictKey = (String, Digest, String);
 
 struct Caches {
     max_entries: usize,
-    verified: FlightCache<VerdictKey, Verdict, String>,
-    tags: FlightCache<String, Digest, String>,
+    verified: FlightCache<VerdictKey, Verdict, CheckError>,
+    tags: FlightCache<String, Digest, CheckError>,
 }
 
 impl Caches {
-    fn new(max_entries: usize) -> Caches {
+    fn new(max_entries: usize, limits: FlightLimits) -> Caches {
         Caches {
             max_entries,
-            verified: FlightCache::new(max_entries),
-            tags: FlightCache::new(max_entries),
+            verified: FlightCache::new(max_entries).with_limits(limits),
+            tags: FlightCache::new(max_entries).with_limits(limits),
         }
+    }
+}
+
+/// How long shared registry work may run and when a waiting review gives
+/// up on it: it never outlives one review's budget, and one in flight for
+/// longer than a quarter of the budget (or of the client's request
+/// timeout, if shorter) is presumed hung, so a review arriving then tries
+/// afresh and sees a recovered registry at once.
+fn flight_limits(deadline: Duration, request_timeout: Duration) -> FlightLimits {
+    FlightLimits {
+        run_for: deadline,
+        stale_after: deadline.min(request_timeout) / 4,
     }
 }
 
@@ -255,7 +213,11 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     backend: Arc<dyn Backend>,
     caches: RwLock<Arc<Caches>>,
+    flight_limits: FlightLimits,
     namespace_labels: RwLock<Option<Arc<dyn NamespaceLabels>>>,
+    pull_secrets: RwLock<Option<Arc<dyn PullSecrets>>>,
+    /// Slots for registry computations, process-wide.
+    registry_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -268,12 +230,35 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Everything one object's check needs.
+#[derive(Clone)]
 struct Ctx {
     policy: Arc<Policy>,
     endpoint: Endpoint,
     client: RegistryClient,
     caches: Arc<Caches>,
     deadline_at: tokio::time::Instant,
+    /// Where the pod's pull secrets are read, and which.
+    pull: Option<(Arc<dyn PullSecrets>, Arc<PodPullSecrets>)>,
+}
+
+impl Ctx {
+    /// The client for a registry call to `registry`, with the pod's pull
+    /// secret for it when there is one. Called inside the registry work, so
+    /// a cache hit reads no secret at all.
+    fn client_for(&self, registry: &str) -> BoxFuture<'static, RegistryClient> {
+        let client = self.client.clone();
+        let Some((source, pod)) = self.pull.clone() else {
+            return futures::future::ready(client).boxed();
+        };
+        let registry = registry.to_string();
+        async move {
+            match source.credentials(&pod, &registry).await {
+                Some(creds) => client.with_credentials([(registry, creds)].into()),
+                None => client,
+            }
+        }
+        .boxed()
+    }
 }
 
 impl Engine {
@@ -285,15 +270,27 @@ impl Engine {
     /// An engine with another backend (tests, benchmarks).
     pub fn with_backend(policy: Policy, opts: EngineOptions, backend: Arc<dyn Backend>) -> Engine {
         opts.metrics.track_client(&opts.client);
+        let limits = flight_limits(opts.deadline, opts.client.config().request_timeout);
         Engine {
-            caches: RwLock::new(Arc::new(Caches::new(policy.cache.max_entries))),
+            caches: RwLock::new(Arc::new(Caches::new(policy.cache.max_entries, limits))),
+            flight_limits: limits,
             policy: RwLock::new(Arc::new(policy)),
             client: opts.client,
             deadline: opts.deadline,
             metrics: opts.metrics,
             backend,
             namespace_labels: RwLock::new(None),
+            pull_secrets: RwLock::new(None),
+            registry_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_REGISTRY_CONCURRENCY)),
         }
+    }
+
+    /// Bounds registry computations running at once to `slots` (at least
+    /// one); the default is [`DEFAULT_REGISTRY_CONCURRENCY`]. Waiting for a
+    /// slot counts against the review's deadline.
+    pub fn with_registry_concurrency(mut self, slots: usize) -> Engine {
+        self.registry_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+        self
     }
 
     /// Swaps the policy (hot reload). Cached verdicts are keyed by rule
@@ -305,7 +302,7 @@ impl Engine {
         }
         if let Ok(mut caches) = self.caches.write() {
             if caches.max_entries != max_entries {
-                *caches = Arc::new(Caches::new(max_entries));
+                *caches = Arc::new(Caches::new(max_entries, self.flight_limits));
             }
         }
     }
@@ -330,6 +327,13 @@ impl Engine {
         }
     }
 
+    /// Where to read pods' pull secrets (`--kube-pull-secrets`).
+    pub fn set_pull_secrets(&self, source: Arc<dyn PullSecrets>) {
+        if let Ok(mut current) = self.pull_secrets.write() {
+            *current = Some(source);
+        }
+    }
+
     fn caches(&self) -> Arc<Caches> {
         match self.caches.read() {
             Ok(caches) => Arc::clone(&caches),
@@ -337,26 +341,53 @@ impl Engine {
         }
     }
 
-    fn context(&self, endpoint: Endpoint, client: RegistryClient) -> Ctx {
+    fn context(&self, endpoint: Endpoint, client: RegistryClient, arrived: Instant) -> Ctx {
         Ctx {
             policy: self.policy(),
             endpoint,
             client,
             caches: self.caches(),
-            deadline_at: tokio::time::Instant::now() + self.deadline,
+            deadline_at: tokio::time::Instant::from_std(arrived + self.deadline),
+            pull: None,
         }
     }
 
-    /// Answers a review: the response review, uid echoed, always. Policy
-    /// denials are `allowed: false` with a 403 status; a request the engine
-    /// cannot use is `invalid` (400).
+    /// Answers a review that arrives now, with static `credentials` on top
+    /// of the client's (tests, `imgate admit`-like callers).
     pub async fn review(
         &self,
         review: AdmissionReview,
         endpoint: Endpoint,
         credentials: BTreeMap<String, Credentials>,
     ) -> AdmissionReview {
-        let started = Instant::now();
+        self.answer(review, endpoint, Instant::now(), credentials)
+            .await
+    }
+
+    /// Answers a review that `arrived` at the server: the deadline counts
+    /// from then, so time spent reading the body is not granted twice.
+    /// Pull secrets come from [`Engine::set_pull_secrets`], read lazily.
+    /// The response review echoes the uid, always. Policy denials are
+    /// `allowed: false` with a 403 status; a request the engine cannot use
+    /// is `invalid` (400).
+    pub async fn review_at(
+        &self,
+        review: AdmissionReview,
+        endpoint: Endpoint,
+        arrived: Instant,
+    ) -> AdmissionReview {
+        self.answer(review, endpoint, arrived, BTreeMap::new())
+            .await
+    }
+
+    async fn answer(
+        &self,
+        review: AdmissionReview,
+        endpoint: Endpoint,
+        arrived: Instant,
+        credentials: BTreeMap<String, Credentials>,
+    ) -> AdmissionReview {
+        let started = arrived;
         let Some(request) = review.request else {
             return AdmissionResponse::invalid("", "admission review has no request").into_review();
         };
@@ -365,7 +396,7 @@ impl Engine {
         } else {
             self.client.with_credentials(credentials)
         };
-        let ctx = self.context(endpoint, client);
+        let ctx = self.context(endpoint, client, arrived);
         let span = tracing::info_span!(
             "admission",
             uid = %request.uid,
@@ -429,11 +460,16 @@ impl Engine {
         }
         let group = request.kind.group.as_str();
         let kind = request.kind.kind.as_str();
+        let mut ctx = ctx.clone();
+        let mut notes = Vec::new();
         let sites = if kind == "EphemeralContainers" {
             images::legacy_ephemeral_sites(object)
         } else {
             match images::pod_spec_pointer(group, kind) {
                 Some((pointer, carrier)) => {
+                    if let Some(spec) = object.pointer(pointer) {
+                        notes = self.attach_pull_secrets(&mut ctx, &namespace, spec);
+                    }
                     images::image_sites(object, pointer, carrier, only_ephemeral)
                 }
                 None => {
@@ -458,7 +494,24 @@ impl Engine {
                 .collect(),
             _ => sites,
         };
-        Ok(self.decide_sites(ctx, &sites).await)
+        let mut decision = self.decide_sites(&ctx, &sites).await;
+        decision.warnings.extend(notes);
+        Ok(decision)
+    }
+
+    /// Lets `ctx` read the pull secrets of the pod spec `spec` in
+    /// `namespace`, when a source is configured; returns warnings about
+    /// references that are skipped.
+    fn attach_pull_secrets(&self, ctx: &mut Ctx, namespace: &str, spec: &Value) -> Vec<String> {
+        let source = self.pull_secrets.read().ok().and_then(|p| p.clone());
+        let Some(source) = source else {
+            return Vec::new();
+        };
+        let (pod, warnings) = PodPullSecrets::from_pod_spec(namespace, spec);
+        if let Some(pod) = pod {
+            ctx.pull = Some((source, Arc::new(pod)));
+        }
+        warnings
     }
 
     async fn namespace_excluded(&self, ctx: &Ctx, namespace: &str) -> bool {
@@ -491,7 +544,7 @@ impl Engine {
         namespace: &str,
         endpoint: Endpoint,
     ) -> ObjectDecision {
-        let ctx = self.context(endpoint, self.client.clone());
+        let ctx = self.context(endpoint, self.client.clone(), Instant::now());
         let namespace = object
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -517,6 +570,13 @@ impl Engine {
     }
 
     async fn decide_sites(&self, ctx: &Ctx, sites: &[ImageSite]) -> ObjectDecision {
+        let distinct: std::collections::BTreeSet<&str> =
+            sites.iter().filter_map(|s| s.image.as_deref()).collect();
+        if distinct.len() > ctx.policy.limits.max_images_per_object {
+            // Before any registry call: each image costs requests, memory
+            // and sockets, and the object, not imgate, chose how many.
+            return too_many_images(&ctx.policy, distinct.len());
+        }
         let images =
             futures::future::join_all(sites.iter().map(|site| self.check_site(ctx, site))).await;
         assemble(&ctx.policy, ctx.endpoint, images)
@@ -633,15 +693,23 @@ impl Engine {
     }
 
     /// The digest of `image`: its own if pinned, else the tag's (cached briefly).
-    async fn digest_of(&self, ctx: &Ctx, image: &ImageRef) -> Result<Digest, String> {
+    async fn digest_of(&self, ctx: &Ctx, image: &ImageRef) -> Result<Digest, CheckError> {
         if let Some(digest) = &image.digest {
             return Ok(digest.clone());
         }
         let backend = Arc::clone(&self.backend);
-        let client = ctx.client.clone();
+        let client = ctx.client_for(&image.registry);
         let target = image.clone();
         let ttl = ctx.policy.cache.tag_ttl.get();
-        let compute = async move { backend.resolve(client, target).await.map(|d| (d, ttl)) };
+        let slots = Arc::clone(&self.registry_slots);
+        let compute = async move {
+            let _slot = slots.acquire_owned().await;
+            let client = client.await;
+            match backend.resolve(client, target).await {
+                Ok(digest) => Ok((digest, ttl)),
+                Err(err) => Err(CheckError::Resolve(Arc::new(err))),
+            }
+        };
         let lookup = tokio::time::timeout_at(
             ctx.deadline_at,
             ctx.caches.tags.get_or_compute(image.to_string(), compute),
@@ -649,7 +717,7 @@ impl Engine {
         match lookup.await {
             Err(_) => {
                 self.metrics.registry_error("deadline");
-                Err(self.deadline_message())
+                Err(CheckError::Deadline(HumanDuration(self.deadline)))
             }
             Ok(Lookup::Hit(digest)) => {
                 self.metrics.cache_hit("tag");
@@ -663,7 +731,13 @@ impl Engine {
                 self.metrics.registry_error("resolve");
                 Err(err)
             }
-            Ok(Lookup::Lost) => Err("internal error while resolving the tag".to_string()),
+            Ok(Lookup::Expired) => {
+                self.metrics.registry_error("deadline");
+                Err(CheckError::Deadline(HumanDuration(
+                    self.flight_limits.run_for,
+                )))
+            }
+            Ok(Lookup::Lost) => Err(CheckError::Internal("resolving the tag")),
         }
     }
 
@@ -674,21 +748,27 @@ impl Engine {
         ctx: &Ctx,
         rule: &imgate_core::policy::Rule,
         subject: &ImageRef,
-    ) -> Result<Verdict, String> {
+    ) -> Result<Verdict, CheckError> {
         let Some(digest) = subject.digest.clone() else {
-            return Err("internal error: verifying an unpinned reference".to_string());
+            return Err(CheckError::Internal("verifying an unpinned reference"));
         };
         let key = (subject.name(), digest, rule.fingerprint().to_string());
         let backend = Arc::clone(&self.backend);
-        let client = ctx.client.clone();
+        let client = ctx.client_for(&subject.registry);
         let target = subject.clone();
         let requirements = rule.requirements();
         let metrics = Arc::clone(&self.metrics);
         let verified_ttl = ctx.policy.cache.verified_ttl.get();
         let denied_ttl = ctx.policy.cache.denied_ttl.get();
+        let slots = Arc::clone(&self.registry_slots);
         let compute = async move {
+            let _slot = slots.acquire_owned().await;
             metrics.verification();
-            let verdict = backend.verify(client, target, requirements).await?;
+            let client = client.await;
+            let verdict = backend
+                .verify(client, target, requirements)
+                .await
+                .map_err(|err| CheckError::Verify(Arc::new(err)))?;
             let ttl = if verdict.is_verified() {
                 verified_ttl
             } else {
@@ -704,7 +784,7 @@ impl Engine {
         {
             Err(_) => {
                 self.metrics.registry_error("deadline");
-                Err(self.deadline_message())
+                Err(CheckError::Deadline(HumanDuration(self.deadline)))
             }
             Ok(Lookup::Hit(verdict)) => {
                 self.metrics.cache_hit("verified");
@@ -718,15 +798,14 @@ impl Engine {
                 self.metrics.registry_error("verify");
                 Err(err)
             }
-            Ok(Lookup::Lost) => Err("internal error while verifying".to_string()),
+            Ok(Lookup::Expired) => {
+                self.metrics.registry_error("deadline");
+                Err(CheckError::Deadline(HumanDuration(
+                    self.flight_limits.run_for,
+                )))
+            }
+            Ok(Lookup::Lost) => Err(CheckError::Internal("verifying")),
         }
-    }
-
-    fn deadline_message(&self) -> String {
-        format!(
-            "registry did not answer within {}",
-            HumanDuration(self.deadline)
-        )
     }
 }
 
@@ -738,28 +817,10 @@ fn pin_scope_name(scope: PinScope) -> &'static str {
     }
 }
 
-/// The registry failed: `onRegistryError` decides.
-fn registry_failure(
-    mut decision: ImageDecision,
-    policy: &Policy,
-    who: &str,
-    written: &str,
-    rule: &str,
-    err: String,
-) -> ImageDecision {
-    decision.registry_error = true;
-    decision.allowed = policy.on_registry_error == OnRegistryError::Allow;
-    decision.reason = Some(if decision.allowed {
-        format!("{who}: image {written:?}: rule {rule:?}: cannot check ({err}); allowed by onRegistryError: allow")
-    } else {
-        format!(
-            "{who}: image {written:?}: rule {rule:?}: cannot check: {err} (onRegistryError: deny)"
-        )
-    });
-    decision
-}
-
+mod backend;
 mod report;
+
+pub use backend::{Backend, CheckError, NamespaceLabels, PullSecrets, RegistryBackend};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

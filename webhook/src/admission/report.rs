@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use imgate_core::policy::{Mode, Policy};
+use imgate_core::policy::{Mode, OnRegistryError, Policy};
 use serde_json::Value;
 
-use super::{Endpoint, ImageDecision, ObjectDecision, PatchOp, WOULD_DENY_ANNOTATION};
+use super::{CheckError, Endpoint, ImageDecision, ObjectDecision, PatchOp, WOULD_DENY_ANNOTATION};
 use crate::metrics::Metrics;
 use crate::review::{AdmissionRequest, AdmissionResponse};
 
@@ -55,6 +55,56 @@ pub(super) fn assemble(
     }
     decision.images = images;
     decision
+}
+
+/// The registry work failed. Only an outage is up to `onRegistryError`;
+/// any other failure (404, refused credentials, a lying registry, a bad
+/// configuration) denies whatever the policy says, naming the cause.
+pub(super) fn registry_failure(
+    mut decision: ImageDecision,
+    policy: &Policy,
+    who: &str,
+    written: &str,
+    rule: &str,
+    err: CheckError,
+) -> ImageDecision {
+    let cause = err.chain();
+    let fail_open = policy.on_registry_error == OnRegistryError::Allow;
+    decision.registry_error = true;
+    decision.allowed = fail_open && err.is_unavailable();
+    decision.reason = Some(match (decision.allowed, fail_open) {
+        (true, _) => format!(
+            "{who}: image {written:?}: rule {rule:?}: cannot check ({cause}); allowed by onRegistryError: allow"
+        ),
+        (false, true) => format!(
+            "{who}: image {written:?}: rule {rule:?}: cannot check: {cause} (not an outage, so onRegistryError: allow does not apply)"
+        ),
+        (false, false) => format!(
+            "{who}: image {written:?}: rule {rule:?}: cannot check: {cause} (onRegistryError: deny)"
+        ),
+    });
+    decision
+}
+
+/// An object naming `count` distinct images, more than the policy's cap:
+/// denied (or, in audit mode, reported) without checking any.
+pub(super) fn too_many_images(policy: &Policy, count: usize) -> ObjectDecision {
+    let reason = format!(
+        "object has {count} distinct images, more than limits.maxImagesPerObject ({}) allows; none was checked",
+        policy.limits.max_images_per_object
+    );
+    match policy.mode {
+        Mode::Enforce => ObjectDecision {
+            allowed: false,
+            reasons: vec![reason],
+            ..Default::default()
+        },
+        Mode::Audit => ObjectDecision {
+            allowed: true,
+            warnings: vec![format!("imgate audit: would deny: {reason}")],
+            ..Default::default()
+        },
+    }
 }
 
 pub(super) fn to_response(

@@ -11,8 +11,8 @@ use futures::future::{BoxFuture, FutureExt};
 use imgate_core::digest::Digest;
 use imgate_core::policy::Policy;
 use imgate_core::reference::ImageRef;
-use imgate_core::registry::{ClientConfig, RegistryClient};
-use imgate_core::signature::{Format, Requirements, Unmet, Verdict, Verified};
+use imgate_core::registry::{ClientConfig, RegistryClient, RegistryError};
+use imgate_core::signature::{Format, Requirements, Unmet, Verdict, Verified, VerifyError};
 use serde_json::Value;
 
 use super::*;
@@ -34,11 +34,21 @@ enum Health {
     Up,
     Down,
     Hanging,
+    /// The tag does not exist (404).
+    Missing,
+    /// Credentials refused (403).
+    Refused,
+    /// The registry's bytes do not match the digest it announced.
+    Lying,
+    /// 503: overloaded, a real outage.
+    Overloaded,
 }
 
 /// Tags resolve to `sha256(tag reference)`; `signed` lists signed (name, digest).
 struct FakeBackend {
     health: Health,
+    /// How tag resolution behaves (usually as `health`).
+    resolve_health: Health,
     signed: BTreeSet<(String, Digest)>,
     resolves: AtomicUsize,
     verifies: AtomicUsize,
@@ -50,6 +60,7 @@ impl FakeBackend {
         let signed = ImageRef::parse(&format!("{REGISTRY}/imgate/signed")).unwrap();
         Arc::new(FakeBackend {
             health,
+            resolve_health: health,
             signed: [(
                 signed.name(),
                 digest_of(&format!("{REGISTRY}/imgate/signed:v1")),
@@ -61,18 +72,48 @@ impl FakeBackend {
         })
     }
 
+    /// Tags resolve; fetching signatures behaves as `health`.
+    fn verify_fails(health: Health) -> Arc<FakeBackend> {
+        let mut backend = Arc::into_inner(FakeBackend::new(health)).unwrap();
+        backend.resolve_health = Health::Up;
+        Arc::new(backend)
+    }
+
     fn calls(&self) -> usize {
         self.resolves.load(Ordering::SeqCst) + self.verifies.load(Ordering::SeqCst)
     }
 
-    async fn behave(health: Health, delay: Duration) -> Result<(), String> {
+    async fn behave(health: Health, delay: Duration) -> Result<(), RegistryError> {
+        let registry = REGISTRY.to_string();
         match health {
             Health::Up => {
                 tokio::time::sleep(delay).await;
                 Ok(())
             }
-            Health::Down => Err("cannot reach registry registry.test: connection refused".into()),
+            Health::Down => Err(RegistryError::Connect {
+                registry,
+                detail: "connection refused".into(),
+            }),
             Health::Hanging => futures::future::pending().await,
+            Health::Missing => Err(RegistryError::NotFound {
+                what: "tag v1".into(),
+                image: format!("{REGISTRY}/imgate/signed"),
+            }),
+            Health::Refused => Err(RegistryError::Unauthorized {
+                registry,
+                status: 403,
+                detail: "denied".into(),
+            }),
+            Health::Lying => Err(RegistryError::DigestMismatch {
+                image: format!("{REGISTRY}/imgate/signed"),
+                expected: digest_of("expected"),
+                actual: digest_of("actual"),
+            }),
+            Health::Overloaded => Err(RegistryError::Status {
+                registry,
+                status: 503,
+                url: format!("https://{REGISTRY}/v2/"),
+            }),
         }
     }
 }
@@ -82,9 +123,9 @@ impl Backend for FakeBackend {
         &self,
         _client: RegistryClient,
         image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, String>> {
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>> {
         self.resolves.fetch_add(1, Ordering::SeqCst);
-        let (health, delay) = (self.health, self.delay);
+        let (health, delay) = (self.resolve_health, self.delay);
         async move {
             FakeBackend::behave(health, delay).await?;
             Ok(digest_of(&image.to_string()))
@@ -97,7 +138,7 @@ impl Backend for FakeBackend {
         _client: RegistryClient,
         image: ImageRef,
         requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, String>> {
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
         self.verifies.fetch_add(1, Ordering::SeqCst);
         let (health, delay) = (self.health, self.delay);
         let digest = image.digest.clone().unwrap();
@@ -151,10 +192,15 @@ fn make(extra: &str, backend: Arc<FakeBackend>) -> Engine {
 }
 
 fn fixture(name: &str) -> AdmissionReview {
+    fixture_at(name, REGISTRY)
+}
+
+/// A fixture with its images in `registry`.
+fn fixture_at(name: &str, registry: &str) -> AdmissionReview {
     let text = std::fs::read_to_string(fixtures().join("admission").join(name)).unwrap();
     let unsigned = digest_of(&format!("{REGISTRY}/imgate/unsigned:v1"));
     let text = text
-        .replace("{{REGISTRY}}", REGISTRY)
+        .replace("{{REGISTRY}}", registry)
         .replace("{{UNSIGNED_DIGEST}}", &unsigned.to_string());
     parse_review(text.as_bytes()).unwrap()
 }
@@ -421,6 +467,62 @@ async fn registry_down_follows_on_registry_error() {
 }
 
 #[tokio::test]
+async fn only_unavailability_fails_open() {
+    for (health, cause) in [
+        (Health::Missing, "tag v1 not found"),
+        (Health::Refused, "refused access (403)"),
+        (Health::Lying, "digest mismatch"),
+    ] {
+        let backend = FakeBackend::new(health);
+        let engine = make("onRegistryError: allow\n", backend.clone());
+        let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+        assert!(!response.allowed, "{cause}: must deny, got {response:?}");
+        let message = message(&response);
+        assert!(message.contains(cause), "{message}");
+        assert!(message.contains("onRegistryError: allow"), "{message}");
+        assert!(backend.calls() > 0);
+    }
+    let engine = make(
+        "onRegistryError: allow\n",
+        FakeBackend::new(Health::Overloaded),
+    );
+    let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+    assert!(response.allowed, "{response:?}");
+    assert!(
+        response.warnings.join(" ").contains("answered 503"),
+        "{response:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_signature_fetch_names_its_cause() {
+    // An outage while fetching signatures fails open, saying why.
+    let engine = make(
+        "onRegistryError: allow\n",
+        FakeBackend::verify_fails(Health::Overloaded),
+    );
+    let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+    assert!(response.allowed, "{response:?}");
+    let warnings = response.warnings.join(" ");
+    assert!(
+        warnings.contains("cannot check (fetching signatures: registry registry.test answered 503"),
+        "{warnings}"
+    );
+    // A lying registry while fetching signatures denies, with the cause.
+    let engine = make(
+        "onRegistryError: allow\n",
+        FakeBackend::verify_fails(Health::Lying),
+    );
+    let (_, response) = run(&engine, "pod-signed.json", Endpoint::Mutate).await;
+    assert!(!response.allowed, "{response:?}");
+    assert!(
+        message(&response).contains("cannot check: fetching signatures: digest mismatch"),
+        "{}",
+        message(&response)
+    );
+}
+
+#[tokio::test]
 async fn a_hanging_registry_is_answered_within_the_deadline() {
     for (extra, allowed) in [("", false), ("onRegistryError: allow\n", true)] {
         let engine = engine_with(
@@ -624,3 +726,6 @@ async fn updates_judge_only_new_or_changed_images() {
     assert!(!response.allowed);
     assert!(message(&response).contains("unsigned:v2"));
 }
+
+mod limits;
+mod pull_secrets;

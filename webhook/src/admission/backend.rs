@@ -1,0 +1,122 @@
+//! What the engine asks of the outside world: registry work (the
+//! [`Backend`], typed errors and which of them count as an outage),
+//! namespace labels and pods' pull secrets. Tests substitute fakes for each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, FutureExt};
+use imgate_core::digest::Digest;
+use imgate_core::policy::HumanDuration;
+use imgate_core::reference::ImageRef;
+use imgate_core::registry::{Credentials, RegistryClient, RegistryError};
+use imgate_core::signature::{Requirements, Verdict, VerifyError};
+
+use crate::pullsecrets::PodPullSecrets;
+
+/// Registry work the engine needs; the real one talks to registries, tests
+/// substitute fakes. Errors stay typed so the engine can tell an outage
+/// (which `onRegistryError: allow` may forgive) from an answer about the
+/// image (which it may not).
+pub trait Backend: Send + Sync + 'static {
+    /// The digest a tag names.
+    fn resolve(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>>;
+    /// Verify the signatures of `image` (pinned by digest).
+    fn verify(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+        requirements: Requirements,
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>>;
+}
+
+/// Why the registry work for one image gave no verdict. Cheap to clone, so
+/// one failed computation can be shared by every review waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    /// Resolving the tag failed.
+    #[error(transparent)]
+    Resolve(Arc<RegistryError>),
+    /// Fetching the signatures failed.
+    #[error(transparent)]
+    Verify(Arc<VerifyError>),
+    /// The review's deadline passed first.
+    #[error("registry did not answer within {0}")]
+    Deadline(HumanDuration),
+    /// The computation was lost (its task panicked).
+    #[error("internal error while {0}")]
+    Internal(&'static str),
+}
+
+impl CheckError {
+    /// Whether the registry was unavailable (cannot connect, timed out, 5xx,
+    /// 429, or silent until the deadline): the only failures
+    /// `onRegistryError: allow` may fail open on. A 404, a refusal, a lying
+    /// or malformed answer or a bad configuration is an answer, and denies.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            CheckError::Resolve(err) => err.is_unavailable(),
+            CheckError::Verify(err) => err.is_unavailable(),
+            CheckError::Deadline(_) => true,
+            CheckError::Internal(_) => false,
+        }
+    }
+
+    /// The message with its whole cause chain (`fetching signatures: registry … answered 503 …`).
+    pub fn chain(&self) -> String {
+        crate::tls::error_chain(self)
+    }
+}
+
+/// The real backend: [`RegistryClient::resolve`] and [`imgate_core::signature::verify`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegistryBackend;
+
+impl Backend for RegistryBackend {
+    fn resolve(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+    ) -> BoxFuture<'static, Result<Digest, RegistryError>> {
+        async move {
+            client
+                .resolve(&image)
+                .await
+                .map(|resolved| resolved.manifest.digest)
+        }
+        .boxed()
+    }
+
+    fn verify(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+        requirements: Requirements,
+    ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
+        async move { imgate_core::signature::verify(&client, &image, &requirements).await }.boxed()
+    }
+}
+
+/// Looks up a namespace's labels (through the Kubernetes API in a cluster),
+/// for `namespaces.excludeSelector`. `None`: unknown.
+pub trait NamespaceLabels: Send + Sync {
+    /// The labels of `namespace`.
+    fn labels(&self, namespace: &str) -> BoxFuture<'_, Option<BTreeMap<String, String>>>;
+}
+
+/// Registry credentials from a pod's pull secrets (read through the
+/// Kubernetes API in a cluster). Asked lazily: only when a registry call for
+/// that registry is about to be made, under the review's deadline.
+pub trait PullSecrets: Send + Sync + 'static {
+    /// Credentials for `registry` (`host[:port]`) from `pod`'s pull secrets
+    /// and its service account's; `None` when none apply or none can be read.
+    fn credentials<'a>(
+        &'a self,
+        pod: &'a PodPullSecrets,
+        registry: &'a str,
+    ) -> BoxFuture<'a, Option<Credentials>>;
+}
