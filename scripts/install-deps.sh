@@ -6,6 +6,7 @@
 #   apache2-utils    htpasswd, for the basic-auth registry variant
 #   openssl, curl    the demo's certificate checks and AdmissionReview posts
 #   kubernetes-validate (PyPI)  offline schema validation of deploy/
+#   cel-python (PyPI)           evaluates deploy/'s ValidatingAdmissionPolicy CEL
 #   pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
 set -euo pipefail
 
@@ -28,6 +29,7 @@ if [[ ${1:-} == --with-python ]]; then
   command -v kubernetes-validate >/dev/null 2>&1 || need_pip+=(kubernetes-validate)
   python3 -c 'import nacl' 2>/dev/null || need_pip+=(pynacl)
   python3 -c 'import cryptography' 2>/dev/null || need_pip+=(cryptography)
+  python3 -c 'import celpy' 2>/dev/null || need_pip+=(cel-python)
   if ((${#need_pip[@]})); then
     echo "installing with pip: ${need_pip[*]}" >&2
     python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"

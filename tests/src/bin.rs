@@ -19,6 +19,21 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// The Python interpreter the tests run their independent checkers with:
+/// `$IMGATE_PYTHON` (the Makefile points it at the project virtualenv that
+/// `scripts/install-deps.sh --with-python` fills), else `<workspace>/.venv`,
+/// else `python3` from `PATH`.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("IMGATE_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
 /// Builds the `imgate` binary (once per process) and returns its path:
 /// `$IMGATE_BIN` if set, else `cargo build -p imgate --bin imgate` into
 /// `$CARGO_TARGET_DIR` (or `<workspace>/target`)`/debug/imgate`.
