@@ -10,6 +10,11 @@ demo:
 	$(CARGO) build --release -p imgate
 	./scripts/demo.sh target/release/imgate
 
+# The Python the tests run their independent checkers with: the project
+# virtualenv scripts/install-deps.sh --with-python creates (Debian's system
+# Python refuses pip installs, PEP 668).
+export IMGATE_PYTHON ?= $(or $(IMGATE_VENV),$(CURDIR)/.venv)/bin/python
+
 # IMGATE_BIN: the scenarios run the binary this build made, rather than
 # building it again with other feature flags.
 test:
