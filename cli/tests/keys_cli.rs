@@ -33,7 +33,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/keys")
+        .join("../fixtures/cosign")
         .join(name)
 }
 
