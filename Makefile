@@ -10,8 +10,14 @@ demo:
 	$(CARGO) build --release -p imgate
 	./scripts/demo.sh target/release/imgate
 
-# IMGATE_BIN: the scenarios run the binary this build made, rather than
-# building it again with other feature flags.
+# The Python the tests run their independent checkers with: the project
+# virtualenv scripts/install-deps.sh --with-python creates (Debian's system
+# Python refuses pip installs, PEP 668).
+export IMGATE_PYTHON ?= $(or $(IMGATE_VENV),$(CURDIR)/.venv)/bin/python
+
+# IMGATE_BIN: the scenarios (package imgate-tests) run the binary this build
+# made; cargo names a binary to integration tests only in its own package, and
+# the tests never run cargo themselves. Without it they fail and say so.
 test:
 	./scripts/install-deps.sh --with-python
 	$(CARGO) fmt --all -- --check

@@ -2,7 +2,9 @@
 # The end-to-end demo: a local registry, an image pushed to it, then what
 # imgate does at build time (resolve, pin, keys, sign, verify) and in the
 # cluster (the admission webhook answering real AdmissionReviews).
-# Everything runs on loopback in ./.demo and is cleaned up on exit.
+# Everything runs on loopback in ./.demo and is cleaned up on exit. Needs
+# what scripts/install-deps.sh installs without --with-python: no Python, no
+# kubectl.
 set -euo pipefail
 
 IMGATE=$(realpath "${1:-target/release/imgate}")
@@ -15,7 +17,15 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A loopback port nothing listens on: bash's /dev/tcp gets a refused connection.
+free_port() {
+  local port
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
+  done
+  echo "no free loopback port found" >&2; return 1
+}
 wait_http() { for _ in $(seq 100); do curl -ksf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "timed out waiting for $1" >&2; return 1; }
 
 step "Start a local registry (Debian's docker-registry, the CNCF Distribution registry)"
@@ -121,30 +131,28 @@ wait_http "http://127.0.0.1:$METRICS_PORT/readyz"
 echo "webhook ready on https://127.0.0.1:$HOOK_PORT"
 
 review() { # KIND NAME IMAGE: an AdmissionReview as the API server sends it
-  python3 - "$@" <<'PY'
-import json, sys, uuid
-kind, name, image = sys.argv[1:4]
-pod = {"containers": [{"name": name, "image": image}]}
-if kind == "Pod":
-    obj, res = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"}, "spec": pod}, ("", "v1", "pods")
-else:
-    obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "shop"},
-           "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}}
-    res = ("apps", "v1", "deployments")
-print(json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-    "uid": str(uuid.uuid4()), "kind": {"group": res[0], "version": res[1], "kind": kind},
-    "resource": {"group": res[0], "version": res[1], "resource": res[2]}, "name": name, "namespace": "shop",
-    "operation": "CREATE", "userInfo": {"username": "demo"}, "object": obj, "dryRun": False}}))
-PY
+  jq -n --arg kind "$1" --arg name "$2" --arg image "$3" --arg uid "$(cat /proc/sys/kernel/random/uuid)" '
+    {containers: [{name: $name, image: $image}]} as $pod
+    | (if $kind == "Pod" then
+         {group: "", resource: "pods",
+          object: {apiVersion: "v1", kind: "Pod", metadata: {name: $name, namespace: "shop"}, spec: $pod}}
+       else
+         {group: "apps", resource: "deployments",
+          object: {apiVersion: "apps/v1", kind: "Deployment", metadata: {name: $name, namespace: "shop"},
+                   spec: {selector: {matchLabels: {app: $name}},
+                          template: {metadata: {labels: {app: $name}}, spec: $pod}}}}
+       end) as $r
+    | {apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", request: {
+        uid: $uid, kind: {group: $r.group, version: "v1", kind: $kind},
+        resource: {group: $r.group, version: "v1", resource: $r.resource}, name: $name, namespace: "shop",
+        operation: "CREATE", userInfo: {username: "demo"}, object: $r.object, dryRun: false}}'
 }
 show() { # summarise an AdmissionReview response
-  python3 -c '
-import base64, json, sys
-r = json.load(sys.stdin)["response"]
-print("allowed:", r["allowed"])
-if r.get("status", {}).get("message"): print("reason: ", r["status"]["message"])
-if r.get("patch"): print("patch:  ", base64.b64decode(r["patch"]).decode())
-for w in r.get("warnings") or []: print("warning:", w)'
+  jq -r '.response
+    | "allowed: \(.allowed)",
+      (.status.message // empty | "reason:  \(.)"),
+      (.patch // empty | "patch:   \(@base64d)"),
+      ((.warnings // [])[] | "warning: \(.)")'
 }
 post() { curl -sS --cacert certs/ca.crt --resolve "imgate.imgate-system.svc:$HOOK_PORT:127.0.0.1" \
   -H 'Content-Type: application/json' --data-binary @- "https://imgate.imgate-system.svc:$HOOK_PORT/$1"; }

@@ -213,9 +213,11 @@ fi
 echo "$out"
 grep -q "trustedRegistries" <<<"$out" || fail "refused, but not for the registry: $out"
 
-say "break-glass: the opt-out label skips imgate"
-kc -n e2e run glass --image="$in_cluster/e2e/app:unsigned" --restart=Never --labels=imgate.dev/ignore=true \
-  || fail "the labelled pod was refused"
+say "no per-object opt-out: a labelled unsigned pod is still refused"
+if out=$(kc -n e2e run glass --image="$in_cluster/e2e/app:unsigned" --restart=Never --labels=imgate.dev/ignore=true 2>&1); then
+  fail "the label imgate.dev/ignore=true let an unsigned pod past the enforce overlay: $out"
+fi
+echo "$out"
 
 say "decision log"
 kc -n imgate-system logs -l app.kubernetes.io/name=imgate --tail=-1 | grep '"admission decision"' | tail -n 5

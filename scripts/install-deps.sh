@@ -1,41 +1,89 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, only when it is missing, so the
-# README's two commands work on a fresh Debian machine with Rust.
+# README's two commands work on a fresh Debian 12 machine with Rust.
 #   docker-registry  the real CNCF Distribution registry the tests start on loopback
 #   skopeo           an independent OCI client: pushes test images, checks digests
 #   apache2-utils    htpasswd, for the basic-auth registry variant
 #   openssl, curl    the demo's certificate checks and AdmissionReview posts
-#   kubernetes-validate (PyPI)  offline schema validation of deploy/
-#   pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
+#   jq               the demo reads the webhook's AdmissionReview answers
+# With --with-python (make test), also:
+#   .venv/           a project virtualenv (python3 -m venv; Debian's pip refuses
+#                    to install into the system Python, PEP 668), holding
+#     kubernetes-validate (PyPI)  offline schema validation of deploy/
+#     cel-python (PyPI)           evaluates deploy/'s ValidatingAdmissionPolicy CEL
+#     pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
+#   kubectl          renders deploy/ (kustomize); only the deploy tests need it,
+#                    so a missing or too old one is reported, not fatal here.
+# The tests find the virtualenv through IMGATE_PYTHON (the Makefile sets it to
+# .venv/bin/python). Set IMGATE_VENV to put the virtualenv elsewhere.
 set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${IMGATE_VENV:-$ROOT/.venv}
+KUBECTL_MIN_MINOR=27
+
+sudo_cmd=()
+[[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+apt_updated=
+apt_install() {
+  echo "installing with apt: $*" >&2
+  if [[ -z $apt_updated ]]; then
+    "${sudo_cmd[@]}" apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 need_apt=()
 for pair in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils \
-            openssl:openssl curl:curl; do
+            openssl:openssl curl:curl jq:jq; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
-  echo "installing with apt: ${need_apt[*]}" >&2
-  sudo_cmd=()
-  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  apt_install "${need_apt[@]}"
 fi
 
-if [[ ${1:-} == --with-python ]]; then
-  need_pip=()
-  command -v kubernetes-validate >/dev/null 2>&1 || need_pip+=(kubernetes-validate)
-  python3 -c 'import nacl' 2>/dev/null || need_pip+=(pynacl)
-  python3 -c 'import cryptography' 2>/dev/null || need_pip+=(cryptography)
-  if ((${#need_pip[@]})); then
-    echo "installing with pip: ${need_pip[*]}" >&2
-    python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+[[ ${1:-} == --with-python ]] || exit 0
+
+# The virtualenv. Debian ships venv's ensurepip in python3-venv.
+if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_install python3 python3-venv
   fi
+  echo "creating the virtualenv $VENV" >&2
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+fi
+need_pip=()
+"$VENV/bin/python" -c 'import kubernetes_validate' 2>/dev/null || need_pip+=(kubernetes-validate)
+"$VENV/bin/python" -c 'import celpy' 2>/dev/null || need_pip+=(cel-python)
+"$VENV/bin/python" -c 'import nacl' 2>/dev/null || need_pip+=(pynacl)
+"$VENV/bin/python" -c 'import cryptography' 2>/dev/null || need_pip+=(cryptography)
+if ((${#need_pip[@]})); then
+  echo "installing into $VENV with pip: ${need_pip[*]}" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
 fi
 
+# kubectl: Debian's package if there is none. Debian 12's kubernetes-client
+# is 1.20, too old for kustomize components; then the deploy tests fail and
+# say so, and everything else still runs.
+kubectl_minor() {
+  kubectl version --client -o json 2>/dev/null |
+    sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n 1
+}
 if ! command -v kubectl >/dev/null 2>&1; then
-  echo "kubectl is missing: the deploy tests render deploy/ with 'kubectl kustomize'." >&2
-  echo "Install kubectl (any 1.27+) and run again." >&2
-  exit 2
+  for pkg in kubectl kubernetes-client; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then
+      apt_install "$pkg" || true
+      command -v kubectl >/dev/null 2>&1 && break
+    fi
+  done
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "warning: kubectl is missing: the deploy tests (render deploy/ with 'kubectl kustomize')" >&2
+  echo "         will fail. Install kubectl 1.$KUBECTL_MIN_MINOR or newer." >&2
+elif minor=$(kubectl_minor) && [[ -n $minor ]] && ((minor < KUBECTL_MIN_MINOR)); then
+  echo "warning: kubectl 1.$minor is too old for deploy/ (kustomize components): the deploy" >&2
+  echo "         tests will fail. Install kubectl 1.$KUBECTL_MIN_MINOR or newer." >&2
 fi

@@ -39,7 +39,7 @@ enum Command {
     Keys(cmd::keys::Args),
     /// Sign images by digest (cosign-compatible signatures).
     Sign(cmd::sign::Args),
-    /// Verify images' signatures and explain what is missing.
+    /// Verify images' signatures (--key), or whether the cluster would admit them (--policy).
     Verify(cmd::verify::Args),
     /// Check a policy file.
     Policy(cmd::policy::Args),

@@ -33,7 +33,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/keys")
+        .join("../fixtures/cosign")
         .join(name)
 }
 
@@ -230,7 +230,8 @@ fn public_key_errors_are_one_clear_line_and_exit_2() {
 /// A key written by imgate decrypts with an independent implementation of
 /// cosign's format (Python: hashlib scrypt, PyNaCl secretbox, cryptography
 /// PKCS#8), i.e. with the same primitives cosign uses.
-/// Needs `pip install pynacl cryptography`.
+/// Needs pynacl and cryptography in `$IMGATE_PYTHON` (the project virtualenv
+/// `scripts/install-deps.sh --with-python` fills; the Makefile sets it).
 #[test]
 fn key_written_by_imgate_decrypts_with_pynacl_and_cryptography() {
     let dir = tempfile::tempdir().unwrap();
@@ -240,19 +241,20 @@ fn key_written_by_imgate_decrypts_with_pynacl_and_cryptography() {
     assert_eq!(code, 0, "{stderr}");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../keys/tests/interop/decrypt_cosign_key.py");
+    let python = std::env::var_os("IMGATE_PYTHON").unwrap_or_else(|| "python3".into());
     let run_script = |password: &str| {
-        Command::new("python3")
+        Command::new(&python)
             .arg(&script)
             .args(["py.key", "py.pub"])
             .current_dir(dir.path())
             .env("IMGATE_PASSWORD", password)
             .output()
-            .expect("python3 is needed for this test (with: pip install pynacl cryptography)")
+            .expect("$IMGATE_PYTHON (or python3) is needed: scripts/install-deps.sh --with-python")
     };
     let out = run_script("pässword with spaces");
     assert!(
         out.status.success(),
-        "python check failed (pip install pynacl cryptography?): {}",
+        "python check failed (scripts/install-deps.sh --with-python installs pynacl and cryptography into .venv): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));

@@ -1,6 +1,7 @@
 //! Interop with real cosign: keys, signatures and a v3 bundle made by
-//! cosign (fixtures/keys/, copied from shared/fixtures/cosign/), plus keys
-//! made by openssl. These are the acceptance checks for the key format.
+//! cosign (fixtures/cosign/, copied from shared/fixtures/cosign/), plus keys
+//! made by openssl (fixtures/keys/openssl/). These are the acceptance checks
+//! for the key format.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,9 +12,16 @@ use base64::Engine as _;
 use imgate_keys::{load_public_key, load_signing_key, KeyError, PublicKey, SigningKey};
 use sha2::{Digest as _, Sha256};
 
+/// `openssl/...` from fixtures/keys, everything else from the one copy of
+/// the cosign data in fixtures/cosign.
 fn fixture(name: &str) -> PathBuf {
+    let dir = if name.starts_with("openssl/") {
+        "../fixtures/keys"
+    } else {
+        "../fixtures/cosign"
+    };
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/keys")
+        .join(dir)
         .join(name)
 }
 

@@ -1,5 +1,6 @@
-//! The real `imgate` binary: built once per test process with cargo, run
-//! with a clean environment, a bounded time and optional stdin.
+//! The real `imgate` binary (`$IMGATE_BIN`, built before the tests run), run
+//! with a clean environment, a bounded time and optional stdin; and the Python
+//! the tests run their independent checkers with.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -19,53 +20,60 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Builds the `imgate` binary (once per process) and returns its path:
-/// `$IMGATE_BIN` if set, else `cargo build -p imgate --bin imgate` into
-/// `$CARGO_TARGET_DIR` (or `<workspace>/target`)`/debug/imgate`.
+/// The Python interpreter the tests run their independent checkers with:
+/// `$IMGATE_PYTHON` (the Makefile points it at the project virtualenv that
+/// `scripts/install-deps.sh --with-python` fills), else `<workspace>/.venv`,
+/// else `python3` from `PATH`.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("IMGATE_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// The `imgate` binary the scenarios drive: `$IMGATE_BIN`. Cargo names a
+/// binary to integration tests only in its own package
+/// (`CARGO_BIN_EXE_imgate` in `cli/`), and these scenarios live in
+/// `imgate-tests`, so the Makefile builds the binary first and passes its
+/// path. Nothing here runs `cargo build`: a test that built the binary
+/// itself could build it with other features than the ones under test, and
+/// would compete for the build lock with the cargo that runs it.
 pub fn try_imgate_bin() -> anyhow::Result<PathBuf> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build().map_err(|err| format!("{err:#}")))
+    BIN.get_or_init(|| find().map_err(|err| format!("{err:#}")))
         .clone()
         .map_err(|err| anyhow::anyhow!(err))
 }
 
-/// [`try_imgate_bin`] for tests: panics with the build error, since no test
-/// of the binary can go on without it.
+/// [`try_imgate_bin`] for tests: panics with the reason, since no test of
+/// the binary can go on without it.
 #[allow(clippy::panic)]
 pub fn imgate_bin() -> PathBuf {
     match try_imgate_bin() {
         Ok(path) => path,
-        Err(err) => panic!("cannot build the imgate binary: {err:#}"),
+        Err(err) => panic!("{err:#}"),
     }
 }
 
-fn build() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("IMGATE_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let root = workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "imgate", "--bin", "imgate"])
-        .current_dir(&root)
-        .stdin(Stdio::null())
-        .output()
-        .context("running cargo build -p imgate")?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-        bail!(
-            "cargo build -p imgate failed:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
+/// How to get a binary, for the error messages.
+const HOW: &str = "build it with `cargo build -p imgate` and run the tests with \
+    IMGATE_BIN=${CARGO_TARGET_DIR:-target}/debug/imgate (make test does both)";
+
+fn find() -> anyhow::Result<PathBuf> {
+    let Some(bin) = std::env::var_os("IMGATE_BIN") else {
+        bail!("IMGATE_BIN is not set, so there is no imgate binary to test: {HOW}");
     };
-    let bin = target.join("debug").join("imgate");
-    if !bin.exists() {
-        bail!("cargo built imgate but {} does not exist", bin.display());
+    // Relative to the workspace, like CARGO_TARGET_DIR; tests run with the
+    // package directory as their working directory.
+    let bin = workspace_root().join(bin);
+    let meta = std::fs::metadata(&bin)
+        .with_context(|| format!("IMGATE_BIN={}: no such binary: {HOW}", bin.display()))?;
+    if !meta.is_file() {
+        bail!("IMGATE_BIN={} is not a file: {HOW}", bin.display());
     }
     Ok(bin)
 }

@@ -2,15 +2,31 @@
 //! keys, that satisfies every requirement? For each image the output names
 //! the digest verified and, when it is not, every unmet requirement.
 //!
-//! Exit 0 when every image verified, 1 when any was denied, 2 when any could
-//! not be checked (bad key, registry unreachable, image missing). Offline
-//! and key-based: only the images' registries are contacted.
+//! With `--policy FILE` instead of `--key`: would the cluster admit each
+//! image? That runs the webhook's own admission engine (trusted registries,
+//! the matching rule with its keys and annotations, `onRegistryError`, the
+//! mode) on a Pod running the image, and explains the decision.
+//!
+//! Exit 0 when every image verified (or would be admitted), 1 when any was
+//! denied, 2 when any could not be checked (bad key, registry unreachable,
+//! image missing; under `--policy` the policy's `onRegistryError` decides
+//! instead). Offline and key-based: only the images' registries are
+//! contacted.
 
 use std::collections::BTreeMap;
 
+use std::path::PathBuf;
+
 use anyhow::Context;
+use imgate_core::policy::{Mode, Policy};
+use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, Requirements, Verdict};
 use imgate_core::ImageRef;
+use imgate_webhook::admission::{
+    Endpoint, Engine, EngineOptions, ObjectDecision, DEFAULT_DEADLINE,
+};
+use imgate_webhook::metrics::Metrics;
+use serde_json::json;
 
 use super::common::{OutputFormat, RegistryArgs};
 use super::sign::parse_annotation;
@@ -19,16 +35,30 @@ use super::Outcome;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Public key (PEM file or `env://VAR`). Repeatable: any one may satisfy.
-    #[arg(long = "key", value_name = "PUB", required = true)]
+    #[arg(
+        long = "key",
+        value_name = "PUB",
+        required_unless_present = "policy",
+        conflicts_with = "policy"
+    )]
     pub keys: Vec<String>,
     /// Annotation the signature must carry (`KEY=VALUE`, repeatable).
-    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = parse_annotation)]
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = parse_annotation, conflicts_with = "policy")]
     pub annotations: Vec<(String, String)>,
     /// Also require the signature to name the image's repository (off by
     /// default, as in cosign, so mirrored images keep verifying; applies to
     /// legacy signatures: bundles name no repository).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     pub match_repository: bool,
+    /// Decide as the webhook would under this policy file, instead of
+    /// checking against --key: trusted registries, the matching rule's keys
+    /// and annotations, onRegistryError and the mode all apply.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// With --policy: the namespace the Pod would be created in (the
+    /// policy's namespace exclusions apply).
+    #[arg(long, short = 'n', default_value = "default", requires = "policy")]
+    pub namespace: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -46,6 +76,9 @@ enum Checked {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    if let Some(policy) = &args.policy {
+        return run_policy(&args, policy).await;
+    }
     let mut keys = Vec::new();
     for spec in &args.keys {
         keys.push(imgate_keys::load_public_key(spec)?);
@@ -163,6 +196,147 @@ fn to_json(results: &[Checked]) -> serde_json::Value {
                 "image": image,
                 "error": format!("{error:#}"),
             }),
+        })
+        .collect();
+    serde_json::Value::Array(items)
+}
+
+/// The name of the Pod the images are admitted in, and of its container.
+const POD: &str = "imgate-verify";
+
+/// `verify --policy`: each image through the webhook's engine, as the only
+/// container of a Pod created in `--namespace`.
+async fn run_policy(args: &Args, path: &std::path::Path) -> anyhow::Result<Outcome> {
+    let policy = Policy::load(path)?;
+    for warning in policy.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let mode = policy.mode;
+    // --username applies to the registries named on the command line; the
+    // engine contacts only those the policy trusts.
+    let mut hosts: Vec<String> = args
+        .images
+        .iter()
+        .filter_map(|text| ImageRef::parse(text).ok())
+        .map(|i| i.registry)
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let config = policy.client_config(args.registry.config(&hosts)?);
+    let client = RegistryClient::new(config).context("configuring the registry client")?;
+    let engine = Engine::new(
+        policy,
+        EngineOptions {
+            client,
+            deadline: DEFAULT_DEADLINE,
+            metrics: Metrics::new(),
+        },
+    );
+    let mut results = Vec::new();
+    for image in &args.images {
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": POD, "namespace": args.namespace},
+            "spec": {"containers": [{"name": POD, "image": image}]},
+        });
+        let decision = engine
+            .admit_object(&pod, &args.namespace, Endpoint::Mutate)
+            .await;
+        results.push((image.as_str(), decision));
+    }
+    match args.output {
+        OutputFormat::Text => print_policy_text(&results, mode, &args.namespace),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&policy_json(&results, mode, &args.namespace))?
+        ),
+    }
+    Ok(if results.iter().all(|(_, d)| d.allowed) {
+        Outcome::Ok
+    } else {
+        Outcome::No
+    })
+}
+
+/// The engine's reasons name the container; here there is only the image.
+fn without_container(reason: &str) -> &str {
+    reason
+        .strip_prefix(&format!("container {POD:?}: "))
+        .unwrap_or(reason)
+}
+
+fn print_policy_text(results: &[(&str, ObjectDecision)], mode: Mode, namespace: &str) {
+    for (image, decision) in results {
+        let verdict = if decision.allowed {
+            "ADMITTED"
+        } else {
+            "DENIED"
+        };
+        if let Some(why) = &decision.skipped {
+            println!("{verdict} {image}: not checked ({why})");
+            continue;
+        }
+        println!("{verdict} {image} (a Pod in namespace {namespace})");
+        for site in &decision.images {
+            if let Some(rule) = &site.rule {
+                println!("  rule: {rule}");
+            }
+            if let Some(digest) = &site.digest {
+                println!("  digest: {digest}");
+            }
+            if site.verified {
+                println!("  signature: verified by a key of the rule");
+            } else if site.allowed && !site.registry_error {
+                println!("  signature: not required by the rule");
+            }
+            if let Some(reason) = &site.reason {
+                let label = if site.allowed {
+                    "note"
+                } else if mode == Mode::Audit {
+                    "would deny (audit mode admits)"
+                } else {
+                    "reason"
+                };
+                println!("  {label}: {}", without_container(reason));
+            }
+            if site.registry_error {
+                println!("  registry: unreachable or failing; onRegistryError decided");
+            }
+            if let Some(pinned) = &site.pinned {
+                println!("  pinned: {pinned}");
+            }
+        }
+        for warning in &decision.warnings {
+            println!("  warning: {}", without_container(warning));
+        }
+    }
+}
+
+fn policy_json(
+    results: &[(&str, ObjectDecision)],
+    mode: Mode,
+    namespace: &str,
+) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(image, decision)| {
+            let site = decision.images.first();
+            json!({
+                "image": image,
+                "namespace": namespace,
+                "mode": mode,
+                "admitted": decision.allowed,
+                "allowed_by_policy": site.map(|s| s.allowed),
+                "rule": site.and_then(|s| s.rule.clone()),
+                "digest": site.and_then(|s| s.digest.as_ref().map(ToString::to_string)),
+                "verified": site.map(|s| s.verified),
+                "registry_error": site.map(|s| s.registry_error),
+                "reason": site.and_then(|s| s.reason.as_deref().map(without_container)),
+                "pinned": site.and_then(|s| s.pinned.clone()),
+                "warnings": decision.warnings.iter().map(|w| without_container(w)).collect::<Vec<_>>(),
+                "skipped": decision.skipped,
+            })
         })
         .collect();
     serde_json::Value::Array(items)

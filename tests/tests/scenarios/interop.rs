@@ -8,7 +8,8 @@
 //! vectors in `fixtures/cosign/`), so a pass on imgate's output means more
 //! than "two programs agree with each other".
 //!
-//! Needs `python3` with `cryptography` and `pynacl`.
+//! Needs `cryptography` and `pynacl` in `$IMGATE_PYTHON` (the project
+//! virtualenv `scripts/install-deps.sh --with-python` fills).
 
 // Tests: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use imgate_tests::bin::{run_bounded, workspace_root};
+use imgate_tests::bin::{python as python_bin, run_bounded, workspace_root};
 use imgate_tests::image::Blob;
 use imgate_tests::{run_imgate, ImageBuilder, PushWith, PushedImage, RawClient, Registry, Variant};
 use serde_json::{json, Value};
@@ -45,11 +46,12 @@ impl Py {
 }
 
 fn python(script: &Path, args: &[String], env: &[(&str, &str)]) -> Py {
-    let mut command = Command::new("python3");
+    let mut command = Command::new(python_bin());
     command.arg(script).args(args);
     command.env_remove("IMGATE_PASSWORD");
     command.envs(env.iter().copied());
-    let out = run_bounded(command, None, PYTHON_TIMEOUT).expect("python3 runs");
+    let out = run_bounded(command, None, PYTHON_TIMEOUT)
+        .expect("$IMGATE_PYTHON runs (scripts/install-deps.sh --with-python)");
     Py {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -8,4 +8,5 @@ mod interop;
 mod pin;
 mod resolve;
 mod sign_verify;
+mod verify_policy;
 mod webhook;

@@ -169,11 +169,18 @@ fn check_webhook(r: &Rendered, kind: &str, name: &str, path: &str, failure_polic
         selects(ns_selector, &[("kubernetes.io/metadata.name", "default")]),
         "{what}: ordinary namespaces must be selected"
     );
-    // Objects: the break-glass label, and nothing else opted out.
+    // Objects: a workload author can label any object and its pod template,
+    // so a per-object opt-out is only acceptable together with the policy
+    // that restricts who may set the label (components/object-opt-out).
     let obj_selector = at(hook, "objectSelector");
+    let restricted = r
+        .all("ValidatingAdmissionPolicy")
+        .iter()
+        .any(|p| s(p, "metadata.name") == "imgate-restrict-opt-out");
     assert!(
-        !selects(obj_selector, &[("app", "x"), ("imgate.dev/ignore", "true")]),
-        "{what}: objects labelled imgate.dev/ignore=true must be skipped"
+        restricted || selects(obj_selector, &[("app", "x"), ("imgate.dev/ignore", "true")]),
+        "{what}: objects labelled imgate.dev/ignore=true are skipped, but nothing \
+         restricts who may set that label: any workload author could opt out"
     );
     assert!(
         selects(obj_selector, &[("app", "x")]),
