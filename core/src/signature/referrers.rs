@@ -217,15 +217,20 @@ pub(crate) async fn attach(
             }
         }
     }
-    client.put_blob(image, bundle_bytes).await?;
-    client.put_blob(image, bundle::EMPTY_BLOB).await?;
     let manifest = bundle::build_attachment(bundle_bytes, subject.clone(), created);
     let bytes =
         serde_json::to_vec(&manifest).map_err(|e| TagWriteError::Malformed(e.to_string()))?;
     let manifest_digest = Digest::sha256(&bytes);
-    client
-        .put_manifest(image, manifest_digest.as_str(), oci::OCI_MANIFEST, &bytes)
-        .await?;
+    let blobs = [bundle_bytes.to_vec(), bundle::EMPTY_BLOB.to_vec()];
+    tag::push(
+        client,
+        image,
+        manifest_digest.as_str(),
+        oci::OCI_MANIFEST,
+        &bytes,
+        &blobs,
+    )
+    .await?;
     if supports_api {
         // The registry indexes the subject itself.
         return Ok(manifest_digest);

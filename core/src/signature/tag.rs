@@ -70,6 +70,42 @@ pub(crate) async fn read<D: TagDocument>(
     }
 }
 
+/// How often a manifest push is tried when the registry refuses it with 400.
+const PUSH_ATTEMPTS: u32 = 4;
+
+/// Uploads `blobs`, then pushes the manifest `bytes` at `reference`.
+///
+/// Two signers of one image upload identical blobs (the empty config, the
+/// same payload); while one is committing a blob, the registry may refuse
+/// the other's manifest with 400 (`MANIFEST_BLOB_UNKNOWN`) although its own
+/// upload found the blob present. Uploading again and re-pushing after a
+/// short pause resolves it; a manifest that stays refused is an error.
+pub(crate) async fn push(
+    client: &RegistryClient,
+    image: &ImageRef,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+    blobs: &[Vec<u8>],
+) -> Result<(), RegistryError> {
+    let mut attempt = 1;
+    loop {
+        for blob in blobs {
+            client.put_blob(image, blob).await?;
+        }
+        match client
+            .put_manifest(image, reference, media_type, bytes)
+            .await
+        {
+            Err(RegistryError::Status { status: 400, .. }) if attempt < PUSH_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 + super::jitter_ms(150))).await;
+            }
+            result => return result.map(|_| ()),
+        }
+    }
+}
+
 /// Adds `doc`'s entry to the document at its tag, keeping every entry
 /// already there. Returns the digest of a document at the tag that holds
 /// the entry.
@@ -93,12 +129,7 @@ pub(crate) async fn append<D: TagDocument>(
         let (bytes, blobs) = doc
             .merged(existing.as_ref())
             .map_err(TagWriteError::Malformed)?;
-        for blob in &blobs {
-            client.put_blob(image, blob).await?;
-        }
-        client
-            .put_manifest(image, &tag, doc.media_type(), &bytes)
-            .await?;
+        push(client, image, &tag, doc.media_type(), &bytes, &blobs).await?;
         tokio::time::sleep(SETTLE).await;
         if let Listing::Found((found, after)) = read(client, image, doc).await? {
             if doc.contains(&after) {
