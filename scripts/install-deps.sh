@@ -5,13 +5,15 @@
 #   skopeo           an independent OCI client: pushes test images, checks digests
 #   apache2-utils    htpasswd, for the basic-auth registry variant
 #   openssl, curl    the demo's certificate checks and AdmissionReview posts
+#   softhsm2         a real PKCS#11 token for the signing-key-in-an-HSM tests
+#   opensc           pkcs11-tool, which creates and reads the keys on that token
 #   kubernetes-validate (PyPI)  offline schema validation of deploy/
 #   pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
 set -euo pipefail
 
 need_apt=()
 for pair in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils \
-            openssl:openssl curl:curl; do
+            openssl:openssl curl:curl softhsm2-util:softhsm2 pkcs11-tool:opensc; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -120,12 +120,26 @@ pub enum KeyError {
     MissingSecret {
         /// The key's name.
         key: String,
-        /// What is missing (`PIN`, `Vault token`, …).
-        what: String,
+        /// What is missing (`PIN`, `Vault token`).
+        what: &'static str,
         /// Where it can come from.
-        hint: String,
+        hint: &'static str,
     },
 
+    /// A PKCS#11 token or module failed ([`Pkcs11Error`]).
+    #[error(transparent)]
+    Pkcs11(Box<Pkcs11Error>),
+
+    /// Vault or OpenBao failed ([`VaultError`]).
+    #[error(transparent)]
+    Vault(Box<VaultError>),
+}
+
+/// Why a key on a PKCS#11 token could not be used. Messages name the key
+/// by its URI without the PIN.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Pkcs11Error {
     /// The PIN file named by `pin-source` cannot be read.
     #[error("cannot read the PIN file {path} for {key}")]
     PinFile {
@@ -143,14 +157,14 @@ pub enum KeyError {
         "no PKCS#11 module for {key}: add module-path=/path/to/module.so to the URI's query \
          or set IMGATE_PKCS11_MODULE_PATH (or COSIGN_PKCS11_MODULE_PATH)"
     )]
-    Pkcs11NoModule {
+    NoModule {
         /// The key's name.
         key: String,
     },
 
     /// The PKCS#11 module cannot be loaded or initialised.
     #[error("cannot load PKCS#11 module {module}: {detail}")]
-    Pkcs11Module {
+    Module {
         /// The module's path.
         module: String,
         /// Why (missing file, not a PKCS#11 library, initialisation error).
@@ -159,7 +173,7 @@ pub enum KeyError {
 
     /// No token matches the URI's token attributes.
     #[error("no PKCS#11 token matches {key} (tokens present: {present})")]
-    Pkcs11TokenNotFound {
+    TokenNotFound {
         /// The key's name.
         key: String,
         /// The labels of the tokens present, or `none`.
@@ -168,7 +182,7 @@ pub enum KeyError {
 
     /// No (or more than one) key object matches the URI on the token.
     #[error("{detail} on token {token:?} for {key}")]
-    Pkcs11ObjectNotFound {
+    ObjectNotFound {
         /// The key's name.
         key: String,
         /// The token's label.
@@ -183,7 +197,7 @@ pub enum KeyError {
         "wrong PIN for PKCS#11 token {token:?} ({key}); not retried, so the token's \
          retry counter went down by one"
     )]
-    Pkcs11WrongPin {
+    WrongPin {
         /// The key's name.
         key: String,
         /// The token's label.
@@ -194,7 +208,7 @@ pub enum KeyError {
     #[error(
         "the user PIN of PKCS#11 token {token:?} is locked ({key}); unlock it with the SO PIN"
     )]
-    Pkcs11PinLocked {
+    PinLocked {
         /// The key's name.
         key: String,
         /// The token's label.
@@ -203,7 +217,7 @@ pub enum KeyError {
 
     /// Another PKCS#11 failure.
     #[error("PKCS#11 {operation} failed for {key}: {detail}")]
-    Pkcs11 {
+    Failed {
         /// The key's name.
         key: String,
         /// What imgate was doing.
@@ -211,10 +225,16 @@ pub enum KeyError {
         /// The module's answer.
         detail: String,
     },
+}
 
+/// Why a key in Vault/OpenBao transit could not be used. Messages never
+/// carry the token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
     /// Vault/OpenBao could not be reached (DNS, connect, TLS, timeout).
     #[error("cannot reach Vault at {addr} for {key}: {detail}")]
-    VaultUnreachable {
+    Unreachable {
         /// The key's name.
         key: String,
         /// `VAULT_ADDR`.
@@ -229,7 +249,7 @@ pub enum KeyError {
         "Vault at {addr} denied {operation} for {key} (403): the token is invalid or expired, \
          or its policy does not allow {path}"
     )]
-    VaultDenied {
+    Denied {
         /// The key's name.
         key: String,
         /// `VAULT_ADDR`.
@@ -242,7 +262,7 @@ pub enum KeyError {
 
     /// The transit key does not exist.
     #[error("Vault transit key {name} not found under mount {mount}/ at {addr} ({key})")]
-    VaultKeyNotFound {
+    KeyNotFound {
         /// The key's name.
         key: String,
         /// The transit key's name.
@@ -258,7 +278,7 @@ pub enum KeyError {
         "no transit secrets engine mounted at {mount}/ on Vault at {addr} ({key}); \
          set TRANSIT_SECRET_ENGINE_PATH to the mount path"
     )]
-    VaultMountNotFound {
+    MountNotFound {
         /// The key's name.
         key: String,
         /// The transit mount.
@@ -269,7 +289,7 @@ pub enum KeyError {
 
     /// Any other Vault error, with Vault's own messages.
     #[error("Vault at {addr} refused {operation} for {key} (HTTP {status}): {detail}")]
-    Vault {
+    Refused {
         /// The key's name.
         key: String,
         /// `VAULT_ADDR`.
@@ -284,12 +304,24 @@ pub enum KeyError {
 
     /// The Vault client is misconfigured (no address, a bad CA file).
     #[error("Vault configuration for {key}: {detail}")]
-    VaultConfig {
+    Config {
         /// The key's name.
         key: String,
         /// What is wrong.
         detail: String,
     },
+}
+
+impl From<Pkcs11Error> for KeyError {
+    fn from(err: Pkcs11Error) -> KeyError {
+        KeyError::Pkcs11(Box::new(err))
+    }
+}
+
+impl From<VaultError> for KeyError {
+    fn from(err: VaultError) -> KeyError {
+        KeyError::Vault(Box::new(err))
+    }
 }
 
 /// " (cosign.key)" for "cosign.pub": points at the file the user most likely

@@ -28,7 +28,7 @@ mod source;
 pub mod vault;
 
 pub use cosign_format::EncryptParams;
-pub use error::KeyError;
+pub use error::{KeyError, Pkcs11Error, VaultError};
 pub use public::PublicKey;
 pub use reference::{KeyReference, HASHIVAULT_PREFIX, PKCS11_PREFIX};
 pub use signer::Signer;

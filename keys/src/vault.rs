@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::KeyError;
+use crate::error::{KeyError, VaultError};
 use crate::public::PublicKey;
 use crate::reference::{validate_vault_key_name, HASHIVAULT_PREFIX};
 use crate::signer::{finish_remote_signature, Signer};
@@ -87,9 +87,11 @@ impl VaultConfig {
         env: &dyn Fn(&str) -> Option<String>,
         token_file: &dyn Fn() -> Option<String>,
     ) -> Result<VaultConfig, KeyError> {
-        let config_error = |detail: String| KeyError::VaultConfig {
-            key: key.to_string(),
-            detail,
+        let config_error = |detail: String| {
+            KeyError::from(VaultError::Config {
+                key: key.to_string(),
+                detail,
+            })
         };
         let non_empty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let addr = non_empty("VAULT_ADDR")
@@ -118,9 +120,8 @@ impl VaultConfig {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| KeyError::MissingSecret {
                 key: key.to_string(),
-                what: "Vault token".to_string(),
-                hint: "set VAULT_TOKEN (or log in with `vault login`, which writes ~/.vault-token)"
-                    .to_string(),
+                what: "Vault token",
+                hint: "set VAULT_TOKEN (or log in with `vault login`, which writes ~/.vault-token)",
             })?;
         let mount = non_empty("TRANSIT_SECRET_ENGINE_PATH")
             .unwrap_or_else(|| DEFAULT_TRANSIT_MOUNT.to_string())
@@ -360,10 +361,10 @@ impl Client {
                 .spawn(|| self.call_blocking(method, path, body, operation))
                 .join()
                 .unwrap_or_else(|_| {
-                    Err(KeyError::VaultConfig {
+                    Err(KeyError::from(VaultError::Config {
                         key: self.key.clone(),
                         detail: "the Vault request thread panicked".to_string(),
-                    })
+                    }))
                 })
         })
     }
@@ -376,10 +377,12 @@ impl Client {
         operation: &str,
     ) -> Result<Value, KeyError> {
         let config = &self.config;
-        let unreachable = |detail: String| KeyError::VaultUnreachable {
-            key: self.key.clone(),
-            addr: config.addr.clone(),
-            detail,
+        let unreachable = |detail: String| {
+            KeyError::from(VaultError::Unreachable {
+                key: self.key.clone(),
+                addr: config.addr.clone(),
+                detail,
+            })
         };
         let http = self.http_client()?;
         let url = format!("{}/v1/{}/{path}", config.addr, config.mount);
@@ -412,13 +415,13 @@ impl Client {
                 Ok(v) => v,
                 Err(_) if !status.is_success() => Value::Null,
                 Err(e) => {
-                    return Err(KeyError::Vault {
+                    return Err(KeyError::from(VaultError::Refused {
                         key: self.key.clone(),
                         addr: config.addr.clone(),
                         operation: operation.to_string(),
                         status: status.as_u16(),
                         detail: format!("the answer is not JSON: {e}"),
-                    })
+                    }))
                 }
             }
         };
@@ -428,16 +431,16 @@ impl Client {
         let errors = vault_errors(&json);
         let route_missing = errors.contains("no handler for route");
         match status.as_u16() {
-            403 => Err(KeyError::VaultDenied {
+            403 => Err(KeyError::from(VaultError::Denied {
                 key: self.key.clone(),
                 addr: config.addr.clone(),
                 operation: operation.to_string(),
                 path: format!("{}/{path}", config.mount),
-            }),
+            })),
             404 if route_missing => Err(self.mount_missing()),
             404 => Err(self.key_missing()),
             400 if errors.contains("key not found") => Err(self.key_missing()),
-            code => Err(KeyError::Vault {
+            code => Err(KeyError::from(VaultError::Refused {
                 key: self.key.clone(),
                 addr: config.addr.clone(),
                 operation: operation.to_string(),
@@ -447,12 +450,12 @@ impl Client {
                 } else {
                     errors
                 },
-            }),
+            })),
         }
     }
 
     fn key_missing(&self) -> KeyError {
-        KeyError::VaultKeyNotFound {
+        KeyError::from(VaultError::KeyNotFound {
             key: self.key.clone(),
             name: self
                 .key
@@ -461,21 +464,23 @@ impl Client {
                 .to_string(),
             mount: self.config.mount.clone(),
             addr: self.config.addr.clone(),
-        }
+        })
     }
 
     fn mount_missing(&self) -> KeyError {
-        KeyError::VaultMountNotFound {
+        KeyError::from(VaultError::MountNotFound {
             key: self.key.clone(),
             mount: self.config.mount.clone(),
             addr: self.config.addr.clone(),
-        }
+        })
     }
 
     fn http_client(&self) -> Result<reqwest::blocking::Client, KeyError> {
-        let config_error = |detail: String| KeyError::VaultConfig {
-            key: self.key.clone(),
-            detail,
+        let config_error = |detail: String| {
+            KeyError::from(VaultError::Config {
+                key: self.key.clone(),
+                detail,
+            })
         };
         let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)

@@ -26,7 +26,7 @@ use cryptoki::types::AuthPin;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::KeyError;
+use crate::error::{KeyError, Pkcs11Error};
 use crate::public::PublicKey;
 use crate::signer::{finish_remote_signature, Signer};
 pub use uri::Pkcs11Uri;
@@ -112,17 +112,21 @@ impl Signer for Pkcs11Signer {
 
     fn sign_message(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
         let digest = Sha256::digest(msg);
-        let session = self.session.lock().map_err(|_| KeyError::Pkcs11 {
-            key: self.name.clone(),
-            operation: "signing".to_string(),
-            detail: "an earlier signing attempt panicked".to_string(),
+        let session = self.session.lock().map_err(|_| {
+            KeyError::from(Pkcs11Error::Failed {
+                key: self.name.clone(),
+                operation: "signing".to_string(),
+                detail: "an earlier signing attempt panicked".to_string(),
+            })
         })?;
         let raw = session
             .sign(&Mechanism::Ecdsa, self.key, &digest)
-            .map_err(|e| KeyError::Pkcs11 {
-                key: self.name.clone(),
-                operation: "C_Sign".to_string(),
-                detail: describe(&e),
+            .map_err(|e| {
+                KeyError::from(Pkcs11Error::Failed {
+                    key: self.name.clone(),
+                    operation: "C_Sign".to_string(),
+                    detail: describe(&e),
+                })
             })?;
         finish_remote_signature(&self.public, msg, &raw)
     }
@@ -140,7 +144,9 @@ pub fn public_key(
     let token = Token::open(&uri, default_module)?;
     match token.find_one(&uri, ObjectClass::PUBLIC_KEY, "public key") {
         Ok(handle) => token.read_point(&uri, handle),
-        Err(KeyError::Pkcs11ObjectNotFound { .. }) if token.login_required => {
+        Err(KeyError::Pkcs11(err))
+            if token.login_required && matches!(*err, Pkcs11Error::ObjectNotFound { .. }) =>
+        {
             token.login(&uri, pin)?;
             let key = token.find_one(&uri, ObjectClass::PRIVATE_KEY, "private key")?;
             token.require_p256(key)?;
@@ -167,10 +173,12 @@ impl Token {
             .module_path
             .clone()
             .or_else(|| default_module.map(Path::to_path_buf))
-            .ok_or_else(|| KeyError::Pkcs11NoModule { key: name.clone() })?;
-        let module_error = |detail: String| KeyError::Pkcs11Module {
-            module: module.display().to_string(),
-            detail,
+            .ok_or_else(|| KeyError::from(Pkcs11Error::NoModule { key: name.clone() }))?;
+        let module_error = |detail: String| {
+            KeyError::from(Pkcs11Error::Module {
+                module: module.display().to_string(),
+                detail,
+            })
         };
         if !module.is_file() {
             return Err(module_error("no such file".to_string()));
@@ -188,6 +196,9 @@ impl Token {
             let Ok(info) = ctx.get_token_info(slot) else {
                 continue;
             };
+            if !info.token_initialized() {
+                continue;
+            }
             let label = info.label().trim_end().to_string();
             present.push(format!("{label:?} in slot {}", slot.id()));
             let wanted = |want: &Option<String>, have: &str| {
@@ -205,29 +216,31 @@ impl Token {
         let (slot, label, login_required) = match matching.len() {
             1 => matching.remove(0),
             0 => {
-                return Err(KeyError::Pkcs11TokenNotFound {
+                return Err(KeyError::from(Pkcs11Error::TokenNotFound {
                     key: name,
                     present: if present.is_empty() {
                         "none".to_string()
                     } else {
                         present.join(", ")
                     },
-                })
+                }))
             }
             n => {
-                return Err(KeyError::Pkcs11TokenNotFound {
+                return Err(KeyError::from(Pkcs11Error::TokenNotFound {
                     key: name,
                     present: format!(
                         "{n} tokens match ({}); name one with token= or slot-id=",
                         present.join(", ")
                     ),
-                })
+                }))
             }
         };
-        let session = ctx.open_ro_session(slot).map_err(|e| KeyError::Pkcs11 {
-            key: name.clone(),
-            operation: "C_OpenSession".to_string(),
-            detail: describe(&e),
+        let session = ctx.open_ro_session(slot).map_err(|e| {
+            KeyError::from(Pkcs11Error::Failed {
+                key: name.clone(),
+                operation: "C_OpenSession".to_string(),
+                detail: describe(&e),
+            })
         })?;
         Ok(Token {
             ctx,
@@ -253,15 +266,17 @@ impl Token {
         match self.session.login(UserType::User, Some(&auth)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
             Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                Err(KeyError::Pkcs11WrongPin {
+                Err(KeyError::from(Pkcs11Error::WrongPin {
                     key: self.name.clone(),
                     token: self.label.clone(),
-                })
+                }))
             }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(KeyError::Pkcs11PinLocked {
-                key: self.name.clone(),
-                token: self.label.clone(),
-            }),
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                Err(KeyError::from(Pkcs11Error::PinLocked {
+                    key: self.name.clone(),
+                    token: self.label.clone(),
+                }))
+            }
             Err(e) => Err(self.failure("C_Login", &e)),
         }
     }
@@ -296,11 +311,11 @@ impl Token {
     }
 
     fn not_found(&self, detail: String) -> KeyError {
-        KeyError::Pkcs11ObjectNotFound {
+        KeyError::from(Pkcs11Error::ObjectNotFound {
             key: self.name.clone(),
             token: self.label.clone(),
             detail,
-        }
+        })
     }
 
     /// Refuses anything but an EC key on P-256.
@@ -419,11 +434,11 @@ impl Token {
     }
 
     fn failure_text(&self, operation: &str, detail: String) -> KeyError {
-        KeyError::Pkcs11 {
+        KeyError::from(Pkcs11Error::Failed {
             key: self.name.clone(),
             operation: operation.to_string(),
             detail,
-        }
+        })
     }
 }
 
@@ -455,10 +470,12 @@ fn describe(err: &CkError) -> String {
 
 fn read_pin_file(path: &Path, key: &str) -> Result<Zeroizing<String>, KeyError> {
     use std::io::Read as _;
-    let pin_error = |source| KeyError::PinFile {
-        key: key.to_string(),
-        path: path.display().to_string(),
-        source,
+    let pin_error = |source| {
+        KeyError::from(Pkcs11Error::PinFile {
+            key: key.to_string(),
+            path: path.display().to_string(),
+            source,
+        })
     };
     let file = std::fs::File::open(path).map_err(pin_error)?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_FILE_LEN as usize + 1));

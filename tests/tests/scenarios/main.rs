@@ -6,6 +6,7 @@ mod common;
 mod deploy;
 mod interop;
 mod pin;
+mod pkcs11;
 mod resolve;
 mod sign_verify;
 mod webhook;
