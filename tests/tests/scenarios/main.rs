@@ -9,4 +9,5 @@ mod pin;
 mod pkcs11;
 mod resolve;
 mod sign_verify;
+mod vault;
 mod webhook;
