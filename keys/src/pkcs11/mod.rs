@@ -341,7 +341,8 @@ impl Token {
             Some(t) if t == KeyType::EC => {}
             Some(t) => {
                 return Err(unsupported(format!(
-                    "a {t} key on the token; imgate signs with ECDSA P-256 keys"
+                    "a key of type {} on the token; imgate signs with ECDSA P-256 keys",
+                    t.to_string().trim_start_matches("CKK_")
                 )))
             }
             None => {

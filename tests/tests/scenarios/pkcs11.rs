@@ -408,6 +408,28 @@ async fn wrong_pin_missing_object_and_missing_module_each_say_so() {
     );
     assert_eq!(run.code, 0, "module from the environment: {run:?}");
 
+    // Keys of another type on the token are refused by type.
+    for (object, key_type, id) in [("rsa", "rsa:2048", "03"), ("p384", "EC:secp384r1", "04")] {
+        ctx.hsm.pkcs11_tool(&[
+            "--login",
+            "--keypairgen",
+            "--key-type",
+            key_type,
+            "--label",
+            object,
+            "--id",
+            id,
+        ]);
+    }
+    one_line_error(
+        &sign(&ctx.hsm.uri("rsa"), PIN),
+        "a key of type RSA on the token",
+    );
+    one_line_error(
+        &sign(&ctx.hsm.uri("p384"), PIN),
+        "an EC key on another curve than P-256",
+    );
+
     // Without a PIN anywhere and no terminal, signing says where to put one.
     let run = ctx.run_with(
         &["sign", "--key", &ctx.hsm.uri("release"), &img.reference],
