@@ -201,19 +201,23 @@ fn percent_decode(raw: &str) -> Result<Vec<u8>, String> {
 }
 
 /// `text` with the value of every `pin-value` attribute replaced, so the
-/// URI can be printed. Works on unparsable input too (errors use it).
+/// URI can be printed. Works on unparsable input too (errors use it), and
+/// wherever the attribute was put, path or query.
 pub(crate) fn redact(text: &str) -> String {
-    let Some((path, query)) = text.split_once('?') else {
-        return text.to_string();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|attr| match attr.split_once('=') {
-            Some((name, _)) if name == "pin-value" => format!("{name}={REDACTED}"),
-            _ => attr.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
+    const ATTR: &str = "pin-value=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(ATTR) {
+        let value_start = at + ATTR.len();
+        out.push_str(&rest[..value_start]);
+        out.push_str(REDACTED);
+        let value_len = rest[value_start..]
+            .find([';', '&', '?'])
+            .unwrap_or(rest.len() - value_start);
+        rest = &rest[value_start + value_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -273,8 +277,30 @@ mod tests {
         assert!(err.contains(needle), "{err}");
     }
 
+    #[rstest]
+    #[case(
+        "pkcs11:object=k?pin-value=1234",
+        "pkcs11:object=k?pin-value=<redacted>"
+    )]
+    #[case(
+        "pkcs11:object=k;pin-value=1234;id=01",
+        "pkcs11:object=k;pin-value=<redacted>;id=01"
+    )]
+    #[case(
+        "pkcs11:object=k?pin-value=12&module-path=/m.so&pin-value=34",
+        "pkcs11:object=k?pin-value=<redacted>&module-path=/m.so&pin-value=<redacted>"
+    )]
+    #[case("pkcs11:object=k", "pkcs11:object=k")]
+    fn the_pin_is_redacted_wherever_it_is(#[case] text: &str, #[case] shown: &str) {
+        assert_eq!(redact(text), shown);
+    }
+
     #[test]
     fn errors_never_echo_the_pin() {
+        let err = Pkcs11Uri::parse("pkcs11:object=k;pin-value=s3cr3t-pin")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cr3t-pin"), "{err}");
         let err = Pkcs11Uri::parse("pkcs11:bogus=1?pin-value=s3cr3t-pin")
             .unwrap_err()
             .to_string();
