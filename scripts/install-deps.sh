@@ -6,6 +6,8 @@
 #   apache2-utils    htpasswd, for the basic-auth registry variant
 #   openssl, curl    the demo's certificate checks and AdmissionReview posts
 #   jq               the demo reads the webhook's AdmissionReview answers
+#   softhsm2         a real PKCS#11 token for the signing-key-in-an-HSM tests
+#   opensc           pkcs11-tool, which creates and reads the keys on that token
 # With --with-python (make test), also:
 #   .venv/           a project virtualenv (python3 -m venv; Debian's pip refuses
 #                    to install into the system Python, PEP 668), holding
@@ -36,7 +38,7 @@ apt_install() {
 
 need_apt=()
 for pair in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils \
-            openssl:openssl curl:curl jq:jq; do
+            openssl:openssl curl:curl jq:jq softhsm2-util:softhsm2 pkcs11-tool:opensc; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

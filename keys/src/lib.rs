@@ -7,6 +7,9 @@
 //!   bundle `publicKey.hint`.
 //! - [`read_key_source`], [`load_public_key`], [`load_signing_key`]: keys
 //!   from a path or `env://VAR`.
+//! - [`Signer`]: signing through a key file, a PKCS#11 token ([`pkcs11`]) or
+//!   Vault/OpenBao transit (`vault`, feature `hashivault`); [`KeyReference`]
+//!   tells them apart as cosign spells them.
 //! - [`KeyError`]: one error type, messages naming the key.
 
 #![warn(missing_docs)]
@@ -15,13 +18,20 @@ mod algorithm;
 pub mod cosign_format;
 mod error;
 mod pem;
+pub mod pkcs11;
 mod public;
+mod reference;
+mod signer;
 mod signing;
 mod source;
+#[cfg(feature = "hashivault")]
+pub mod vault;
 
 pub use cosign_format::EncryptParams;
-pub use error::KeyError;
+pub use error::{KeyError, Pkcs11Error, VaultError};
 pub use public::PublicKey;
+pub use reference::{KeyReference, HASHIVAULT_PREFIX, PKCS11_PREFIX};
+pub use signer::Signer;
 pub use signing::SigningKey;
 pub use source::{
     is_encrypted_private_key_pem, is_private_key_pem, load_public_key, load_signing_key,

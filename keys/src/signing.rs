@@ -148,6 +148,12 @@ impl SigningKey {
         &self.name
     }
 
+    /// The p256 key itself, for tests that sign the way a token does.
+    #[cfg(test)]
+    pub(crate) fn inner_for_tests(&self) -> &p256::ecdsa::SigningKey {
+        &self.key
+    }
+
     /// The same key under another name.
     pub fn with_name(mut self, name: impl Into<String>) -> SigningKey {
         self.name = name.into();

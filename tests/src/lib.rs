@@ -29,6 +29,7 @@ pub mod registry;
 pub mod server;
 pub mod skopeo;
 pub mod token;
+pub mod vault;
 
 // Tests may unwrap and panic (STYLE.md); library code may not.
 #[cfg(test)]

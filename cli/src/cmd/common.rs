@@ -1,10 +1,16 @@
-//! Options shared by every command that talks to a registry.
+//! Options shared by every command that talks to a registry, and opening
+//! a private key wherever it lives (file, `env://`, PKCS#11, Vault).
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use imgate_core::registry::{ClientConfig, Credentials, RegistryClient, RegistrySettings};
+use imgate_keys::pkcs11::Pkcs11Signer;
+use imgate_keys::vault::{VaultConfig, VaultSigner};
+use imgate_keys::{KeyReference, PublicKey, Signer, SigningKey};
+
+use super::password::{pkcs11_module_from_env, read_password, read_pkcs11_pin};
 
 /// How a command prints its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,5 +85,91 @@ impl RegistryArgs {
             }
         }
         Ok(config)
+    }
+}
+
+/// Opens the private key `spec` names (a path, `env://VAR`, `pkcs11:…` or
+/// `hashivault://NAME`), asking for a password or PIN only when one is
+/// needed. The key is checked before any registry is contacted, so a wrong
+/// PIN or an unreachable Vault fails fast.
+pub fn open_signer(spec: &str) -> anyhow::Result<Box<dyn Signer>> {
+    match KeyReference::parse(spec)? {
+        KeyReference::Pem(spec) => Ok(Box::new(load_pem_signing_key(&spec)?)),
+        KeyReference::Pkcs11(uri) => {
+            warn_if_pin_in_uri(&uri);
+            let module = pkcs11_module_from_env();
+            let mut pin = |token: &str| read_pkcs11_pin(&redacted_name(&uri), token);
+            Ok(Box::new(Pkcs11Signer::open(
+                &uri,
+                module.as_deref(),
+                &mut pin,
+            )?))
+        }
+        KeyReference::HashiVault(name) => {
+            let config = VaultConfig::from_env(spec)?;
+            Ok(Box::new(VaultSigner::open(config, &name)?))
+        }
+    }
+}
+
+/// The public key of the key `spec` names: from a public or private PEM, a
+/// token's public key object (no PIN when the token shows it without a
+/// login) or Vault's newest key version.
+pub fn open_public_key(spec: &str) -> anyhow::Result<PublicKey> {
+    match KeyReference::parse(spec)? {
+        KeyReference::Pem(spec) => {
+            let bytes = imgate_keys::read_key_source_zeroizing(&spec)?;
+            if imgate_keys::is_private_key_pem(&bytes) {
+                Ok(load_pem_signing_key(&spec)?.public_key())
+            } else {
+                Ok(PublicKey::from_pem(&bytes, &spec)?)
+            }
+        }
+        KeyReference::Pkcs11(uri) => {
+            warn_if_pin_in_uri(&uri);
+            let module = pkcs11_module_from_env();
+            let mut pin = |token: &str| read_pkcs11_pin(&redacted_name(&uri), token);
+            Ok(imgate_keys::pkcs11::public_key(
+                &uri,
+                module.as_deref(),
+                &mut pin,
+            )?)
+        }
+        KeyReference::HashiVault(name) => {
+            let config = VaultConfig::from_env(spec)?;
+            Ok(VaultSigner::open(config, &name)?.public_key())
+        }
+    }
+}
+
+/// Reads a key file or `env://VAR`, asking for a password only for an
+/// encrypted key, and never for a public key (which is refused with one
+/// clear line).
+fn load_pem_signing_key(spec: &str) -> anyhow::Result<SigningKey> {
+    let pem = imgate_keys::read_key_source_zeroizing(spec)?;
+    let password = if imgate_keys::is_encrypted_private_key_pem(&pem) {
+        Some(read_password(false, spec)?)
+    } else {
+        None
+    };
+    let password: &[u8] = password.as_ref().map_or(&[], |p| p.as_slice());
+    Ok(SigningKey::from_cosign_pem(&pem, password, spec)?)
+}
+
+/// The URI as messages show it (PIN replaced).
+fn redacted_name(uri: &str) -> String {
+    imgate_keys::pkcs11::Pkcs11Uri::parse(uri)
+        .map(|u| u.display_name().to_string())
+        .unwrap_or_else(|_| "the pkcs11: key".to_string())
+}
+
+/// cosign accepts `pin-value=`, so imgate does too, but the PIN is then in
+/// the process arguments and the shell history.
+fn warn_if_pin_in_uri(uri: &str) {
+    if uri.contains("pin-value=") {
+        tracing::warn!(
+            "the PKCS#11 PIN is in the key URI (pin-value), visible in process listings and \
+             shell history; prefer pin-source=FILE or IMGATE_PKCS11_PIN"
+        );
     }
 }

@@ -4,12 +4,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use imgate_keys::{
-    is_encrypted_private_key_pem, read_key_source_zeroizing, KeyError, PublicKey, SigningKey,
-};
+use imgate_keys::vault::{VaultConfig, VaultSigner};
+use imgate_keys::{KeyReference, Signer as _, SigningKey};
 use zeroize::Zeroizing;
 
-use super::common::OutputFormat;
+use super::common::{open_public_key, OutputFormat};
 use super::password::read_password;
 use super::Outcome;
 
@@ -27,8 +26,13 @@ enum KeysCommand {
     /// The password comes from IMGATE_PASSWORD, else COSIGN_PASSWORD, else a
     /// prompt on the terminal (asked twice). An empty password is allowed.
     /// cosign reads the files, and imgate reads cosign's.
+    ///
+    /// With `--kms hashivault://NAME` the key is created in Vault/OpenBao
+    /// transit instead (type ecdsa-p256, as cosign creates it) and only
+    /// PREFIX.pub is written.
     Generate(GenerateArgs),
-    /// Print the public key (PEM) of a private or public key.
+    /// Print the public key (PEM) of a private or public key, a key on a
+    /// PKCS#11 token (`pkcs11:` URI) or in Vault/OpenBao (`hashivault://NAME`).
     ///
     /// For an encrypted private key the password comes from IMGATE_PASSWORD,
     /// else COSIGN_PASSWORD, else a terminal prompt.
@@ -43,6 +47,11 @@ struct GenerateArgs {
     /// Overwrite existing files.
     #[arg(long)]
     force: bool,
+    /// Create the key in a key management service instead of a file:
+    /// `hashivault://NAME` (Vault/OpenBao transit). Keys on PKCS#11 tokens
+    /// are created with the token's own tools.
+    #[arg(long, value_name = "KEYREF")]
+    kms: Option<String>,
     /// How to report what was written (text goes to stderr, json to stdout).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -50,7 +59,8 @@ struct GenerateArgs {
 
 #[derive(Debug, clap::Args)]
 struct PublicArgs {
-    /// The key: a path, or env://VAR for a PEM in an environment variable.
+    /// The key: a path, env://VAR for a PEM in an environment variable, a
+    /// pkcs11: URI, or hashivault://NAME.
     #[arg(long, value_name = "KEY")]
     key: String,
     /// Output format: the PEM, or JSON with the PEM and the key's hint.
@@ -66,6 +76,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<Outcome> {
+    if let Some(kms) = &args.kms {
+        return generate_in_kms(kms, &args);
+    }
     let key_path = PathBuf::from(format!("{}.key", args.output_prefix));
     let pub_path = PathBuf::from(format!("{}.pub", args.output_prefix));
     // Checked before asking for a password so the user is not prompted for
@@ -110,6 +123,53 @@ fn generate(args: GenerateArgs) -> anyhow::Result<Outcome> {
         OutputFormat::Json => {
             let report = serde_json::json!({
                 "privateKey": key_path.display().to_string(),
+                "publicKey": pub_path.display().to_string(),
+                "hint": public.hint(),
+            });
+            println!("{report}");
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Creates the key in a KMS and writes only its public half, as cosign's
+/// `generate-key-pair --kms` does.
+fn generate_in_kms(kms: &str, args: &GenerateArgs) -> anyhow::Result<Outcome> {
+    let name = match KeyReference::parse(kms)? {
+        KeyReference::HashiVault(name) => name,
+        KeyReference::Pkcs11(_) => bail!(
+            "imgate does not create keys on PKCS#11 tokens: create the P-256 key pair with the \
+             token's tools (e.g. pkcs11-tool --keypairgen --key-type EC:prime256v1) and print its \
+             public key with `imgate keys public --key pkcs11:...`"
+        ),
+        KeyReference::Pem(_) => {
+            bail!("--kms {kms:?} is not a KMS key reference (expected hashivault://NAME)")
+        }
+    };
+    let pub_path = PathBuf::from(format!("{}.pub", args.output_prefix));
+    if !args.force && pub_path.symlink_metadata().is_ok() {
+        bail!(
+            "{} already exists; refusing to overwrite (use --force to replace)",
+            pub_path.display()
+        );
+    }
+    let signer = VaultSigner::create(VaultConfig::from_env(kms)?, &name)?;
+    let public = signer.public_key();
+    write_file(
+        &pub_path,
+        public.to_pem().as_bytes(),
+        PUBLIC_MODE,
+        args.force,
+    )?;
+    match args.output {
+        OutputFormat::Text => {
+            eprintln!("Key {kms} (version {}) is in Vault", signer.version());
+            eprintln!("Public key written to {}", pub_path.display());
+        }
+        OutputFormat::Json => {
+            let report = serde_json::json!({
+                "key": kms,
+                "version": signer.version(),
                 "publicKey": pub_path.display().to_string(),
                 "hint": public.hint(),
             });
@@ -172,25 +232,12 @@ fn set_mode(_file: &std::fs::File, _mode: u32) -> std::io::Result<()> {
 }
 
 fn public(args: PublicArgs) -> anyhow::Result<Outcome> {
-    let bytes = read_key_source_zeroizing(&args.key)?;
-    let public = if is_encrypted_private_key_pem(&bytes) {
-        let password = read_password(false, &args.key)?;
-        SigningKey::from_cosign_pem(&bytes, &password, &args.key)?.public_key()
-    } else {
-        match PublicKey::from_pem(&bytes, &args.key) {
-            Ok(key) => key,
-            // An unencrypted private key: its public half is what we want.
-            Err(KeyError::PrivateKeyGivenAsPublic { .. }) => {
-                SigningKey::from_cosign_pem(&bytes, b"", &args.key)?.public_key()
-            }
-            Err(err) => return Err(err.into()),
-        }
-    };
+    let public = open_public_key(&args.key)?;
     match args.output {
         OutputFormat::Text => print!("{}", public.to_pem()),
         OutputFormat::Json => {
             let report = serde_json::json!({
-                "key": args.key,
+                "key": public.name(),
                 "publicKey": public.to_pem(),
                 "hint": public.hint(),
             });

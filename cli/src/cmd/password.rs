@@ -2,17 +2,82 @@
 //! else a prompt on a terminal. Never a flag: a flag would land in shell
 //! history and in `ps` output. An empty value is a valid (empty) password,
 //! as in cosign.
+//!
+//! PKCS#11 PINs follow the same rule: `pin-source=FILE` in the URI,
+//! `IMGATE_PKCS11_PIN` / `COSIGN_PKCS11_PIN`, or a prompt; `pin-value=` in
+//! the URI works (cosign accepts it) but is warned about.
 
 use std::ffi::OsString;
 use std::io::IsTerminal as _;
 
 use anyhow::{bail, Context as _};
+use imgate_keys::KeyError;
 use zeroize::Zeroizing;
 
 /// The password variable imgate reads first.
 pub const PASSWORD_ENV: &str = "IMGATE_PASSWORD";
 /// cosign's variable, read second so existing CI secrets keep working.
 pub const COSIGN_PASSWORD_ENV: &str = "COSIGN_PASSWORD";
+
+/// The PKCS#11 PIN variable imgate reads first.
+pub const PKCS11_PIN_ENV: &str = "IMGATE_PKCS11_PIN";
+/// cosign's PIN variable, read second.
+pub const COSIGN_PKCS11_PIN_ENV: &str = "COSIGN_PKCS11_PIN";
+/// The PKCS#11 module variable imgate reads first (when the URI has no
+/// `module-path`).
+pub const PKCS11_MODULE_ENV: &str = "IMGATE_PKCS11_MODULE_PATH";
+/// cosign's module variable, read second.
+pub const COSIGN_PKCS11_MODULE_ENV: &str = "COSIGN_PKCS11_MODULE_PATH";
+
+/// The PKCS#11 module named by the environment, if any.
+pub fn pkcs11_module_from_env() -> Option<std::path::PathBuf> {
+    [PKCS11_MODULE_ENV, COSIGN_PKCS11_MODULE_ENV]
+        .into_iter()
+        .filter_map(std::env::var_os)
+        .find(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+}
+
+/// Reads the user PIN of PKCS#11 token `token` for key `key` (the URI
+/// without its PIN) when the URI carries none.
+pub fn read_pkcs11_pin(key: &str, token: &str) -> Result<Zeroizing<String>, KeyError> {
+    read_pkcs11_pin_with(&ProcessSource, key, token)
+}
+
+pub(crate) fn read_pkcs11_pin_with(
+    source: &dyn PasswordSource,
+    key: &str,
+    token: &str,
+) -> Result<Zeroizing<String>, KeyError> {
+    for name in [PKCS11_PIN_ENV, COSIGN_PKCS11_PIN_ENV] {
+        if let Some(value) = source.env(name) {
+            tracing::debug!(variable = name, "PKCS#11 PIN from the environment");
+            let value = Zeroizing::new(value.into_encoded_bytes());
+            return String::from_utf8(value.to_vec())
+                .map(Zeroizing::new)
+                .map_err(|_| KeyError::MissingSecret {
+                    key: key.to_string(),
+                    what: "PIN",
+                    hint: "the PIN variable is not UTF-8",
+                });
+        }
+    }
+    if !source.is_terminal() {
+        return Err(KeyError::MissingSecret {
+            key: key.to_string(),
+            what: "PIN",
+            hint: "set IMGATE_PKCS11_PIN (or COSIGN_PKCS11_PIN), add pin-source=FILE to the \
+                   URI, or run on a terminal to be prompted",
+        });
+    }
+    source
+        .prompt(&format!("Enter PIN for PKCS#11 token {token:?}: "))
+        .map_err(|_| KeyError::MissingSecret {
+            key: key.to_string(),
+            what: "PIN",
+            hint: "reading it from the terminal failed",
+        })
+}
 
 /// Reads the password for a private key. `purpose` names the key in the
 /// prompt and errors (e.g. `cosign.key`, `the new key cosign.key`). With
@@ -106,6 +171,40 @@ mod tests {
             let answer = self.answers.borrow_mut().remove(0);
             Ok(Zeroizing::new(answer.to_string()))
         }
+    }
+
+    #[test]
+    fn pkcs11_pin_comes_from_the_environment_then_the_terminal() {
+        let fake = Fake {
+            env: BTreeMap::from([(PKCS11_PIN_ENV, "1234"), (COSIGN_PKCS11_PIN_ENV, "9")]),
+            terminal: true,
+            ..Fake::default()
+        };
+        assert_eq!(
+            read_pkcs11_pin_with(&fake, "pkcs11:object=k", "ci")
+                .unwrap()
+                .as_str(),
+            "1234"
+        );
+        assert!(fake.prompts.borrow().is_empty());
+        let fake = Fake {
+            terminal: true,
+            answers: RefCell::new(vec!["5678"]),
+            ..Fake::default()
+        };
+        assert_eq!(
+            read_pkcs11_pin_with(&fake, "pkcs11:object=k", "ci")
+                .unwrap()
+                .as_str(),
+            "5678"
+        );
+        assert!(fake.prompts.borrow()[0].contains("\"ci\""));
+        let err = read_pkcs11_pin_with(&Fake::default(), "pkcs11:object=k", "ci").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("pkcs11:object=k") && msg.contains("IMGATE_PKCS11_PIN"),
+            "{msg}"
+        );
     }
 
     #[test]

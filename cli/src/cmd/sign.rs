@@ -12,10 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use imgate_core::signature::{self, Format, SignOptions};
 use imgate_core::{Digest, ImageRef};
-use imgate_keys::SigningKey;
 
-use super::common::RegistryArgs;
-use super::password::read_password;
+use super::common::{open_signer, RegistryArgs};
 use super::Outcome;
 
 /// Signature format on the command line.
@@ -38,8 +36,11 @@ impl From<FormatArg> for Format {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Private key: a cosign key file or `env://VAR`. Its password comes from
-    /// IMGATE_PASSWORD, else COSIGN_PASSWORD, else a terminal prompt.
+    /// Private key: a cosign key file or `env://VAR` (password from
+    /// IMGATE_PASSWORD, else COSIGN_PASSWORD, else a terminal prompt); a
+    /// `pkcs11:` URI (HSM, YubiKey; PIN from pin-source, IMGATE_PKCS11_PIN or
+    /// a prompt); or `hashivault://NAME` (Vault/OpenBao transit, configured by
+    /// VAULT_ADDR, VAULT_TOKEN, TRANSIT_SECRET_ENGINE_PATH).
     #[arg(long, value_name = "KEY")]
     pub key: String,
     /// Signature format. `legacy` (the default) is read by every verifier in
@@ -88,7 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 
     // The key before the registry: a wrong key or password fails fast, offline.
-    let key = load_key(&args.key)?;
+    let key = open_signer(&args.key)?;
 
     let mut hosts: Vec<String> = distinct.iter().map(|i| i.registry.clone()).collect();
     hosts.sort();
@@ -114,7 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             );
         }
         for target in targets {
-            signature::sign(&client, &target, &key, &opts)
+            signature::sign(&client, &target, key.as_ref(), &opts)
                 .await
                 .with_context(|| format!("cannot sign {target}"))?;
             tracing::info!(image = %target, format = %opts.format, "signed");
@@ -122,19 +123,6 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Ok)
-}
-
-/// Reads the signing key, asking for a password only for an encrypted key,
-/// and never for a public key (which is refused with one clear line).
-fn load_key(spec: &str) -> anyhow::Result<SigningKey> {
-    let pem = imgate_keys::read_key_source_zeroizing(spec)?;
-    let password = if imgate_keys::is_encrypted_private_key_pem(&pem) {
-        Some(read_password(false, spec)?)
-    } else {
-        None
-    };
-    let password: &[u8] = password.as_ref().map_or(&[], |p| p.as_slice());
-    Ok(SigningKey::from_cosign_pem(&pem, password, spec)?)
 }
 
 /// The images `docker buildx build --metadata-file` recorded: each name in

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use imgate_keys::SigningKey;
+use imgate_keys::{KeyError, Signer};
 
 use super::tag::TagWriteError;
 use super::{bundle, payload, Format};
@@ -56,6 +56,15 @@ pub enum SignError {
         /// What does not parse.
         detail: String,
     },
+    /// The key could not sign (a token or KMS refused or is unreachable).
+    #[error("signing {image}")]
+    Key {
+        /// The pinned reference.
+        image: String,
+        /// What the key's holder said.
+        #[source]
+        source: KeyError,
+    },
     /// Concurrent writers kept replacing the signature tag.
     #[error("gave up adding the signature to {image} after {attempts} attempts: concurrent signers kept replacing the tag")]
     Conflict {
@@ -69,11 +78,12 @@ pub enum SignError {
 /// Signs `image` (which must carry a digest; the manifest must exist in the
 /// registry) with `key`, appending to the signatures already there. Returns
 /// the digest of the signature manifest (legacy: the `.sig` manifest; bundle:
-/// the artifact manifest).
+/// the artifact manifest). `key` is any [`Signer`]: a key file, a PKCS#11
+/// token or a KMS; the bytes signed and the layout are the same for all.
 pub async fn sign(
     client: &RegistryClient,
     image: &ImageRef,
-    key: &SigningKey,
+    key: &dyn Signer,
     opts: &SignOptions,
 ) -> Result<Digest, SignError> {
     let name = image.to_string();
@@ -91,10 +101,15 @@ pub async fn sign(
         }
         Err(err) => return Err(registry_err(err)),
     };
+    let key_err = |source| SignError::Key {
+        image: name.clone(),
+        source,
+    };
     match opts.format {
         Format::Legacy => {
             let body = payload::build(&image.name(), &digest, &opts.annotations);
-            let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&body));
+            let signature = base64::engine::general_purpose::STANDARD
+                .encode(key.sign_message(&body).map_err(key_err)?);
             let layer = legacy::signature_layer(&body, &signature);
             legacy::append(client, image, &digest, &body, layer)
                 .await
@@ -102,7 +117,9 @@ pub async fn sign(
         }
         Format::Bundle => {
             let statement = bundle::build_statement(&digest, &opts.annotations);
-            let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement));
+            let sig = key
+                .sign_message(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement))
+                .map_err(key_err)?;
             let bundle_bytes = bundle::build_bundle(&statement, &sig, &key.public_key().hint());
             let subject = Descriptor {
                 media_type: target.media_type.clone(),
