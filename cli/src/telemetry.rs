@@ -28,7 +28,9 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
+            // The review's one span once, not again in a span list.
             .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
     };
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use imgate_core::Digest;
 
-use crate::server::{load_policy, stopped, AppState, Settings};
+use crate::shutdown::stopped;
+use crate::state::{load_policy, AppState, Settings};
 use crate::tls::{self, Reload, ReloadingCert};
 
 /// Polls the certificate and policy files (and reacts to SIGHUP) until stopped.

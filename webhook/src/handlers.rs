@@ -1,0 +1,211 @@
+//! The routes: `POST /mutate` and `POST /validate` on the admission router,
+//! `/healthz`, `/readyz` and `/metrics` on the side router. Reading the
+//! body within its limit, mapping an unreadable request to its HTTP answer,
+//! the in-flight gauge and the one tracing span per review live here; the
+//! decision itself is the engine's.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::StreamExt;
+use imgate_core::registry::Credentials;
+use tracing::Instrument;
+
+use crate::admission::Endpoint;
+use crate::metrics::Metrics;
+use crate::pullsecrets;
+use crate::review::{self, AdmissionResponse};
+use crate::state::AppState;
+
+/// The admission router: `POST /mutate`, `POST /validate`.
+pub fn admission_router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .with_state(state)
+}
+
+/// The side router: `/healthz`, `/readyz`, `/metrics`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.readiness().is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn mutate(State(state): State<AppState>, body: Body) -> Response {
+    handle(state, Endpoint::Mutate, body).await
+}
+
+async fn validate(State(state): State<AppState>, body: Body) -> Response {
+    handle(state, Endpoint::Validate, body).await
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Reads at most `limit` bytes. Past the limit the rest is read and
+/// discarded (up to a bound) so the client still receives the 413 instead
+/// of a connection reset mid-upload.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let discard_bound = limit.saturating_mul(8);
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| BodyError::Read(err.to_string()))?;
+        total = total.saturating_add(chunk.len());
+        if total > limit {
+            out = Vec::new();
+            if total > discard_bound {
+                return Err(BodyError::TooLarge);
+            }
+            continue;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    if total > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// Keeps the in-flight gauge right even when a review is cancelled (the
+/// API server hung up).
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.review_started();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.review_finished();
+    }
+}
+
+fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+/// One admission request, from bytes to the answer. The mapping from a bad
+/// request to an HTTP answer lives here and only here: a body we cannot
+/// read at all is a 4xx (the API server applies `failurePolicy`); a review
+/// with a readable uid gets an `invalid` response echoing it.
+async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
+    let limit = state.body_limit();
+    let bytes = match read_body(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            state.metrics().invalid_review();
+            tracing::warn!(limit, "admission request body too large");
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("admission review body exceeds the limit of {limit} bytes"),
+            );
+        }
+        Err(BodyError::Read(detail)) => {
+            state.metrics().invalid_review();
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {detail}"),
+            );
+        }
+    };
+    let review = match review::parse_review(&bytes) {
+        Ok(review) => review,
+        Err(err) => {
+            state.metrics().invalid_review();
+            // ReviewError prints its own cause: no chain here.
+            let message = err.to_string();
+            tracing::warn!(error = %message, "invalid admission review");
+            return match review::salvage_uid(&bytes) {
+                Some(uid) => axum::Json(AdmissionResponse::invalid(&uid, message).into_review())
+                    .into_response(),
+                None => plain(StatusCode::BAD_REQUEST, message),
+            };
+        }
+    };
+    // One span per review, its fields filled in by the engine once it has
+    // looked at the request (see `admission::report::record_request`).
+    let empty = tracing::field::Empty;
+    let span = tracing::info_span!(
+        "admission",
+        uid = empty,
+        endpoint = empty,
+        kind = empty,
+        namespace = empty,
+        operation = empty,
+    );
+    async move {
+        let _in_flight = InFlight::start(state.metrics());
+        // The engine logs the decision line and observes the latency.
+        let credentials = pull_secret_credentials(&state, &review).await;
+        let answer = state.engine().review(review, endpoint, credentials).await;
+        axum::Json(answer).into_response()
+    }
+    .instrument(span)
+    .await
+}
+
+/// The pod's and its service account's pull secrets, when reading them is
+/// enabled; bounded so a slow API server cannot eat the review deadline.
+async fn pull_secret_credentials(
+    state: &AppState,
+    review: &review::AdmissionReview,
+) -> BTreeMap<String, Credentials> {
+    let Some(kube) = state.kube() else {
+        return BTreeMap::new();
+    };
+    let Some(request) = &review.request else {
+        return BTreeMap::new();
+    };
+    let (Some(namespace), Some(object)) = (&request.namespace, &request.object) else {
+        return BTreeMap::new();
+    };
+    let Some(spec) = pullsecrets::pod_spec(object) else {
+        return BTreeMap::new();
+    };
+    match tokio::time::timeout(state.kube_budget(), kube.credentials_for(namespace, spec)).await {
+        Ok(credentials) => credentials,
+        Err(_) => {
+            tracing::warn!("reading pull secrets timed out; reviewing without them");
+            BTreeMap::new()
+        }
+    }
+}
