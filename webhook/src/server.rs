@@ -25,6 +25,8 @@ pub use crate::handlers::{admission_router, metrics_router};
 pub use crate::shutdown::shutdown_signal;
 pub use crate::state::{
     load_policy, registry_client, AppState, Readiness, ServerError, Settings, DEFAULT_BODY_LIMIT,
+    DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN, DEFAULT_RELOAD_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
+    MAX_DEADLINE,
 };
 
 /// Time allowed for a TLS handshake before the connection is dropped.

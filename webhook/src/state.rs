@@ -4,7 +4,7 @@
 //! Also the start-up loading of the policy and the clients, so a bad policy
 //! or an unusable client fails the start naming the file or field.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use imgate_core::policy::{Policy, PolicyError};
 use imgate_core::registry::{ClientConfig, RegistryClient, RegistryError};
 
-use crate::admission::{Engine, EngineOptions};
+use crate::admission::{Engine, EngineOptions, DEFAULT_DEADLINE};
 use crate::metrics::Metrics;
 use crate::pullsecrets::{self, KubeClient, PullSecretError};
 use crate::tls::TlsError;
@@ -22,6 +22,24 @@ use crate::tls::TlsError;
 /// objects; 3 MiB is above etcd's 1.5 MiB object limit with the old object
 /// of an UPDATE, and far below what could hurt the process.
 pub const DEFAULT_BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// Default HTTPS admission address (`--listen`).
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
+
+/// Default plain-HTTP health and metrics address (`--metrics-listen`).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9090));
+
+/// Default interval between checks of the policy and certificate files.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Default time in-flight reviews get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The API server's longest webhook `timeoutSeconds`: a review deadline at
+/// or above it would be cut off by the API server rather than answered.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +115,13 @@ impl Settings {
             policy,
             tls_cert,
             tls_key,
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
-            deadline: Duration::from_secs(8),
+            listen: DEFAULT_LISTEN,
+            metrics_listen: DEFAULT_METRICS_LISTEN,
+            deadline: DEFAULT_DEADLINE,
             docker_config: None,
             kube_pull_secrets: false,
-            reload_interval: Duration::from_secs(5),
-            grace: Duration::from_secs(20),
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+            grace: DEFAULT_SHUTDOWN_GRACE,
             body_limit: DEFAULT_BODY_LIMIT,
         }
     }

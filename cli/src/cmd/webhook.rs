@@ -7,9 +7,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
+use imgate_core::policy::HumanDuration;
+use imgate_webhook::admission::DEFAULT_DEADLINE;
 use imgate_webhook::certs::{self, CertOptions};
 use imgate_webhook::server::{self, Settings};
 
@@ -44,25 +45,15 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "IMGATE_TLS_KEY", required = true)]
     tls_key: Option<PathBuf>,
     /// HTTPS address for POST /mutate and /validate.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "IMGATE_LISTEN",
-        default_value = "0.0.0.0:8443"
-    )]
+    #[arg(long, value_name = "ADDR", env = "IMGATE_LISTEN", default_value_t = server::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Plain-HTTP address for /healthz, /readyz and /metrics.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "IMGATE_METRICS_LISTEN",
-        default_value = "0.0.0.0:9090"
-    )]
+    #[arg(long, value_name = "ADDR", env = "IMGATE_METRICS_LISTEN", default_value_t = server::DEFAULT_METRICS_LISTEN)]
     metrics_listen: SocketAddr,
     /// Answer every review within this time (keep it under the webhook's
     /// timeoutSeconds); a slow registry then gets the policy's onRegistryError.
-    #[arg(long, value_name = "DURATION", env = "IMGATE_DEADLINE", default_value = "8s", value_parser = parse_duration)]
-    deadline: Duration,
+    #[arg(long, value_name = "DURATION", env = "IMGATE_DEADLINE", default_value_t = DEFAULT_DEADLINE.into())]
+    deadline: HumanDuration,
     /// Docker config file with static registry credentials (e.g. a mounted Secret).
     #[arg(long, value_name = "FILE", env = "IMGATE_DOCKER_CONFIG")]
     docker_config: Option<PathBuf>,
@@ -71,11 +62,11 @@ struct ServeArgs {
     #[arg(long, env = "IMGATE_KUBE_PULL_SECRETS")]
     kube_pull_secrets: bool,
     /// How often the policy and certificate files are checked for changes (SIGHUP: now).
-    #[arg(long, value_name = "DURATION", env = "IMGATE_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    reload_interval: Duration,
+    #[arg(long, value_name = "DURATION", env = "IMGATE_RELOAD_INTERVAL", default_value_t = server::DEFAULT_RELOAD_INTERVAL.into())]
+    reload_interval: HumanDuration,
     /// After SIGTERM, how long in-flight reviews may take to finish.
-    #[arg(long, value_name = "DURATION", env = "IMGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
-    shutdown_grace: Duration,
+    #[arg(long, value_name = "DURATION", env = "IMGATE_SHUTDOWN_GRACE", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.into())]
+    shutdown_grace: HumanDuration,
 }
 
 /// Output layout of `imgate webhook certs`.
@@ -109,28 +100,6 @@ struct CertsArgs {
     force: bool,
 }
 
-/// `8s`, `500ms`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 8s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 24.0 * 3600.0 {
-        return Err(format!("{text:?} is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.command {
         Some(Sub::Certs(certs)) => run_certs(certs),
@@ -143,20 +112,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
     else {
         anyhow::bail!("--policy, --tls-cert and --tls-key are required");
     };
-    if args.deadline >= Duration::from_secs(30) {
+    let deadline = args.deadline.get();
+    if deadline.is_zero() || deadline >= server::MAX_DEADLINE {
         anyhow::bail!(
-            "--deadline {:?} is not below 30s, the API server's longest webhook timeout",
-            args.deadline
+            "--deadline {} is not between 0 and {}, the API server's longest webhook timeout",
+            args.deadline,
+            HumanDuration(server::MAX_DEADLINE)
         );
     }
     let settings = Settings {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
-        deadline: args.deadline,
+        deadline,
         docker_config: args.docker_config,
         kube_pull_secrets: args.kube_pull_secrets,
-        reload_interval: args.reload_interval,
-        grace: args.shutdown_grace,
+        reload_interval: args.reload_interval.get(),
+        grace: args.shutdown_grace.get(),
         ..Settings::new(policy, tls_cert, tls_key)
     };
     server::run(settings, server::shutdown_signal()).await?;
@@ -192,15 +163,56 @@ fn run_certs(args: CertsArgs) -> anyhow::Result<Outcome> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let files = [
+            "--policy",
+            "p.yaml",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ];
+        Cli::try_parse_from(["webhook"].iter().chain(&files).chain(args)).map(|cli| cli.serve)
+    }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("8s").unwrap(), Duration::from_secs(8));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("x").is_err());
+    fn defaults_come_from_the_library() {
+        let args = parse(&[]).unwrap();
+        let settings = Settings::new("p".into(), "c".into(), "k".into());
+        assert_eq!(args.listen, settings.listen);
+        assert_eq!(args.metrics_listen, settings.metrics_listen);
+        assert_eq!(args.deadline.get(), settings.deadline);
+        assert_eq!(args.reload_interval.get(), settings.reload_interval);
+        assert_eq!(args.shutdown_grace.get(), settings.grace);
+    }
+
+    #[test]
+    fn time_flags_share_the_policy_grammar() {
+        let args = parse(&[
+            "--deadline",
+            "1500ms",
+            "--reload-interval",
+            "1h",
+            "--shutdown-grace",
+            "45",
+        ])
+        .unwrap();
+        assert_eq!(args.deadline.get(), Duration::from_millis(1500));
+        assert_eq!(args.reload_interval.get(), Duration::from_secs(3600));
+        assert_eq!(args.shutdown_grace.get(), Duration::from_secs(45));
+        for bad in ["x", "1.5s", "10d", "8 s"] {
+            let err = parse(&["--deadline", bad]).unwrap_err().to_string();
+            assert!(err.contains("--deadline"), "{bad}: {err}");
+        }
     }
 }
