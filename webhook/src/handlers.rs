@@ -13,10 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures::StreamExt;
+use imgate_core::policy::HumanDuration;
 use imgate_core::registry::Credentials;
 use tracing::Instrument;
 
 use crate::admission::Endpoint;
+use crate::limits::BodyPermit;
 use crate::metrics::Metrics;
 use crate::pullsecrets;
 use crate::review::{self, AdmissionResponse};
@@ -68,33 +70,56 @@ async fn validate(State(state): State<AppState>, body: Body) -> Response {
 
 enum BodyError {
     TooLarge,
+    TimedOut,
+    Busy,
     Read(String),
 }
 
-/// Reads at most `limit` bytes. Past the limit the rest is read and
-/// discarded (up to a bound) so the client still receives the 413 instead
-/// of a connection reset mid-upload.
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
-    let discard_bound = limit.saturating_mul(8);
-    let mut stream = body.into_data_stream();
-    let mut out = Vec::new();
-    let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| BodyError::Read(err.to_string()))?;
-        total = total.saturating_add(chunk.len());
-        if total > limit {
-            out = Vec::new();
-            if total > discard_bound {
-                return Err(BodyError::TooLarge);
+/// Reads at most `limit` bytes within the body deadline, holding room for
+/// them in the shared body budget (by capacity, so the buffer's growth is
+/// counted too). Past the limit the rest is read and discarded (up to a
+/// bound) so the client still receives the 413 instead of a connection
+/// reset mid-upload.
+async fn read_body(state: &AppState, body: Body) -> Result<(Vec<u8>, BodyPermit), BodyError> {
+    let limit = state.body_limit();
+    let read = async {
+        let discard_bound = limit.saturating_mul(8);
+        let mut stream = body.into_data_stream();
+        let mut out = Vec::new();
+        let mut permit = BodyPermit::default();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|err| BodyError::Read(err.to_string()))?;
+            total = total.saturating_add(chunk.len());
+            if total > limit {
+                out = Vec::new();
+                permit = BodyPermit::default();
+                if total > discard_bound {
+                    return Err(BodyError::TooLarge);
+                }
+                continue;
             }
-            continue;
+            if total > out.capacity() {
+                // Grow like Vec would (doubling), within the limit, but
+                // only once the budget has room.
+                let capacity = total.max(out.capacity().saturating_mul(2)).min(limit);
+                state
+                    .body_budget()
+                    .grow(&mut permit, capacity)
+                    .await
+                    .map_err(|_| BodyError::Busy)?;
+                out.reserve_exact(capacity - out.len());
+            }
+            out.extend_from_slice(&chunk);
         }
-        out.extend_from_slice(&chunk);
-    }
-    if total > limit {
-        return Err(BodyError::TooLarge);
-    }
-    Ok(out)
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        Ok((out, permit))
+    };
+    tokio::time::timeout(state.body_timeout(), read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
 }
 
 /// Keeps the in-flight gauge right even when a review is cancelled (the
@@ -128,16 +153,39 @@ fn plain(status: StatusCode, message: String) -> Response {
 /// read at all is a 4xx (the API server applies `failurePolicy`); a review
 /// with a readable uid gets an `invalid` response echoing it.
 async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
-    let limit = state.body_limit();
-    let bytes = match read_body(body, limit).await {
-        Ok(bytes) => bytes,
+    let (bytes, _body_permit) = match read_body(&state, body).await {
+        Ok(read) => read,
         Err(BodyError::TooLarge) => {
             state.metrics().invalid_review();
+            let limit = state.body_limit();
             tracing::warn!(limit, "admission request body too large");
             return plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("admission review body exceeds the limit of {limit} bytes"),
             );
+        }
+        Err(BodyError::TimedOut) => {
+            state.metrics().invalid_review();
+            let timeout = HumanDuration(state.body_timeout());
+            tracing::warn!(%timeout, "admission request body too slow");
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("admission review body not received within {timeout}"),
+            );
+        }
+        Err(BodyError::Busy) => {
+            state.metrics().invalid_review();
+            tracing::warn!(
+                "request bodies buffered at once are at their bound; refusing a large body"
+            );
+            let mut response = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many large request bodies in flight; retry".to_string(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
         }
         Err(BodyError::Read(detail)) => {
             state.metrics().invalid_review();

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod certs;
 mod handlers;
 pub mod images;
+pub mod limits;
 pub mod metrics;
 pub mod pullsecrets;
 mod reload;

@@ -12,12 +12,16 @@
 //! certificate can be swapped under it.
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::limits::{
+    fit_connections, raise_fd_limit, Connections, Limits, Slot, HTTP2_KEEPALIVE_TIMEOUT,
+};
 use crate::shutdown::{stop_flag, stopped};
 use crate::tls::ReloadingCert;
 
@@ -29,8 +33,8 @@ pub use crate::state::{
     MAX_DEADLINE,
 };
 
-/// Time allowed for a TLS handshake before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle or shed connection may take to close gracefully.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Runs the webhook until `shutdown` resolves, then drains.
 ///
@@ -42,6 +46,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let state = AppState::load(&settings)?;
+    let fd_limit = raise_fd_limit();
+    let mut limits = settings.limits.clone();
+    limits.max_connections = fit_connections(limits.max_connections, fd_limit);
+    if limits.max_connections < settings.limits.max_connections {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files = fd_limit,
+            "the open-files limit cannot hold --max-connections; lowered"
+        );
+    }
     let cert = ReloadingCert::load(&settings.tls_cert, &settings.tls_key)?;
     let tls_config = cert.server_config()?;
 
@@ -68,6 +82,8 @@ pub async fn run(
         metrics = %metrics_addr,
         policy = %settings.policy.display(),
         cert = %settings.tls_cert.display(),
+        max_connections = limits.max_connections,
+        open_files = fd_limit,
         "imgate webhook listening (https admission, http health and metrics)"
     );
 
@@ -91,6 +107,7 @@ pub async fn run(
         admission,
         tls_config,
         admission_router(state.clone()),
+        limits,
         stop_rx.clone(),
     );
     tokio::pin!(accept);
@@ -114,79 +131,150 @@ pub async fn run(
 
 /// Accepts TLS connections and serves `router` on each until `stop`; then
 /// asks every connection to finish its in-flight requests and close, and
-/// waits for them (bounded by the caller).
+/// waits for them (bounded by the caller). Every connection holds a slot of
+/// the connection bound and is closed when idle too long, or when the bound
+/// needs its slot (see `limits`).
 async fn accept_loop(
     listener: TcpListener,
     tls_config: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: Limits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let mut connections = tokio::task::JoinSet::new();
+    let connections = Connections::new(limits.max_connections);
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
-        while connections.try_join_next().is_some() {}
+        while tasks.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            slot = connections.admit() => slot,
+        };
         let (tcp, peer) = tokio::select! {
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
                     // EMFILE and friends: back off rather than spin.
-                    tracing::warn!(error = %err, "accept failed");
+                    tracing::warn!(error = %err, open = connections.open(), "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let mut stop = stop.clone();
-        connections.spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "tls handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let mut router = router.clone();
-                    async move { tower::Service::call(&mut router, request).await }
-                },
-            );
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            // A client that never finishes its headers must not hold a
-            // connection forever.
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT);
-            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(%peer, error = %err, "connection ended with an error");
-                    }
-                }
-                _ = stopped(&mut stop) => {
-                    // Finish in-flight requests, refuse new ones, close.
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
+        tasks.spawn(serve_connection(
+            tcp,
+            peer,
+            slot,
+            acceptor.clone(),
+            router.clone(),
+            limits.clone(),
+            stop.clone(),
+        ));
     }
     drop(listener);
-    let open = connections.len();
+    let open = tasks.len();
     if open > 0 {
         tracing::info!(connections = open, "draining open connections");
     }
-    while connections.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One admission connection: TLS handshake, then HTTP/1 or HTTP/2 until the
+/// client is done, the connection idles out, its slot is shed, or the
+/// server stops (then in-flight requests finish first).
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let activity = Arc::clone(slot.activity());
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "tls handshake timed out");
+                return;
+            }
+        },
+        _ = activity.shed() => return,
+        _ = stopped(&mut stop) => return,
+    };
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut router = router.clone();
+            let busy = activity.request();
+            async move {
+                let response = tower::Service::call(&mut router, request).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // A client that never finishes its headers must not hold a connection
+    // forever; HTTP/2 peers that stop answering pings are dropped.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(limits.http2_keepalive)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let closing = loop {
+        let idle_left = limits.idle_timeout.saturating_sub(activity.idle_for());
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(idle_left) => {
+                if activity.idle_for() >= limits.idle_timeout {
+                    break "idle";
+                }
+            }
+            _ = activity.shed() => break "shed",
+            _ = stopped(&mut stop) => break "stop",
+        }
+    };
+    tracing::debug!(%peer, reason = closing, "closing connection");
+    // Refuse new requests (HTTP/2: GOAWAY) and close once in-flight ones
+    // are done. An idle or shed connection gets a moment for that, then is
+    // dropped: a client dawdling over its next request head must not hold
+    // the slot (a request that did start is always finished).
+    connection.as_mut().graceful_shutdown();
+    if closing == "stop" {
+        let _ = connection.await;
+    } else {
+        loop {
+            tokio::select! {
+                _ = connection.as_mut() => break,
+                _ = tokio::time::sleep(CLOSE_PATIENCE) => {
+                    if !activity.is_busy() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    drop(slot);
 }

@@ -14,6 +14,7 @@ use imgate_core::policy::{Policy, PolicyError};
 use imgate_core::registry::{ClientConfig, RegistryClient, RegistryError};
 
 use crate::admission::{Engine, EngineOptions, DEFAULT_DEADLINE};
+use crate::limits::{BodyBudget, Limits};
 use crate::metrics::Metrics;
 use crate::pullsecrets::{self, KubeClient, PullSecretError};
 use crate::tls::TlsError;
@@ -106,6 +107,8 @@ pub struct Settings {
     pub grace: Duration,
     /// Largest accepted request body.
     pub body_limit: usize,
+    /// Connection, time and buffering bounds of the admission port.
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -123,6 +126,7 @@ impl Settings {
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             grace: DEFAULT_SHUTDOWN_GRACE,
             body_limit: DEFAULT_BODY_LIMIT,
+            limits: Limits::default(),
         }
     }
 
@@ -185,6 +189,10 @@ struct Inner {
     kube: Option<Arc<KubeClient>>,
     readiness: Readiness,
     body_limit: usize,
+    /// Time for a whole request body.
+    body_timeout: Duration,
+    /// Request-body bytes buffered at once.
+    body_budget: BodyBudget,
     /// Budget for reading pull secrets, inside the review deadline.
     kube_budget: Duration,
 }
@@ -197,6 +205,7 @@ impl AppState {
             metrics,
             kube,
             DEFAULT_BODY_LIMIT,
+            &Limits::default(),
             Duration::from_secs(2),
         )
     }
@@ -208,7 +217,14 @@ impl AppState {
         settings: &Settings,
     ) -> Self {
         let kube_budget = (settings.deadline / 4).max(Duration::from_millis(200));
-        Self::build(engine, metrics, kube, settings.body_limit, kube_budget)
+        Self::build(
+            engine,
+            metrics,
+            kube,
+            settings.body_limit,
+            &settings.limits,
+            kube_budget,
+        )
     }
 
     fn build(
@@ -216,6 +232,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         kube: Option<Arc<KubeClient>>,
         body_limit: usize,
+        limits: &Limits,
         kube_budget: Duration,
     ) -> Self {
         AppState {
@@ -225,6 +242,8 @@ impl AppState {
                 kube,
                 readiness: Readiness::default(),
                 body_limit,
+                body_timeout: limits.body_timeout,
+                body_budget: BodyBudget::new(limits.max_buffered_bytes),
                 kube_budget,
             }),
         }
@@ -298,6 +317,16 @@ impl AppState {
     /// Largest accepted request body.
     pub(crate) fn body_limit(&self) -> usize {
         self.inner.body_limit
+    }
+
+    /// Time for a whole request body.
+    pub(crate) fn body_timeout(&self) -> Duration {
+        self.inner.body_timeout
+    }
+
+    /// Request-body bytes buffered at once.
+    pub(crate) fn body_budget(&self) -> &BodyBudget {
+        &self.inner.body_budget
     }
 
     /// Budget for reading pull secrets.

@@ -12,6 +12,7 @@ use anyhow::Context;
 use imgate_core::policy::HumanDuration;
 use imgate_webhook::admission::DEFAULT_DEADLINE;
 use imgate_webhook::certs::{self, CertOptions};
+use imgate_webhook::limits::{self, Limits};
 use imgate_webhook::server::{self, Settings};
 
 use super::Outcome;
@@ -67,6 +68,88 @@ struct ServeArgs {
     /// After SIGTERM, how long in-flight reviews may take to finish.
     #[arg(long, value_name = "DURATION", env = "IMGATE_SHUTDOWN_GRACE", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.into())]
     shutdown_grace: HumanDuration,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Bounds on what clients of the admission port can hold (see
+/// docs/security-model.md).
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Largest admission request body, in bytes (413 above).
+    #[arg(long, value_name = "BYTES", env = "IMGATE_MAX_BODY_BYTES", default_value_t = server::DEFAULT_BODY_LIMIT)]
+    max_body_bytes: usize,
+    /// Request-body bytes buffered at once over all requests; past a
+    /// quarter reserved for each body's first 64 KiB, large bodies get 503.
+    #[arg(long, value_name = "BYTES", env = "IMGATE_MAX_BUFFERED_BODY_BYTES", default_value_t = limits::DEFAULT_MAX_BUFFERED_BYTES)]
+    max_buffered_body_bytes: usize,
+    /// Open admission connections; at the bound the longest-idle one is
+    /// closed for a new one (lowered to fit the open-files limit).
+    #[arg(long, value_name = "N", env = "IMGATE_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Time for a TLS handshake.
+    #[arg(long, value_name = "DURATION", env = "IMGATE_TLS_HANDSHAKE_TIMEOUT", default_value_t = limits::DEFAULT_TLS_HANDSHAKE_TIMEOUT.into())]
+    tls_handshake_timeout: HumanDuration,
+    /// Time for a request's headers to arrive (HTTP/1).
+    #[arg(long, value_name = "DURATION", env = "IMGATE_HEADER_READ_TIMEOUT", default_value_t = limits::DEFAULT_HEADER_READ_TIMEOUT.into())]
+    header_read_timeout: HumanDuration,
+    /// Time for a whole request body to arrive (408 after).
+    #[arg(long, value_name = "DURATION", env = "IMGATE_BODY_TIMEOUT", default_value_t = limits::DEFAULT_BODY_TIMEOUT.into())]
+    body_timeout: HumanDuration,
+    /// Time a connection may stay open with no request in flight.
+    #[arg(long, value_name = "DURATION", env = "IMGATE_IDLE_TIMEOUT", default_value_t = limits::DEFAULT_IDLE_TIMEOUT.into())]
+    idle_timeout: HumanDuration,
+    /// HTTP/2 keep-alive ping interval (a peer silent 10s after a ping is dropped).
+    #[arg(long, value_name = "DURATION", env = "IMGATE_HTTP2_KEEPALIVE", default_value_t = limits::DEFAULT_HTTP2_KEEPALIVE.into())]
+    http2_keepalive: HumanDuration,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, value_name = "N", env = "IMGATE_HTTP2_MAX_STREAMS", default_value_t = limits::DEFAULT_HTTP2_MAX_STREAMS)]
+    http2_max_streams: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let positive = [
+            ("--tls-handshake-timeout", self.tls_handshake_timeout),
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--http2-keepalive", self.http2_keepalive),
+        ];
+        for (flag, value) in positive {
+            if value.get().is_zero() {
+                anyhow::bail!("{flag} must be above 0");
+            }
+        }
+        let counts = [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-buffered-body-bytes", self.max_buffered_body_bytes),
+            ("--max-connections", self.max_connections),
+            ("--http2-max-streams", self.http2_max_streams as usize),
+        ];
+        for (flag, value) in counts {
+            if value == 0 {
+                anyhow::bail!("{flag} must be above 0");
+            }
+        }
+        if self.max_buffered_body_bytes < self.max_body_bytes {
+            anyhow::bail!(
+                "--max-buffered-body-bytes {} is below --max-body-bytes {}: no body of the largest size could be read",
+                self.max_buffered_body_bytes,
+                self.max_body_bytes
+            );
+        }
+        Ok(Limits {
+            tls_handshake_timeout: self.tls_handshake_timeout.get(),
+            header_read_timeout: self.header_read_timeout.get(),
+            body_timeout: self.body_timeout.get(),
+            idle_timeout: self.idle_timeout.get(),
+            http2_keepalive: self.http2_keepalive.get(),
+            http2_max_streams: self.http2_max_streams,
+            max_connections: self.max_connections,
+            max_buffered_bytes: self.max_buffered_body_bytes,
+        })
+    }
 }
 
 /// Output layout of `imgate webhook certs`.
@@ -128,6 +211,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         kube_pull_secrets: args.kube_pull_secrets,
         reload_interval: args.reload_interval.get(),
         grace: args.shutdown_grace.get(),
+        body_limit: args.limits.max_body_bytes,
+        limits: args.limits.limits()?,
         ..Settings::new(policy, tls_cert, tls_key)
     };
     server::run(settings, server::shutdown_signal()).await?;
@@ -194,6 +279,20 @@ mod tests {
         assert_eq!(args.deadline.get(), settings.deadline);
         assert_eq!(args.reload_interval.get(), settings.reload_interval);
         assert_eq!(args.shutdown_grace.get(), settings.grace);
+        assert_eq!(args.limits.max_body_bytes, settings.body_limit);
+        assert_eq!(args.limits.limits().unwrap(), settings.limits);
+    }
+
+    #[test]
+    fn limits_refuse_nonsense() {
+        for (flag, value) in [
+            ("--max-connections", "0"),
+            ("--body-timeout", "0s"),
+            ("--max-buffered-body-bytes", "1024"),
+        ] {
+            let err = parse(&[flag, value]).unwrap().limits.limits().unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
     }
 
     #[test]
