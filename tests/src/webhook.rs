@@ -267,6 +267,27 @@ impl Webhook {
             .with_context(|| format!("no {field} in {path}"))
     }
 
+    /// CPU time (user plus system) the webhook has used so far, from
+    /// `/proc/<pid>/stat` (clock ticks of 10 ms).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // Fields after the parenthesised command name: state is the first,
+        // utime the 12th, stime the 13th.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| -> anyhow::Result<u64> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("no field {i} in {path}"))
+        };
+        Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
+    }
+
     /// A raw TLS connector trusting `ca.crt`, and the name to ask for, for
     /// tests that speak HTTP by hand (slow or idle clients).
     pub fn tls_connector(

@@ -9,4 +9,5 @@ mod limits;
 mod pin;
 mod resolve;
 mod sign_verify;
+mod warm_path;
 mod webhook;
