@@ -157,6 +157,7 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             state.metrics().invalid_review();
+            state.metrics().refused("body_too_large");
             let limit = state.body_limit();
             tracing::warn!(limit, "admission request body too large");
             return plain(
@@ -166,6 +167,7 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
         }
         Err(BodyError::TimedOut) => {
             state.metrics().invalid_review();
+            state.metrics().refused("body_timeout");
             let timeout = HumanDuration(state.body_timeout());
             tracing::warn!(%timeout, "admission request body too slow");
             return plain(
@@ -175,6 +177,7 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
         }
         Err(BodyError::Busy) => {
             state.metrics().invalid_review();
+            state.metrics().refused("body_budget");
             tracing::warn!(
                 "request bodies buffered at once are at their bound; refusing a large body"
             );

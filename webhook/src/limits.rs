@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::Metrics;
+
 /// Default time for a TLS handshake.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time for a request's headers to arrive (HTTP/1).
@@ -245,6 +247,7 @@ pub struct Connections {
     freed: Notify,
     shed: AtomicU64,
     epoch: Instant,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One open connection's place; dropping it frees the place.
@@ -267,6 +270,9 @@ impl Drop for Slot {
         if let Ok(mut open) = self.owner.open.lock() {
             open.remove(&self.id);
         }
+        if let Some(metrics) = &self.owner.metrics {
+            metrics.connections_changed(-1);
+        }
         self.owner.freed.notify_one();
     }
 }
@@ -274,6 +280,15 @@ impl Drop for Slot {
 impl Connections {
     /// A tracker allowing `max` open connections.
     pub fn new(max: usize) -> Arc<Self> {
+        Self::build(max, None)
+    }
+
+    /// A tracker that also counts into `metrics`.
+    pub fn with_metrics(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Self::build(max, Some(metrics))
+    }
+
+    fn build(max: usize, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
         Arc::new(Connections {
             max: max.max(1),
             open: Mutex::new(HashMap::new()),
@@ -281,6 +296,7 @@ impl Connections {
             freed: Notify::new(),
             shed: AtomicU64::new(0),
             epoch: Instant::now(),
+            metrics,
         })
     }
 
@@ -332,6 +348,9 @@ impl Connections {
                 .idle_since
                 .store(activity.now_ms(), Ordering::SeqCst);
             open.insert(id, Arc::clone(&activity));
+            if let Some(metrics) = &self.metrics {
+                metrics.connections_changed(1);
+            }
             return Admit::Slot(Slot {
                 id,
                 activity,
@@ -347,6 +366,9 @@ impl Connections {
                 victim.closing.store(true, Ordering::SeqCst);
                 victim.close.notify_one();
                 self.shed.fetch_add(1, Ordering::SeqCst);
+                if let Some(metrics) = &self.metrics {
+                    metrics.connection_shed();
+                }
                 Admit::Shed
             }
             None => Admit::AllBusy,

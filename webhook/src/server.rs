@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::limits::{
     fit_connections, raise_fd_limit, Connections, Limits, Slot, HTTP2_KEEPALIVE_TIMEOUT,
 };
+use crate::metrics::Metrics;
 use crate::shutdown::{stop_flag, stopped};
 use crate::tls::ReloadingCert;
 
@@ -108,6 +109,7 @@ pub async fn run(
         tls_config,
         admission_router(state.clone()),
         limits,
+        state.metrics().clone(),
         stop_rx.clone(),
     );
     tokio::pin!(accept);
@@ -139,10 +141,11 @@ async fn accept_loop(
     tls_config: Arc<rustls::ServerConfig>,
     router: Router,
     limits: Limits,
+    metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let connections = Connections::new(limits.max_connections);
+    let connections = Connections::with_metrics(limits.max_connections, metrics);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
