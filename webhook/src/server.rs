@@ -34,6 +34,15 @@ pub use crate::state::{
     MAX_DEADLINE,
 };
 
+/// HTTP/1 read buffer per connection (request heads must fit).
+const HTTP1_READ_BUFFER: usize = 64 * 1024;
+/// HTTP/2 flow-control window per stream.
+const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 flow-control window per connection.
+const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Largest HTTP/2 header list.
+const HTTP2_HEADER_LIST: u32 = 64 * 1024;
+
 /// How long an idle or shed connection may take to close gracefully.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
 
@@ -229,14 +238,21 @@ async fn serve_connection(
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     // A client that never finishes its headers must not hold a connection
     // forever; HTTP/2 peers that stop answering pings are dropped.
+    // What hyper buffers below the handler is bounded too: the HTTP/1
+    // read buffer (request heads included) and the HTTP/2 flow-control
+    // windows, so unread data cannot pile up per connection.
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(HTTP1_READ_BUFFER);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .max_header_list_size(HTTP2_HEADER_LIST)
         .keep_alive_interval(limits.http2_keepalive)
         .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
