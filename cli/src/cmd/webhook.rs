@@ -284,6 +284,24 @@ mod tests {
     }
 
     #[test]
+    fn every_server_flag_has_an_env_twin() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let mut seen = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let expected = format!("IMGATE_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(env, expected, "--{long}");
+            seen += 1;
+        }
+        assert!(seen >= 18, "{seen} flags");
+    }
+
+    #[test]
     fn limits_refuse_nonsense() {
         for (flag, value) in [
             ("--max-connections", "0"),
