@@ -56,7 +56,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // Held to the end of main: dropping it writes out queued log lines.
+    let _logs = telemetry::init(cli.log_format, matches!(cli.command, Command::Webhook(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject as _;
 
 use crate::bin::{imgate_bin, run_imgate};
 
@@ -60,6 +61,9 @@ pub struct WebhookOptions {
     pub args: Vec<String>,
     /// Extra environment (`IMGATE_*` of the test process are never inherited).
     pub env: Vec<(String, String)>,
+    /// Start with this soft limit on open files (through `prlimit`), as a
+    /// container runtime might, to see what the webhook makes of it.
+    pub nofile_soft: Option<u64>,
 }
 
 impl WebhookOptions {
@@ -70,7 +74,14 @@ impl WebhookOptions {
             cert_dir: cert_dir.to_path_buf(),
             args: Vec::new(),
             env: Vec::new(),
+            nofile_soft: None,
         }
+    }
+
+    /// Starts the webhook with a soft open-files limit of `soft`.
+    pub fn nofile_soft(mut self, soft: u64) -> Self {
+        self.nofile_soft = Some(soft);
+        self
     }
 
     /// Adds flags.
@@ -81,7 +92,15 @@ impl WebhookOptions {
 
     /// The command line (without starting it).
     pub fn command(&self) -> Command {
-        let mut command = Command::new(imgate_bin());
+        // prlimit execs the webhook, so the child's pid stays the webhook's.
+        let mut command = match self.nofile_soft {
+            Some(soft) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={soft}:")).arg(imgate_bin());
+                command
+            }
+            None => Command::new(imgate_bin()),
+        };
         command
             .args(["--log-format", "json", "webhook", "--policy"])
             .arg(&self.policy)
@@ -234,6 +253,62 @@ impl Webhook {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A `/proc/<pid>/status` value in KiB: `VmRSS` (resident now) or
+    /// `VmHWM` (the peak resident size so far).
+    pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in {path}"))
+    }
+
+    /// CPU time (user plus system) the webhook has used so far, from
+    /// `/proc/<pid>/stat` (clock ticks of 10 ms).
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // Fields after the parenthesised command name: state is the first,
+        // utime the 12th, stime the 13th.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| -> anyhow::Result<u64> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("no field {i} in {path}"))
+        };
+        Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
+    }
+
+    /// A raw TLS connector trusting `ca.crt`, and the name to ask for, for
+    /// tests that speak HTTP by hand (slow or idle clients).
+    pub fn tls_connector(
+        &self,
+    ) -> anyhow::Result<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )> {
+        let ca = std::fs::read(self.cert_dir.join("ca.crt")).context("reading ca.crt")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(cert.context("parsing ca.crt")?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(SERVICE_NAME)?;
+        Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
     }
 
     /// Sends a signal (`TERM`, `HUP`, `INT`) with `kill(1)`.

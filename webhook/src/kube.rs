@@ -213,7 +213,7 @@ impl KubeClient {
             }
         }
         let http = builder.build().map_err(|err| KubeError::Config {
-            detail: crate::tls::error_chain(&err),
+            detail: imgate_core::error_chain(&err),
         })?;
         Ok(KubeClient {
             base: base.trim_end_matches('/').to_string(),
@@ -276,7 +276,7 @@ impl KubeClient {
         let token = self.token.get()?;
         let request_err = |err: reqwest::Error| KubeError::Request {
             what: what.to_string(),
-            detail: crate::tls::error_chain(&err),
+            detail: imgate_core::error_chain(&err),
         };
         let response = self
             .http

@@ -4,11 +4,15 @@
 pub mod admission;
 pub mod cache;
 pub mod certs;
+mod handlers;
 pub mod images;
 pub mod kube;
+pub mod limits;
 pub mod metrics;
 pub mod pullsecrets;
 mod reload;
 pub mod review;
 pub mod server;
+mod shutdown;
+mod state;
 pub mod tls;

@@ -44,6 +44,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: String,
 }
@@ -63,6 +68,9 @@ pub struct Metrics {
     registry_errors: Family<OperationLabels, Counter>,
     policy_reloads: Family<ResultLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    connections: Gauge,
+    connections_shed: Counter,
+    refused_requests: Family<ReasonLabels, Counter>,
     /// The client whose request counter feeds `registry_requests` (read at encode time).
     tracked_client: Mutex<Option<RegistryClient>>,
     /// The client's count at the previous encode, so the counter only moves forward.
@@ -141,8 +149,29 @@ impl Metrics {
             "TLS certificate reloads by result (success, failure)",
             tls_reloads.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "admission_connections",
+            "Open connections on the admission port",
+            connections.clone(),
+        );
+        let connections_shed = Counter::default();
+        registry.register(
+            "admission_connections_shed",
+            "Idle admission connections closed to admit a new one at --max-connections",
+            connections_shed.clone(),
+        );
+        let refused_requests = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Admission requests refused before review by reason (body_timeout, body_budget, body_too_large)",
+            refused_requests.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            connections,
+            connections_shed,
+            refused_requests,
             decisions,
             review_latency,
             reviews_in_flight,
@@ -157,6 +186,26 @@ impl Metrics {
             tracked_client: Mutex::new(None),
             requests_seen: AtomicU64::new(0),
         })
+    }
+
+    /// An admission connection opened (`+1`) or closed (`-1`).
+    pub fn connections_changed(&self, by: i64) {
+        self.connections.inc_by(by);
+    }
+
+    /// An idle admission connection was closed to make room.
+    pub fn connection_shed(&self) {
+        self.connections_shed.inc();
+    }
+
+    /// A request refused before review: `body_timeout`, `body_budget` or
+    /// `body_too_large`.
+    pub fn refused(&self, reason: &str) {
+        self.refused_requests
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Renders every metric in the Prometheus text format.

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use imgate_core::Digest;
 
-use crate::server::{load_policy, stopped, AppState, Settings};
-use crate::tls::{self, Reload, ReloadingCert};
+use crate::shutdown::stopped;
+use crate::state::{load_policy, AppState, Settings};
+use crate::tls::{Reload, ReloadingCert};
 
 /// Polls the certificate and policy files (and reacts to SIGHUP) until stopped.
 pub(crate) async fn reload_loop(
@@ -119,7 +120,7 @@ impl PolicyWatch {
             }
             Err(err) => {
                 state.metrics().policy_reload(false);
-                tracing::error!(error = %tls::error_chain(&err), "new policy refused; the previous policy stays in force");
+                tracing::error!(error = %imgate_core::error_chain(&err), "new policy refused; the previous policy stays in force");
             }
         }
     }

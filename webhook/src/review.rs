@@ -258,43 +258,64 @@ impl AdmissionResponse {
     }
 }
 
+/// The top level of a review, read in one pass that only skips over the
+/// request: its checks come first, the request is then deserialised
+/// straight into [`AdmissionRequest`] (no intermediate `Value` tree).
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "apiVersion", default, borrow)]
+    api_version: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    kind: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    request: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A top-level string field, or empty when it is missing or not a string.
+fn text(raw: Option<&serde_json::value::RawValue>) -> String {
+    raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .unwrap_or_default()
+}
+
+fn not_json(err: serde_json::Error) -> ReviewError {
+    ReviewError::NotJson {
+        detail: err.to_string(),
+    }
+}
+
 /// Parses a request body strictly enough for the engine to rely on it:
 /// apiVersion `admission.k8s.io/v1`, kind `AdmissionReview`, a request with a
 /// non-empty uid. Unknown fields are ignored.
 pub fn parse_review(body: &[u8]) -> Result<AdmissionReview, ReviewError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|err| ReviewError::NotJson {
-            detail: err.to_string(),
-        })?;
-    let object = value.as_object().ok_or(ReviewError::NotObject)?;
-    let field = |name: &str| {
-        object
-            .get(name)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let api_version = field("apiVersion");
+    // Valid JSON that is not an object gets its own message (and a derived
+    // struct would otherwise accept an array too).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(not_json)?;
+        return Err(ReviewError::NotObject);
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(not_json)?;
+    let api_version = text(envelope.api_version);
     if api_version != API_VERSION {
         return Err(ReviewError::WrongApiVersion { found: api_version });
     }
-    let kind = field("kind");
+    let kind = text(envelope.kind);
     if kind != KIND {
         return Err(ReviewError::WrongKind { found: kind });
     }
-    match object.get("request") {
-        None | Some(serde_json::Value::Null) => return Err(ReviewError::MissingRequest),
-        Some(_) => {}
+    let request = match envelope.request {
+        None => return Err(ReviewError::MissingRequest),
+        Some(raw) if raw.get() == "null" => return Err(ReviewError::MissingRequest),
+        Some(raw) => serde_json::from_str::<AdmissionRequest>(raw.get()).map_err(not_json)?,
+    };
+    if request.uid.trim().is_empty() {
+        return Err(ReviewError::MissingUid);
     }
-    let review: AdmissionReview =
-        serde_json::from_value(value).map_err(|err| ReviewError::NotJson {
-            detail: err.to_string(),
-        })?;
-    match &review.request {
-        None => Err(ReviewError::MissingRequest),
-        Some(request) if request.uid.trim().is_empty() => Err(ReviewError::MissingUid),
-        Some(_) => Ok(review),
-    }
+    Ok(AdmissionReview {
+        api_version,
+        kind,
+        request: Some(request),
+        response: None,
+    })
 }
 
 /// The uid of a body that failed [`parse_review`], if one can be found, so an
@@ -354,6 +375,25 @@ mod tests {
             Err(ReviewError::NotJson { .. })
         ));
         assert!(matches!(parse_review(b"[1]"), Err(ReviewError::NotObject)));
+        assert!(matches!(
+            parse_review(b"\"x\""),
+            Err(ReviewError::NotObject)
+        ));
+        assert!(matches!(
+            parse_review(b"{\"apiVersion\": 1"),
+            Err(ReviewError::NotJson { .. })
+        ));
+        // Not a string: reported as the wrong apiVersion, not a type error.
+        assert!(matches!(
+            parse_review(&body(serde_json::json!({"apiVersion": 1, "kind": "AdmissionReview", "request": {"uid": "a"}}))),
+            Err(ReviewError::WrongApiVersion { found }) if found.is_empty()
+        ));
+        assert!(matches!(
+            parse_review(&body(
+                serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": null})
+            )),
+            Err(ReviewError::MissingRequest)
+        ));
         assert!(matches!(
             parse_review(&body(serde_json::json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "a"}}))),
             Err(ReviewError::WrongApiVersion { found }) if found == "admission.k8s.io/v1beta1"

@@ -203,7 +203,7 @@ impl ReloadingCert {
                     return Reload::Unchanged;
                 }
                 *seen = marker;
-                return Reload::Failed(error_chain(&err));
+                return Reload::Failed(imgate_core::error_chain(&err));
             }
         };
         let print = fingerprint(&cert_pem, &key_pem);
@@ -220,7 +220,7 @@ impl ReloadingCert {
                 *current = loaded.key;
                 Reload::Reloaded
             }
-            Err(err) => Reload::Failed(error_chain(&err)),
+            Err(err) => Reload::Failed(imgate_core::error_chain(&err)),
         }
     }
 
@@ -242,18 +242,6 @@ impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
     }
-}
-
-/// `err` and its sources, `: `-separated.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -9,15 +9,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use imgate_core::policy::Policy;
+use imgate_core::policy::{HumanDuration, Policy};
 use imgate_core::registry::RegistryClient;
-use imgate_webhook::admission::{Endpoint, Engine, EngineOptions, ObjectDecision};
+use imgate_webhook::admission::{
+    Endpoint, Engine, EngineOptions, ObjectDecision, DEFAULT_DEADLINE,
+};
 use imgate_webhook::metrics::Metrics;
 use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::common::{OutputFormat, RegistryArgs};
 use super::Outcome;
+
+/// A zero deadline would deny everything without asking a registry.
+const MIN_DEADLINE: Duration = Duration::from_millis(100);
 
 /// Which webhook endpoint to emulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,9 +52,9 @@ pub struct Args {
     /// Namespace for objects that do not name one.
     #[arg(long, short = 'n', default_value = "default")]
     pub namespace: String,
-    /// Budget for one object's registry work, in seconds (the webhook's default is 8).
-    #[arg(long, value_name = "SECONDS", default_value_t = 8)]
-    pub deadline: u64,
+    /// Budget for one object's registry work (`8s`, `500ms`; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value_t = DEFAULT_DEADLINE.into())]
+    pub deadline: HumanDuration,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -91,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         policy,
         EngineOptions {
             client,
-            deadline: Duration::from_secs(args.deadline.max(1)),
+            deadline: args.deadline.get().max(MIN_DEADLINE),
             metrics: Metrics::new(),
         },
     );

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use imgate_core::policy::HumanDuration;
 use imgate_core::registry::{ClientConfig, Credentials, RegistryClient, RegistrySettings};
 use imgate_keys::pkcs11::Pkcs11Signer;
 use imgate_keys::vault::{VaultConfig, VaultSigner};
@@ -39,9 +40,9 @@ pub struct RegistryArgs {
     /// Docker config file for credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
     pub docker_config: Option<PathBuf>,
-    /// Timeout for one registry request, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub registry_timeout: u64,
+    /// Timeout for one registry request (`30s`, `2m`; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value_t = ClientConfig::default().request_timeout.into())]
+    pub registry_timeout: HumanDuration,
 }
 
 impl RegistryArgs {
@@ -56,7 +57,12 @@ impl RegistryArgs {
         let mut config = ClientConfig {
             extra_ca_files: self.registry_ca.clone(),
             docker_config: self.docker_config.clone(),
-            request_timeout: std::time::Duration::from_secs(self.registry_timeout.max(1)),
+            // Zero would fail every request; a millisecond floor keeps the
+            // flag's meaning without that trap.
+            request_timeout: self
+                .registry_timeout
+                .get()
+                .max(std::time::Duration::from_millis(1)),
             ..ClientConfig::default()
         };
         for host in &self.allow_http_registry {

@@ -7,10 +7,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
+use imgate_core::policy::HumanDuration;
+use imgate_webhook::admission::DEFAULT_DEADLINE;
 use imgate_webhook::certs::{self, CertOptions};
+use imgate_webhook::limits::{self, Limits};
 use imgate_webhook::server::{self, Settings};
 
 use super::Outcome;
@@ -44,25 +46,15 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "IMGATE_TLS_KEY", required = true)]
     tls_key: Option<PathBuf>,
     /// HTTPS address for POST /mutate and /validate.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "IMGATE_LISTEN",
-        default_value = "0.0.0.0:8443"
-    )]
+    #[arg(long, value_name = "ADDR", env = "IMGATE_LISTEN", default_value_t = server::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Plain-HTTP address for /healthz, /readyz and /metrics.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "IMGATE_METRICS_LISTEN",
-        default_value = "0.0.0.0:9090"
-    )]
+    #[arg(long, value_name = "ADDR", env = "IMGATE_METRICS_LISTEN", default_value_t = server::DEFAULT_METRICS_LISTEN)]
     metrics_listen: SocketAddr,
     /// Answer every review within this time (keep it under the webhook's
     /// timeoutSeconds); a slow registry then gets the policy's onRegistryError.
-    #[arg(long, value_name = "DURATION", env = "IMGATE_DEADLINE", default_value = "8s", value_parser = parse_duration)]
-    deadline: Duration,
+    #[arg(long, value_name = "DURATION", env = "IMGATE_DEADLINE", default_value_t = DEFAULT_DEADLINE.into())]
+    deadline: HumanDuration,
     /// Docker config file with static registry credentials (e.g. a mounted Secret).
     #[arg(long, value_name = "FILE", env = "IMGATE_DOCKER_CONFIG")]
     docker_config: Option<PathBuf>,
@@ -71,11 +63,93 @@ struct ServeArgs {
     #[arg(long, env = "IMGATE_KUBE_PULL_SECRETS")]
     kube_pull_secrets: bool,
     /// How often the policy and certificate files are checked for changes (SIGHUP: now).
-    #[arg(long, value_name = "DURATION", env = "IMGATE_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    reload_interval: Duration,
+    #[arg(long, value_name = "DURATION", env = "IMGATE_RELOAD_INTERVAL", default_value_t = server::DEFAULT_RELOAD_INTERVAL.into())]
+    reload_interval: HumanDuration,
     /// After SIGTERM, how long in-flight reviews may take to finish.
-    #[arg(long, value_name = "DURATION", env = "IMGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
-    shutdown_grace: Duration,
+    #[arg(long, value_name = "DURATION", env = "IMGATE_SHUTDOWN_GRACE", default_value_t = server::DEFAULT_SHUTDOWN_GRACE.into())]
+    shutdown_grace: HumanDuration,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Bounds on what clients of the admission port can hold (see
+/// docs/security-model.md).
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Largest admission request body, in bytes (413 above).
+    #[arg(long, value_name = "BYTES", env = "IMGATE_MAX_BODY_BYTES", default_value_t = server::DEFAULT_BODY_LIMIT)]
+    max_body_bytes: usize,
+    /// Request-body bytes buffered at once over all requests; past a
+    /// quarter reserved for each body's first 64 KiB, large bodies get 503.
+    #[arg(long, value_name = "BYTES", env = "IMGATE_MAX_BUFFERED_BODY_BYTES", default_value_t = limits::DEFAULT_MAX_BUFFERED_BYTES)]
+    max_buffered_body_bytes: usize,
+    /// Open admission connections; at the bound the longest-idle one is
+    /// closed for a new one (lowered to fit the open-files limit).
+    #[arg(long, value_name = "N", env = "IMGATE_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Time for a TLS handshake.
+    #[arg(long, value_name = "DURATION", env = "IMGATE_TLS_HANDSHAKE_TIMEOUT", default_value_t = limits::DEFAULT_TLS_HANDSHAKE_TIMEOUT.into())]
+    tls_handshake_timeout: HumanDuration,
+    /// Time for a request's headers to arrive (HTTP/1).
+    #[arg(long, value_name = "DURATION", env = "IMGATE_HEADER_READ_TIMEOUT", default_value_t = limits::DEFAULT_HEADER_READ_TIMEOUT.into())]
+    header_read_timeout: HumanDuration,
+    /// Time for a whole request body to arrive (408 after).
+    #[arg(long, value_name = "DURATION", env = "IMGATE_BODY_TIMEOUT", default_value_t = limits::DEFAULT_BODY_TIMEOUT.into())]
+    body_timeout: HumanDuration,
+    /// Time a connection may stay open with no request in flight.
+    #[arg(long, value_name = "DURATION", env = "IMGATE_IDLE_TIMEOUT", default_value_t = limits::DEFAULT_IDLE_TIMEOUT.into())]
+    idle_timeout: HumanDuration,
+    /// HTTP/2 keep-alive ping interval (a peer silent 10s after a ping is dropped).
+    #[arg(long, value_name = "DURATION", env = "IMGATE_HTTP2_KEEPALIVE", default_value_t = limits::DEFAULT_HTTP2_KEEPALIVE.into())]
+    http2_keepalive: HumanDuration,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, value_name = "N", env = "IMGATE_HTTP2_MAX_STREAMS", default_value_t = limits::DEFAULT_HTTP2_MAX_STREAMS)]
+    http2_max_streams: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let positive = [
+            ("--tls-handshake-timeout", self.tls_handshake_timeout),
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--http2-keepalive", self.http2_keepalive),
+        ];
+        for (flag, value) in positive {
+            if value.get().is_zero() {
+                anyhow::bail!("{flag} must be above 0");
+            }
+        }
+        let counts = [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-buffered-body-bytes", self.max_buffered_body_bytes),
+            ("--max-connections", self.max_connections),
+            ("--http2-max-streams", self.http2_max_streams as usize),
+        ];
+        for (flag, value) in counts {
+            if value == 0 {
+                anyhow::bail!("{flag} must be above 0");
+            }
+        }
+        if self.max_buffered_body_bytes < self.max_body_bytes {
+            anyhow::bail!(
+                "--max-buffered-body-bytes {} is below --max-body-bytes {}: no body of the largest size could be read",
+                self.max_buffered_body_bytes,
+                self.max_body_bytes
+            );
+        }
+        Ok(Limits {
+            tls_handshake_timeout: self.tls_handshake_timeout.get(),
+            header_read_timeout: self.header_read_timeout.get(),
+            body_timeout: self.body_timeout.get(),
+            idle_timeout: self.idle_timeout.get(),
+            http2_keepalive: self.http2_keepalive.get(),
+            http2_max_streams: self.http2_max_streams,
+            max_connections: self.max_connections,
+            max_buffered_bytes: self.max_buffered_body_bytes,
+        })
+    }
 }
 
 /// Output layout of `imgate webhook certs`.
@@ -109,28 +183,6 @@ struct CertsArgs {
     force: bool,
 }
 
-/// `8s`, `500ms`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 8s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 24.0 * 3600.0 {
-        return Err(format!("{text:?} is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.command {
         Some(Sub::Certs(certs)) => run_certs(certs),
@@ -143,20 +195,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
     else {
         anyhow::bail!("--policy, --tls-cert and --tls-key are required");
     };
-    if args.deadline >= Duration::from_secs(30) {
+    let deadline = args.deadline.get();
+    if deadline.is_zero() || deadline >= server::MAX_DEADLINE {
         anyhow::bail!(
-            "--deadline {:?} is not below 30s, the API server's longest webhook timeout",
-            args.deadline
+            "--deadline {} is not between 0 and {}, the API server's longest webhook timeout",
+            args.deadline,
+            HumanDuration(server::MAX_DEADLINE)
         );
     }
     let settings = Settings {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
-        deadline: args.deadline,
+        deadline,
         docker_config: args.docker_config,
         kube_pull_secrets: args.kube_pull_secrets,
-        reload_interval: args.reload_interval,
-        grace: args.shutdown_grace,
+        reload_interval: args.reload_interval.get(),
+        grace: args.shutdown_grace.get(),
+        body_limit: args.limits.max_body_bytes,
+        limits: args.limits.limits()?,
         ..Settings::new(policy, tls_cert, tls_key)
     };
     server::run(settings, server::shutdown_signal()).await?;
@@ -192,15 +248,88 @@ fn run_certs(args: CertsArgs) -> anyhow::Result<Outcome> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let files = [
+            "--policy",
+            "p.yaml",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ];
+        Cli::try_parse_from(["webhook"].iter().chain(&files).chain(args)).map(|cli| cli.serve)
+    }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("8s").unwrap(), Duration::from_secs(8));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("x").is_err());
+    fn defaults_come_from_the_library() {
+        let args = parse(&[]).unwrap();
+        let settings = Settings::new("p".into(), "c".into(), "k".into());
+        assert_eq!(args.listen, settings.listen);
+        assert_eq!(args.metrics_listen, settings.metrics_listen);
+        assert_eq!(args.deadline.get(), settings.deadline);
+        assert_eq!(args.reload_interval.get(), settings.reload_interval);
+        assert_eq!(args.shutdown_grace.get(), settings.grace);
+        assert_eq!(args.limits.max_body_bytes, settings.body_limit);
+        assert_eq!(args.limits.limits().unwrap(), settings.limits);
+    }
+
+    #[test]
+    fn every_server_flag_has_an_env_twin() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let mut seen = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let expected = format!("IMGATE_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(env, expected, "--{long}");
+            seen += 1;
+        }
+        assert!(seen >= 18, "{seen} flags");
+    }
+
+    #[test]
+    fn limits_refuse_nonsense() {
+        for (flag, value) in [
+            ("--max-connections", "0"),
+            ("--body-timeout", "0s"),
+            ("--max-buffered-body-bytes", "1024"),
+        ] {
+            let err = parse(&[flag, value]).unwrap().limits.limits().unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn time_flags_share_the_policy_grammar() {
+        let args = parse(&[
+            "--deadline",
+            "1500ms",
+            "--reload-interval",
+            "1h",
+            "--shutdown-grace",
+            "45",
+        ])
+        .unwrap();
+        assert_eq!(args.deadline.get(), Duration::from_millis(1500));
+        assert_eq!(args.reload_interval.get(), Duration::from_secs(3600));
+        assert_eq!(args.shutdown_grace.get(), Duration::from_secs(45));
+        for bad in ["x", "1.5s", "10d", "8 s"] {
+            let err = parse(&["--deadline", bad]).unwrap_err().to_string();
+            assert!(err.contains("--deadline"), "{bad}: {err}");
+        }
     }
 }

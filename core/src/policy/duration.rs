@@ -1,5 +1,6 @@
-//! Durations as people write them in the policy: `30s`, `10m`, `1h`,
-//! `500ms`, or a bare number of seconds.
+//! Durations as people write them in the policy and on the command line:
+//! `30s`, `10m`, `1h`, `500ms`, or a bare number of seconds. One grammar for
+//! both, so `verifiedTtl: 1h` and `--reload-interval 1h` read alike.
 
 use std::fmt;
 use std::time::Duration;
@@ -54,6 +55,20 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// Command-line flags parse through here (clap's default value parser).
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        HumanDuration::parse(text)
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(duration: Duration) -> Self {
+        HumanDuration(duration)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(serde::Deserialize)]
@@ -96,6 +111,13 @@ mod tests {
         }
         for bad in ["", "s", "10 minutes", "-1s", "1.5h", "10d"] {
             assert!(HumanDuration::parse(bad).is_err(), "{bad}");
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
+        }
+        // What Display prints parses back to the same duration (clap shows
+        // defaults through Display and parses them through FromStr).
+        for ms in [1, 999, 1000, 8000, 60_000, 90_000, 3_600_000, 5_400_000] {
+            let d = HumanDuration(Duration::from_millis(ms));
+            assert_eq!(d.to_string().parse::<HumanDuration>().unwrap(), d, "{d}");
         }
     }
 }

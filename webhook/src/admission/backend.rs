@@ -68,7 +68,7 @@ impl CheckError {
 
     /// The message with its whole cause chain (`fetching signatures: registry … answered 503 …`).
     pub fn chain(&self) -> String {
-        crate::tls::error_chain(self)
+        imgate_core::error_chain(self)
     }
 }
 

@@ -27,14 +27,15 @@ use imgate_core::registry::{Credentials, RegistryClient};
 use imgate_core::signature::Verdict;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::Instrument as _;
 
 use crate::cache::{FlightCache, FlightLimits, Lookup};
 use crate::images::{self, ImageSite, PodCarrier};
 use crate::metrics::Metrics;
 use crate::pullsecrets::PodPullSecrets;
 use crate::review::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use report::{assemble, count, log_decision, registry_failure, to_response, too_many_images};
+use report::{
+    assemble, count, log_decision, record_request, registry_failure, to_response, too_many_images,
+};
 
 /// Audit annotation listing what audit mode would have denied. The API
 /// server prefixes it with the webhook's name (`<webhook name>/would-deny`,
@@ -397,18 +398,8 @@ impl Engine {
             self.client.with_credentials(credentials)
         };
         let ctx = self.context(endpoint, client, arrived);
-        let span = tracing::info_span!(
-            "admission",
-            uid = %request.uid,
-            endpoint = endpoint.as_str(),
-            kind = %request.kind.kind,
-            namespace = request.namespace.as_deref().unwrap_or_default(),
-        );
-        let decision = self
-            .decide_request(&ctx, &request)
-            .instrument(span.clone())
-            .await;
-        let _entered = span.enter();
+        record_request(&request, endpoint);
+        let decision = self.decide_request(&ctx, &request).await;
         let response = match &decision {
             Err(message) => AdmissionResponse::invalid(&request.uid, message.clone()),
             Ok(decision) => to_response(&request.uid, &ctx.policy, decision),
@@ -419,13 +410,7 @@ impl Engine {
         }
         self.metrics
             .observe_review(endpoint.as_str(), latency.as_secs_f64());
-        log_decision(
-            &request,
-            endpoint,
-            &response,
-            decision.as_ref().ok(),
-            latency,
-        );
+        log_decision(&request, &response, decision.as_ref().ok(), latency);
         response.into_review()
     }
 

@@ -144,10 +144,25 @@ pub(super) fn count(metrics: &Metrics, policy: &Policy, decision: Option<&Object
     }
 }
 
-/// The audit record: one line per review. Never includes credentials.
+/// Fills in the review's span (opened empty by the server's handler, one
+/// per review) with what identifies the request, so every line logged
+/// during the review, the decision line included, carries these once.
+pub(super) fn record_request(request: &AdmissionRequest, endpoint: Endpoint) {
+    let span = tracing::Span::current();
+    span.record("uid", request.uid.as_str());
+    span.record("endpoint", endpoint.as_str());
+    span.record("kind", request.kind.kind.as_str());
+    span.record(
+        "namespace",
+        request.namespace.as_deref().unwrap_or_default(),
+    );
+    span.record("operation", request.operation.as_str());
+}
+
+/// The audit record: one line per review, inside the span that
+/// [`record_request`] filled. Never includes credentials.
 pub(super) fn log_decision(
     request: &AdmissionRequest,
-    endpoint: Endpoint,
     response: &AdmissionResponse,
     decision: Option<&ObjectDecision>,
     latency: Duration,
@@ -177,13 +192,8 @@ pub(super) fn log_decision(
     };
     tracing::info!(
         target: "imgate::decision",
-        uid = %request.uid,
         user = request.user_info.username.as_deref().unwrap_or_default(),
-        namespace = request.namespace.as_deref().unwrap_or_default(),
-        kind = %request.kind.kind,
         name = %name,
-        operation = %request.operation,
-        endpoint = endpoint.as_str(),
         dry_run = request.dry_run.unwrap_or(false),
         image = %join(&|i| i.image.clone()),
         digest = %join(&|i| i.digest.as_ref().map(ToString::to_string)),

@@ -1,0 +1,233 @@
+//! The routes: `POST /mutate` and `POST /validate` on the admission router,
+//! `/healthz`, `/readyz` and `/metrics` on the side router. Reading the
+//! body within its limit, mapping an unreadable request to its HTTP answer,
+//! the in-flight gauge and the one tracing span per review live here; the
+//! decision itself is the engine's.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::StreamExt;
+use imgate_core::policy::HumanDuration;
+use tracing::Instrument;
+
+use crate::admission::Endpoint;
+use crate::limits::BodyPermit;
+use crate::metrics::Metrics;
+use crate::review::{self, AdmissionResponse};
+use crate::state::AppState;
+
+/// The admission router: `POST /mutate`, `POST /validate`.
+pub fn admission_router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .with_state(state)
+}
+
+/// The side router: `/healthz`, `/readyz`, `/metrics`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.readiness().is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn mutate(State(state): State<AppState>, body: Body) -> Response {
+    handle(state, Endpoint::Mutate, body).await
+}
+
+async fn validate(State(state): State<AppState>, body: Body) -> Response {
+    handle(state, Endpoint::Validate, body).await
+}
+
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Busy,
+    Read(String),
+}
+
+/// Reads at most `limit` bytes within the body deadline, holding room for
+/// them in the shared body budget (by capacity, so the buffer's growth is
+/// counted too). Past the limit the rest is read and discarded (up to a
+/// bound) so the client still receives the 413 instead of a connection
+/// reset mid-upload.
+async fn read_body(state: &AppState, body: Body) -> Result<(Vec<u8>, BodyPermit), BodyError> {
+    let limit = state.body_limit();
+    let read = async {
+        let discard_bound = limit.saturating_mul(8);
+        let mut stream = body.into_data_stream();
+        let mut out = Vec::new();
+        let mut permit = BodyPermit::default();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|err| BodyError::Read(err.to_string()))?;
+            total = total.saturating_add(chunk.len());
+            if total > limit {
+                out = Vec::new();
+                permit = BodyPermit::default();
+                if total > discard_bound {
+                    return Err(BodyError::TooLarge);
+                }
+                continue;
+            }
+            if total > out.capacity() {
+                // Grow like Vec would (doubling), within the limit, but
+                // only once the budget has room.
+                let capacity = total.max(out.capacity().saturating_mul(2)).min(limit);
+                state
+                    .body_budget()
+                    .grow(&mut permit, capacity)
+                    .await
+                    .map_err(|_| BodyError::Busy)?;
+                out.reserve_exact(capacity - out.len());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        Ok((out, permit))
+    };
+    tokio::time::timeout(state.body_timeout(), read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+/// Keeps the in-flight gauge right even when a review is cancelled (the
+/// API server hung up).
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.review_started();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.review_finished();
+    }
+}
+
+fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+/// One admission request, from bytes to the answer. The mapping from a bad
+/// request to an HTTP answer lives here and only here: a body we cannot
+/// read at all is a 4xx (the API server applies `failurePolicy`); a review
+/// with a readable uid gets an `invalid` response echoing it.
+async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
+    // The review deadline counts from here: reading the body, pull secrets
+    // and registry work all spend the same budget.
+    let arrived = std::time::Instant::now();
+    let (bytes, _body_permit) = match read_body(&state, body).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
+            state.metrics().invalid_review();
+            state.metrics().refused("body_too_large");
+            let limit = state.body_limit();
+            tracing::warn!(limit, "admission request body too large");
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("admission review body exceeds the limit of {limit} bytes"),
+            );
+        }
+        Err(BodyError::TimedOut) => {
+            state.metrics().invalid_review();
+            state.metrics().refused("body_timeout");
+            let timeout = HumanDuration(state.body_timeout());
+            tracing::warn!(%timeout, "admission request body too slow");
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("admission review body not received within {timeout}"),
+            );
+        }
+        Err(BodyError::Busy) => {
+            state.metrics().invalid_review();
+            state.metrics().refused("body_budget");
+            tracing::warn!(
+                "request bodies buffered at once are at their bound; refusing a large body"
+            );
+            let mut response = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many large request bodies in flight; retry".to_string(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(BodyError::Read(detail)) => {
+            state.metrics().invalid_review();
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {detail}"),
+            );
+        }
+    };
+    let review = match review::parse_review(&bytes) {
+        Ok(review) => review,
+        Err(err) => {
+            state.metrics().invalid_review();
+            // ReviewError prints its own cause: no chain here.
+            let message = err.to_string();
+            tracing::warn!(error = %message, "invalid admission review");
+            return match review::salvage_uid(&bytes) {
+                Some(uid) => axum::Json(AdmissionResponse::invalid(&uid, message).into_review())
+                    .into_response(),
+                None => plain(StatusCode::BAD_REQUEST, message),
+            };
+        }
+    };
+    // One span per review, its fields filled in by the engine once it has
+    // looked at the request (see `admission::report::record_request`).
+    let empty = tracing::field::Empty;
+    let span = tracing::info_span!(
+        "admission",
+        uid = empty,
+        endpoint = empty,
+        kind = empty,
+        namespace = empty,
+        operation = empty,
+    );
+    async move {
+        let _in_flight = InFlight::start(state.metrics());
+        // The engine logs the decision line and observes the latency.
+        let answer = state.engine().review_at(review, endpoint, arrived).await;
+        axum::Json(answer).into_response()
+    }
+    .instrument(span)
+    .await
+}
