@@ -79,6 +79,7 @@ struct Report {
     warm_webhook: Throughput,
     warm_floor: Throughput,
     webhook_to_floor: f64,
+    decision_log_lines: usize,
     rss_idle_mib: f64,
     rss_after_warm_mib: f64,
     warm_reviews: u64,
@@ -186,6 +187,8 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
     .await?;
     let cpu = proc::cpu_seconds(served.pid(), ticks)? - cpu_before;
     let warm_webhook = throughput(&warm, cpu);
+    // The decision log was on: one JSON line per review.
+    let decision_log_lines = served.log_text().lines().count();
 
     // The floor, answering the webhook's own answer, in the same run.
     say(&settings, "warm: floor server");
@@ -236,6 +239,7 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
         webhook_to_floor: warm_webhook.per_second / warm_floor.per_second.max(1e-9),
         warm_webhook,
         warm_floor,
+        decision_log_lines,
         rss_idle_mib: rss_idle,
         rss_after_warm_mib: rss_after_warm,
         warm_reviews: settings.warm_reviews + 1,
@@ -440,6 +444,10 @@ fn print_table(r: &Report, trace: bool) {
         );
     }
     println!("webhook / floor throughput: {:.2}", r.webhook_to_floor);
+    println!(
+        "webhook log (JSON, default level): {} lines",
+        r.decision_log_lines
+    );
     println!();
     println!(
         "RSS idle:                                  {:>7.1} MiB",

@@ -71,6 +71,7 @@ struct Tally {
     not_sent_backlog: usize,
     by_kind: std::collections::BTreeMap<String, usize>,
     unexpected_examples: Vec<String>,
+    fail_closed_examples: Vec<String>,
     #[serde(skip)]
     latencies: Vec<Duration>,
 }
@@ -309,7 +310,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<bool> {
                 t.latencies.push(took);
                 match verdict {
                     Verdict::Expected => t.expected += 1,
-                    Verdict::FailClosed => t.fail_closed += 1,
+                    Verdict::FailClosed => {
+                        t.fail_closed += 1;
+                        if t.fail_closed_examples.len() < 3 {
+                            t.fail_closed_examples.push(format!("{kind:?}: {why}"));
+                        }
+                    }
                     Verdict::Unexpected => {
                         t.unexpected += 1;
                         if t.unexpected_examples.len() < 10 {
@@ -489,6 +495,9 @@ fn print_report(r: &Report, passed: bool) {
     );
     for example in &t.unexpected_examples {
         println!("  unexpected: {example}");
+    }
+    for example in &t.fail_closed_examples {
+        println!("  fail-closed: {example}");
     }
     println!(
         "latency p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
