@@ -333,6 +333,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<bool> {
     rss.push((started.elapsed().as_secs_f64(), proc::rss_mib(pid)?));
     let proxy = lab.proxy.counts();
     lab.proxy.set_faults(Faults::default());
+    // Two reload intervals, so the last rewrite is picked up before counting.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let metrics = served.metrics_text().await.unwrap_or_default();
     let reload_metrics = metrics
         .lines()
@@ -368,7 +370,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<bool> {
         sigterm_exit: status.to_string(),
         sigterm_exit_ms: took.as_secs_f64() * 1e3,
     };
-    let passed = report.tally.unexpected == 0
+    let reloaded = |name: &str| {
+        metric(&metrics, &format!("{name}{{result=\"success\"}}")).unwrap_or(0.0) as usize
+    };
+    let (tls_seen, policy_seen) = (
+        reloaded("imgate_tls_reloads_total"),
+        reloaded("imgate_policy_reloads_total"),
+    );
+    if tls_seen < rotated || policy_seen < reloads {
+        eprintln!(
+            "imgate-perf soak: reloads seen: certificate {tls_seen} of {rotated}, policy {policy_seen} of {reloads}"
+        );
+    }
+    let passed = tls_seen >= rotated
+        && policy_seen >= reloads
+        && report.tally.unexpected == 0
         && report.tally.not_sent_backlog == 0
         && report.rss_max_mib < 256.0
         && status.success();
@@ -384,6 +400,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<bool> {
         );
     }
     Ok(passed)
+}
+
+/// The value of the sample `name` (with its labels) in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.trim().parse().ok())
 }
 
 /// Copies a certificate set's key and certificate over the served files,
