@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test build lint bench fmt
+.PHONY: demo test build lint bench soak fmt
 
 demo:
 	./scripts/install-deps.sh
@@ -33,9 +33,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# docs/performance.md: `make bench BENCH_ARGS=--json`, `make soak SOAK=10m`;
+# IMGATE_BIN=/path/to/imgate measures another build.
+BENCH_ARGS ?=
+SOAK ?= 60s
+SOAK_ARGS ?=
+
 bench:
-	./scripts/install-deps.sh
-	$(CARGO) bench -p imgate-tests
+	./scripts/bench.sh $(BENCH_ARGS)
+
+soak:
+	./scripts/soak.sh $(SOAK) $(SOAK_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,7 @@
 //! The cross-crate test harness: a real registry (Debian's `docker-registry`)
 //! on loopback in several variants, a token server, an image builder, two
 //! independent ways to push (skopeo and a raw HTTP client), a
-//! request-counting proxy and a runner for the real `imgate` binary.
+//! request-counting proxy, a delay-and-fault proxy and a runner for the real `imgate` binary.
 //!
 //! Network use is loopback only (127.0.0.1); nothing is pulled from the
 //! internet. Needs the Debian packages `docker-registry`, `skopeo` and
@@ -21,6 +21,7 @@
 //! ```
 
 pub mod bin;
+pub mod faultproxy;
 pub mod image;
 pub mod pki;
 pub mod proxy;
@@ -38,6 +39,7 @@ mod selftest;
 pub mod webhook;
 
 pub use bin::{imgate_bin, run_imgate, try_imgate_bin};
+pub use faultproxy::{FaultCounts, FaultProxy, Faults, Logged};
 pub use image::{BuiltImage, ImageBuilder};
 pub use proxy::{CountingProxy, ProxyMode};
 pub use push::{PushWith, PushedImage, RawClient};

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::faultproxy::{FaultProxy, Faults};
 use crate::image::sha256_digest;
 use crate::proxy::{CountingProxy, ProxyMode};
 use crate::push::{PushWith, RawClient};
@@ -269,6 +270,74 @@ async fn proxy_counts_and_misbehaves_on_demand() {
     let released = pending.await.unwrap().unwrap();
     assert_eq!(released.status(), 200);
     assert_eq!(proxy.count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_proxy_counts_connections_delays_and_injects_faults() {
+    let registry = Registry::start(Variant::Http).await.unwrap();
+    let proxy = FaultProxy::start(&registry.url(""), Faults::default()).unwrap();
+    let raw = RawClient::new(&registry).unwrap().with_base(&proxy.url());
+    // Pushing through it works: `Host` goes along, so upload Locations point back.
+    let image = ImageBuilder::new("fault-proxy").image();
+    for blob in &image.blobs {
+        raw.put_blob("self/faults", blob).await.unwrap();
+    }
+    raw.put_manifest("self/faults", "v1", &image.top.media_type, &image.top.bytes)
+        .await
+        .unwrap();
+    assert_eq!(proxy.counts().requests, raw.request_count());
+
+    // One kept-alive client: three requests, one connection, each delayed.
+    proxy.reset_counts();
+    proxy.set_faults(Faults {
+        delay: Duration::from_millis(150),
+        ..Faults::default()
+    });
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/self/faults/manifests/v1", proxy.url());
+    let accept = ("accept", image.top.media_type.as_str());
+    let started = Instant::now();
+    for _ in 0..3 {
+        let answer = client
+            .get(&url)
+            .header(accept.0, accept.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.bytes().await.unwrap();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    let counts = proxy.counts();
+    assert_eq!((counts.requests, counts.connections), (3, 1), "{counts:?}");
+    let log = proxy.log();
+    assert_eq!(log.len(), 3);
+    assert!(log
+        .iter()
+        .all(|l| l.status == 200 && l.request == "GET /v2/self/faults/manifests/v1"));
+    assert!(log[2].end_ms >= 450, "{log:?}");
+
+    // Every request answered 503, then every connection dropped unanswered.
+    proxy.set_faults(Faults {
+        error_per_mille: 1000,
+        ..Faults::default()
+    });
+    let answer = client.get(&url).send().await.unwrap();
+    assert_eq!(answer.status(), 503);
+    proxy.set_faults(Faults {
+        reset_per_mille: 1000,
+        ..Faults::default()
+    });
+    assert!(client.get(&url).send().await.is_err());
+    let counts = proxy.counts();
+    // (A client may retry a request whose connection closed: at least one.)
+    assert_eq!(counts.errors, 1, "{counts:?}");
+    assert!(counts.resets >= 1, "{counts:?}");
+    assert_eq!(proxy.log().last().map(|l| l.status), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
