@@ -11,6 +11,7 @@ pub mod policy;
 pub mod resolve;
 pub mod sign;
 pub mod verify;
+pub mod verify_bundle;
 pub mod webhook;
 
 /// How a command ended when it did not fail outright.
