@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod push;
 pub mod registry;
 pub mod server;
+pub mod sigstore;
 pub mod skopeo;
 pub mod token;
 

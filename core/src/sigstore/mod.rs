@@ -10,12 +10,15 @@
 //!   its [`TrustRoot::fingerprint`] belongs in every verdict cache key.
 //! - [`verify_bundle_bytes`]: a Sigstore bundle for an artifact's bytes or
 //!   SHA-256, under a [`BundlePolicy`] (an [`IdentityPolicy`] or a key).
+//! - [`verify_legacy_keyless`]: a legacy `.sig` layer's certificate, chain and
+//!   Rekor annotations, for an image digest.
 //!
 //! Verification is offline: nothing here opens a connection.
 
 mod bundle;
 mod error;
 mod identity;
+mod legacy;
 mod provider;
 mod rekor;
 mod trust;
@@ -26,6 +29,7 @@ pub use bundle::{
 };
 pub use error::SigstoreError;
 pub use identity::{IdentityPolicy, Matcher, EXTENSION_NAMES};
+pub use legacy::{check_payload_names, verify_legacy_keyless, LegacyKeyless};
 pub use rekor::{RekorBundle, RekorPayload};
 pub use trust::{TrustRoot, EMBEDDED_TRUSTED_ROOT, MAX_TRUSTED_ROOT_BYTES};
 

@@ -5,6 +5,7 @@ mod admission;
 mod common;
 mod deploy;
 mod interop;
+mod keyless;
 mod pin;
 mod resolve;
 mod sign_verify;
