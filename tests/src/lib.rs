@@ -30,6 +30,7 @@ pub mod server;
 pub mod sigstore;
 pub mod skopeo;
 pub mod token;
+pub mod tuf;
 
 // Tests may unwrap and panic (STYLE.md); library code may not.
 #[cfg(test)]

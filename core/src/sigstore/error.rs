@@ -66,6 +66,14 @@ pub enum SigstoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Refreshing the trusted root through TUF failed.
+    #[error("trusted root update from {url}: {reason}")]
+    Update {
+        /// The TUF repository.
+        url: String,
+        /// What failed (transport, signature, expiry, rollback, content).
+        reason: String,
+    },
     /// A public key given to verify with is unusable.
     #[error("public key {name}: {reason}")]
     Key {

@@ -13,7 +13,9 @@
 //! - [`verify_legacy_keyless`]: a legacy `.sig` layer's certificate, chain and
 //!   Rekor annotations, for an image digest.
 //!
-//! Verification is offline: nothing here opens a connection.
+//! - [`fetch_trusted_root`]: refresh the trusted root through TUF.
+//!
+//! Verification is offline: only [`fetch_trusted_root`] opens connections.
 
 mod bundle;
 mod error;
@@ -22,6 +24,7 @@ mod legacy;
 mod provider;
 mod rekor;
 mod trust;
+mod tuf;
 
 pub use bundle::{
     public_key_from_pem, verify_bundle_bytes, ArtifactInput, BundlePolicy, VerifiedSignature,
@@ -32,6 +35,7 @@ pub use identity::{IdentityPolicy, Matcher, EXTENSION_NAMES};
 pub use legacy::{check_payload_names, verify_legacy_keyless, LegacyKeyless};
 pub use rekor::{RekorBundle, RekorPayload};
 pub use trust::{TrustRoot, EMBEDDED_TRUSTED_ROOT, MAX_TRUSTED_ROOT_BYTES};
+pub use tuf::{fetch_trusted_root, PUBLIC_GOOD_TUF_ROOT, PUBLIC_GOOD_TUF_URL};
 
 /// What a key signature must show of the transparency log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

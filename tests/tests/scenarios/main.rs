@@ -9,4 +9,5 @@ mod keyless;
 mod pin;
 mod resolve;
 mod sign_verify;
+mod trust_root;
 mod webhook;
