@@ -341,6 +341,43 @@ impl TestSigstore {
     }
 }
 
+/// A legacy layer signed with a plain key, logged in Rekor.
+#[derive(Debug, Clone)]
+pub struct KeyLayer {
+    /// The simple-signing payload bytes.
+    pub payload: Vec<u8>,
+    /// `dev.cosignproject.cosign/signature`.
+    pub signature_b64: String,
+    /// `dev.sigstore.cosign/bundle`.
+    pub rekor_bundle: String,
+    /// The signing key's SubjectPublicKeyInfo DER.
+    pub spki_der: Vec<u8>,
+}
+
+impl TestSigstore {
+    /// Sign `payload` with a fresh P-256 key and log it (hashedrekord with
+    /// the public key PEM) at `integrated_time`.
+    pub fn key_layer(&self, payload: &[u8], integrated_time: i64) -> anyhow::Result<KeyLayer> {
+        let pair = KeyPair::generate().context("generating a signing key")?;
+        let key = p256::ecdsa::SigningKey::from_pkcs8_der(&pair.serialize_der())
+            .context("reading the signing key")?;
+        let sig: p256::ecdsa::Signature = key.sign(payload);
+        let sig = sig.to_der().as_bytes().to_vec();
+        let spki_der = pair.public_key_der();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            B64.encode(&spki_der)
+        );
+        let digest: [u8; 32] = Sha256::digest(payload).into();
+        Ok(KeyLayer {
+            payload: payload.to_vec(),
+            signature_b64: B64.encode(&sig),
+            rekor_bundle: self.rekor_entry(&sig, &pem, &digest, integrated_time, 9),
+            spki_der,
+        })
+    }
+}
+
 /// cosign's simple-signing payload for `repo@digest`.
 pub fn simple_signing_payload(repo: &str, digest: &str) -> Vec<u8> {
     serde_json::json!({

@@ -13,6 +13,9 @@
 //! the payload. Then the identity policy, and the payload must name the image
 //! digest being verified.
 //!
+//! Key signatures in the same layout may carry the Rekor annotation too;
+//! [`verify_legacy_key`] checks it as the policy's `tlog` mode says.
+//!
 //! The chain annotation is not trusted: trust comes only from the trusted
 //! root's CAs. It is parsed so a malformed one is reported.
 
@@ -21,7 +24,9 @@ use sha2::{Digest as _, Sha256};
 
 use super::bundle::{verify_bundle_bytes, ArtifactInput, BundlePolicy, VerifiedSignature};
 use super::rekor::RekorBundle;
-use super::{IdentityPolicy, SigstoreError, TrustRoot};
+use super::{IdentityPolicy, SigstoreError, TlogMode, TrustRoot};
+use sigstore_verify::crypto::VerificationKey;
+use sigstore_verify::types::{DerPublicKey, SignatureBytes};
 
 /// The annotations of one legacy keyless layer, and its payload bytes.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +70,10 @@ pub fn verify_legacy_keyless(
     if let Some(chain) = sig.chain_pem {
         pem_certificates("certificate chain", chain)?;
     }
-    let bundle = v01_bundle(leaf, sig.signature_b64, sig.payload, &rekor)?;
+    let material = serde_json::json!({
+        "x509CertificateChain": {"certificates": [{"rawBytes": base64::engine::general_purpose::STANDARD.encode(leaf)}]},
+    });
+    let bundle = v01_bundle(material, sig.signature_b64, sig.payload, &rekor)?;
     let verified = verify_bundle_bytes(
         &bundle,
         ArtifactInput::Bytes(sig.payload),
@@ -73,6 +81,74 @@ pub fn verify_legacy_keyless(
         root,
     )?;
     check_payload_names(sig.payload, digest)?;
+    Ok(verified)
+}
+
+/// Verify a legacy key signature (`dev.cosignproject.cosign/signature` over
+/// the payload) for the image `digest`, with its Rekor annotation
+/// (`dev.sigstore.cosign/bundle`) checked as `tlog` says: `Required` demands
+/// a verified entry; `IfPresent` verifies one when it is there (a present but
+/// invalid entry is a rejection, never a silent pass); `Ignore` skips it.
+/// `spki_der` is the key's SubjectPublicKeyInfo; `name` names it in messages.
+pub fn verify_legacy_key(
+    payload: &[u8],
+    signature_b64: &str,
+    rekor_bundle: Option<&str>,
+    (spki_der, name): (&[u8], &str),
+    tlog: TlogMode,
+    digest: &str,
+    root: &TrustRoot,
+) -> Result<VerifiedSignature, SigstoreError> {
+    let verified = match (rekor_bundle, tlog) {
+        (Some(rekor), TlogMode::Required | TlogMode::IfPresent) => {
+            let rekor = RekorBundle::parse(rekor.as_bytes())?;
+            let material = serde_json::json!({"publicKey": {"hint": ""}});
+            let bundle = v01_bundle(material, signature_b64, payload, &rekor)?;
+            verify_bundle_bytes(
+                &bundle,
+                ArtifactInput::Bytes(payload),
+                &BundlePolicy::Key {
+                    spki_der: spki_der.to_vec(),
+                    name: name.to_string(),
+                    tlog,
+                },
+                root,
+            )?
+        }
+        (None, TlogMode::Required) => {
+            return Err(SigstoreError::rejected(
+                "no Rekor entry (dev.sigstore.cosign/bundle), and the policy requires one",
+            ))
+        }
+        _ => {
+            let key = DerPublicKey::new(spki_der.to_vec());
+            let key = VerificationKey::from_spki(&key).map_err(|err| SigstoreError::Key {
+                name: name.to_string(),
+                reason: err.to_string(),
+            })?;
+            let sig = base64::engine::general_purpose::STANDARD
+                .decode(signature_b64.trim())
+                .map_err(|err| SigstoreError::Malformed {
+                    what: "signature annotation",
+                    reason: err.to_string(),
+                })?;
+            key.verify(payload, &SignatureBytes::new(sig))
+                .map_err(|_| {
+                    SigstoreError::rejected(format!(
+                        "the signature does not verify with key {name}"
+                    ))
+                })?;
+            VerifiedSignature {
+                identity: None,
+                issuer: None,
+                key: Some(name.to_string()),
+                signed_at: None,
+                tlog_verified: false,
+                trust_root: root.fingerprint().to_string(),
+            }
+        }
+    };
+    check_payload_names(payload, digest)?;
     Ok(verified)
 }
 
@@ -122,7 +198,7 @@ fn pem_certificates(what: &'static str, pem: &str) -> Result<Vec<Vec<u8>>, Sigst
 
 /// Reassemble the pieces as a Sigstore bundle v0.1.
 fn v01_bundle(
-    leaf_der: &[u8],
+    material: serde_json::Value,
     signature_b64: &str,
     payload: &[u8],
     rekor: &RekorBundle,
@@ -138,10 +214,9 @@ fn v01_bundle(
             what: "signature annotation",
             reason: err.to_string(),
         })?;
-    let bundle = serde_json::json!({
+    let mut bundle = serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": {
-            "x509CertificateChain": {"certificates": [{"rawBytes": b64.encode(leaf_der)}]},
             "tlogEntries": [{
                 "logIndex": rekor.payload.log_index.to_string(),
                 "logId": {"keyId": b64.encode(log_id)},
@@ -156,6 +231,11 @@ fn v01_bundle(
             "signature": signature_b64.trim(),
         },
     });
+    if let (Some(vm), serde_json::Value::Object(extra)) =
+        (bundle["verificationMaterial"].as_object_mut(), material)
+    {
+        vm.extend(extra);
+    }
     serde_json::to_vec(&bundle).map_err(|err| SigstoreError::Malformed {
         what: "bundle",
         reason: err.to_string(),

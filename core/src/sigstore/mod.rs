@@ -32,7 +32,7 @@ pub use bundle::{
 };
 pub use error::SigstoreError;
 pub use identity::{IdentityPolicy, Matcher, EXTENSION_NAMES};
-pub use legacy::{check_payload_names, verify_legacy_keyless, LegacyKeyless};
+pub use legacy::{check_payload_names, verify_legacy_key, verify_legacy_keyless, LegacyKeyless};
 pub use rekor::{RekorBundle, RekorPayload};
 pub use trust::{TrustRoot, EMBEDDED_TRUSTED_ROOT, MAX_TRUSTED_ROOT_BYTES};
 pub use tuf::{fetch_trusted_root, PUBLIC_GOOD_TUF_ROOT, PUBLIC_GOOD_TUF_URL};

@@ -7,8 +7,8 @@
 
 use base64::Engine as _;
 use imgate_core::sigstore::{
-    verify_legacy_keyless, IdentityPolicy, LegacyKeyless, Matcher, SigstoreError, TrustRoot,
-    VerifiedSignature,
+    verify_legacy_key, verify_legacy_keyless, IdentityPolicy, LegacyKeyless, Matcher,
+    SigstoreError, TlogMode, TrustRoot, VerifiedSignature,
 };
 use imgate_tests::sigstore::{simple_signing_payload, LeafSpec, LegacyLayer, TestSigstore};
 
@@ -264,4 +264,74 @@ fn changed_payload_or_signature_is_refused() {
     let mut bad = layer.clone();
     bad.signature_b64 = b64.encode(sig);
     assert!(verify_layer(&bad, DIGEST, &policy(), &root(&sigstore)).is_err());
+}
+
+fn verify_key(
+    layer: &imgate_tests::sigstore::KeyLayer,
+    rekor: Option<&str>,
+    tlog: TlogMode,
+    root: &TrustRoot,
+) -> Result<VerifiedSignature, SigstoreError> {
+    verify_legacy_key(
+        &layer.payload,
+        &layer.signature_b64,
+        rekor,
+        (&layer.spki_der, "ci.pub"),
+        tlog,
+        DIGEST,
+        root,
+    )
+}
+
+#[test]
+fn key_signature_log_entry_is_checked_as_the_tlog_mode_says() {
+    let sigstore = TestSigstore::new().unwrap();
+    let root = root(&sigstore);
+    let payload = simple_signing_payload("registry.imgate.test/app", DIGEST);
+    let layer = sigstore.key_layer(&payload, now() - 30).unwrap();
+
+    for mode in [TlogMode::Required, TlogMode::IfPresent] {
+        let verified = verify_key(&layer, Some(&layer.rekor_bundle), mode, &root).unwrap();
+        assert!(verified.tlog_verified, "{mode:?}");
+        assert_eq!(verified.key.as_deref(), Some("ci.pub"));
+        assert!(verified.signed_at.is_some(), "{mode:?}: the log time");
+    }
+    // No entry: required says no, ifPresent and ignore verify the key alone.
+    let err = verify_key(&layer, None, TlogMode::Required, &root).unwrap_err();
+    assert!(err.to_string().contains("Rekor"), "{err}");
+    let alone = verify_key(&layer, None, TlogMode::IfPresent, &root).unwrap();
+    assert!(!alone.tlog_verified);
+
+    // A present entry that does not verify is a rejection, not a pass.
+    let stranger = TestSigstore::new().unwrap();
+    let forged = stranger.key_layer(&payload, now() - 30).unwrap();
+    let err = verify_key(
+        &layer,
+        Some(&forged.rekor_bundle),
+        TlogMode::IfPresent,
+        &root,
+    )
+    .unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    // An entry for another key, from the trusted log.
+    let other = sigstore.key_layer(&payload, now() - 30).unwrap();
+    let err = verify_key(&layer, Some(&other.rekor_bundle), TlogMode::Required, &root).unwrap_err();
+    assert!(err.is_rejection(), "{err}");
+    // Ignore skips the log, but never the signature or the digest.
+    let mut bad = layer.clone();
+    bad.payload = simple_signing_payload("registry.imgate.test/app", OTHER_DIGEST);
+    assert!(verify_key(&bad, Some(&layer.rekor_bundle), TlogMode::Ignore, &root).is_err());
+    let other_digest = verify_legacy_key(
+        &layer.payload,
+        &layer.signature_b64,
+        None,
+        (&layer.spki_der, "ci.pub"),
+        TlogMode::Ignore,
+        OTHER_DIGEST,
+        &root,
+    );
+    assert!(matches!(
+        other_digest,
+        Err(SigstoreError::DigestMismatch { .. })
+    ));
 }
