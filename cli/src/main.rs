@@ -41,6 +41,10 @@ enum Command {
     Sign(cmd::sign::Args),
     /// Verify images' signatures (--key), or whether the cluster would admit them (--policy).
     Verify(cmd::verify::Args),
+    /// Verify a Sigstore bundle for a file or digest (keyless or key).
+    VerifyBundle(cmd::verify_bundle::Args),
+    /// Refresh the Sigstore trusted root through TUF.
+    TrustRoot(cmd::trust_root::Args),
     /// Check a policy file.
     Policy(cmd::policy::Args),
     /// Run the admission policy offline over Kubernetes manifests.
@@ -75,6 +79,8 @@ fn main() -> ExitCode {
             Command::Keys(args) => cmd::keys::run(args).await,
             Command::Sign(args) => cmd::sign::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
+            Command::VerifyBundle(args) => cmd::verify_bundle::run(args).await,
+            Command::TrustRoot(args) => cmd::trust_root::run(args).await,
             Command::Policy(args) => cmd::policy::run(args).await,
             Command::Admit(args) => cmd::admit::run(args).await,
             Command::Webhook(args) => cmd::webhook::run(args).await,

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod signature;
+pub mod sigstore;
 
 pub use digest::Digest;
 pub use reference::ImageRef;

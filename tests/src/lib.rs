@@ -28,8 +28,10 @@ pub mod proxy;
 pub mod push;
 pub mod registry;
 pub mod server;
+pub mod sigstore;
 pub mod skopeo;
 pub mod token;
+pub mod tuf;
 pub mod vault;
 
 // Tests may unwrap and panic (STYLE.md); library code may not.

@@ -10,7 +10,9 @@ pub mod pin;
 pub mod policy;
 pub mod resolve;
 pub mod sign;
+pub mod trust_root;
 pub mod verify;
+pub mod verify_bundle;
 pub mod webhook;
 
 /// How a command ended when it did not fail outright.

@@ -1,0 +1,51 @@
+//! Sigstore verification: keyless (Fulcio certificate) and transparency-log
+//! (Rekor) evidence, on the official `sigstore-verify` and
+//! `sigstore-trust-root` crates. This is the only module that names those
+//! crates, so an upgrade touches one place; where a crate gets a case wrong
+//! or refuses what imgate must accept, the fix lives here and says so.
+//!
+//! The narrow API the rest of imgate uses:
+//!
+//! - [`TrustRoot`]: the embedded public-good root or a private one from a file;
+//!   its [`TrustRoot::fingerprint`] belongs in every verdict cache key.
+//! - [`verify_bundle_bytes`]: a Sigstore bundle for an artifact's bytes or
+//!   SHA-256, under a [`BundlePolicy`] (an [`IdentityPolicy`] or a key).
+//! - [`verify_legacy_keyless`]: a legacy `.sig` layer's certificate, chain and
+//!   Rekor annotations, for an image digest.
+//!
+//! - [`fetch_trusted_root`]: refresh the trusted root through TUF.
+//!
+//! Verification is offline: only [`fetch_trusted_root`] opens connections.
+
+mod bundle;
+mod error;
+mod identity;
+mod legacy;
+mod provider;
+mod rekor;
+mod trust;
+mod tuf;
+
+pub use bundle::{
+    public_key_from_pem, verify_bundle_bytes, ArtifactInput, BundlePolicy, VerifiedSignature,
+    MAX_BUNDLE_BYTES,
+};
+pub use error::SigstoreError;
+pub use identity::{IdentityPolicy, Matcher, EXTENSION_NAMES};
+pub use legacy::{check_payload_names, verify_legacy_key, verify_legacy_keyless, LegacyKeyless};
+pub use rekor::{RekorBundle, RekorPayload};
+pub use trust::{TrustRoot, EMBEDDED_TRUSTED_ROOT, MAX_TRUSTED_ROOT_BYTES};
+pub use tuf::{fetch_trusted_root, PUBLIC_GOOD_TUF_ROOT, PUBLIC_GOOD_TUF_URL};
+
+/// What a key signature must show of the transparency log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlogMode {
+    /// A verified log entry or timestamp is required (cosign's default).
+    Required,
+    /// Verified when present; a signature without one is still accepted
+    /// (imgate's default for keys: offline signing writes none).
+    #[default]
+    IfPresent,
+    /// Entries are not checked for inclusion (consistency still is).
+    Ignore,
+}
