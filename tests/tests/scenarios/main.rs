@@ -2,6 +2,7 @@
 //! registry, the real `imgate` binary, real TLS.
 
 mod admission;
+mod attacks;
 mod common;
 mod deploy;
 mod interop;
