@@ -27,6 +27,10 @@ pub enum LogFormat {
 /// Lines that may wait for the writer thread (a few MiB at most).
 const QUEUE_LINES: usize = 8192;
 
+/// How long the writer lets lines gather after a write (the queue holds
+/// far more than arrives meanwhile).
+const GATHER: Duration = Duration::from_millis(5);
+
 /// How long exiting waits for queued lines to be written.
 const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 
@@ -99,6 +103,9 @@ fn write_lines(queue: Receiver<Message>) {
             next = queue.try_recv().ok();
         }
         let _ = out.flush();
+        // Let lines gather rather than wake up for each one: under load a
+        // handful of writes per second instead of one per review.
+        std::thread::sleep(GATHER);
     }
 }
 
