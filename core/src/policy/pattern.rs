@@ -168,13 +168,6 @@ impl fmt::Display for ImagePattern {
     }
 }
 
-impl std::str::FromStr for ImagePattern {
-    type Err = PatternError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ImagePattern::parse(s)
-    }
-}
-
 /// A pattern as read from the policy file: parse errors are kept rather than
 /// raised, so that validation can name the exact field (`rules[1].images[0]`)
 /// — serde only knows the enclosing list.

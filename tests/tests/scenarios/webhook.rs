@@ -315,8 +315,10 @@ fn webhook_answers_within_the_deadline_when_the_registry_hangs() {
             let took = started.elapsed();
             let answer = response(status, &body, "h1");
             assert!(took < Duration::from_secs(4), "answered after {took:?}");
+            // It waited for the registry: at least one request timeout,
+            // which is half the deadline (1 s) here.
             assert!(
-                took >= Duration::from_millis(1500),
+                took >= Duration::from_millis(900),
                 "answered after only {took:?}: did it wait for the registry?"
             );
             assert_eq!(answer["allowed"], allowed, "{answer}");

@@ -25,17 +25,6 @@ impl Endpoint {
     }
 }
 
-impl std::str::FromStr for Endpoint {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mutate" => Ok(Endpoint::Mutate),
-            "validate" => Ok(Endpoint::Validate),
-            other => Err(format!("unknown endpoint {other:?} (mutate or validate)")),
-        }
-    }
-}
-
 /// One JSONPatch operation (RFC 6902); the engine only emits `replace`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatchOp {
