@@ -87,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         keys,
         annotations: args.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
         match_repository: args.match_repository,
+        ..Default::default()
     };
     let images = args
         .images

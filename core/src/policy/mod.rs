@@ -240,6 +240,7 @@ impl Rule {
             keys: self.loaded_keys.clone(),
             annotations: self.annotations.clone(),
             match_repository: self.match_repository,
+            ..Default::default()
         }
     }
 
