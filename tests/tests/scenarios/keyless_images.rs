@@ -9,10 +9,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use imgate_core::digest::Digest;
 use imgate_core::registry::RegistryClient;
-use imgate_core::signature::{self, Requirements, SignOptions};
+use imgate_core::signature::{self, bundle, Format, Requirements, SignOptions};
 use imgate_core::sigstore::{IdentityPolicy, TrustRoot};
 use imgate_core::ImageRef;
 use imgate_keys::SigningKey;
@@ -29,6 +31,7 @@ const ISSUER: &str = "https://token.imgate.test";
 const OTHER_IDENTITY: &str = "mallory@imgate.test";
 const OTHER_ISSUER: &str = "https://accounts.imgate.test";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// A registry behind a counting proxy, a private Sigstore, its root on disk.
 struct Env {
@@ -102,6 +105,66 @@ impl Env {
             .unwrap();
     }
 
+    /// Signs `repo@digest` keylessly with a cosign v3 bundle (DSSE over an
+    /// in-toto statement naming the digest, certificate, Rekor entry with
+    /// inclusion proof and checkpoint), attached through the referrers tag
+    /// schema as cosign does on a registry without the referrers API.
+    async fn sign_keyless_bundle(&self, repo: &str, digest: &str, identity: &str, issuer: &str) {
+        let leaf = self
+            .sigstore
+            .leaf(&LeafSpec::new(identity, issuer))
+            .unwrap();
+        let statement = bundle::build_statement(&Digest::parse(digest).unwrap(), &BTreeMap::new());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let json = self.sigstore.dsse_bundle(&leaf, &statement, now - 30);
+        let raw = RawClient::new(&self.registry).unwrap();
+        let subject = raw.get_manifest(repo, digest).await.unwrap();
+        let layer = Blob::new(bundle::BUNDLE_MEDIA_TYPE, json.into_bytes());
+        let empty = Blob::new(
+            "application/vnd.oci.empty.v1+json",
+            bundle::EMPTY_BLOB.to_vec(),
+        );
+        let attachment = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": bundle::BUNDLE_MEDIA_TYPE,
+            "config": empty.descriptor(), "layers": [layer.descriptor()],
+            "subject": {"mediaType": subject.media_type, "digest": digest, "size": subject.bytes.len()},
+            "annotations": {
+                bundle::ANNOTATION_CONTENT: "dsse-envelope",
+                bundle::ANNOTATION_PREDICATE_TYPE: bundle::COSIGN_SIGN_PREDICATE,
+            },
+        }))
+        .unwrap();
+        let attachment = Blob::new(OCI_MANIFEST, attachment);
+        raw.put_blob(repo, &layer).await.unwrap();
+        raw.put_blob(repo, &empty).await.unwrap();
+        raw.put_manifest(repo, &attachment.digest, OCI_MANIFEST, &attachment.bytes)
+            .await
+            .unwrap();
+        let mut entry = attachment.descriptor();
+        entry["artifactType"] = json!(bundle::BUNDLE_MEDIA_TYPE);
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry],
+        }))
+        .unwrap();
+        raw.put_manifest(repo, &digest.replace(':', "-"), OCI_INDEX, &index)
+            .await
+            .unwrap();
+    }
+
+    /// Signs keylessly in `format`.
+    async fn sign_keyless(&self, format: Format, repo: &str, digest: &str) {
+        match format {
+            Format::Legacy => {
+                self.sign_keyless_legacy(repo, digest, IDENTITY, ISSUER)
+                    .await
+            }
+            Format::Bundle => {
+                self.sign_keyless_bundle(repo, digest, IDENTITY, ISSUER)
+                    .await
+            }
+        }
+    }
+
     /// A policy trusting `PROXY/team/**` whose one rule allows `identity`
     /// from `issuer`, with the private root.
     fn policy(&self, name: &str, identity: &str, issuer: &str) -> PathBuf {
@@ -152,12 +215,16 @@ fn pod(image: &str) -> Value {
     })
 }
 
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imgate_verify_accepts_the_identity_and_names_found_and_wanted_otherwise() {
+async fn imgate_verify_accepts_the_identity_and_names_found_and_wanted_otherwise(
+    #[case] format: Format,
+) {
     let env = Env::new().await;
     let (image, digest) = env.push("team/app", "v1").await;
-    env.sign_keyless_legacy("team/app", &digest, IDENTITY, ISSUER)
-        .await;
+    env.sign_keyless(format, "team/app", &digest).await;
 
     let (code, text) = env.verify(&image, IDENTITY, ISSUER);
     assert_eq!(code, 0, "{text}");
@@ -191,12 +258,14 @@ async fn imgate_verify_accepts_the_identity_and_names_found_and_wanted_otherwise
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imgate_admit_admits_by_identity_pins_and_denies_another_identity() {
+async fn imgate_admit_admits_by_identity_pins_and_denies_another_identity(#[case] format: Format) {
     let env = Env::new().await;
     let (image, digest) = env.push("team/app", "v1").await;
-    env.sign_keyless_legacy("team/app", &digest, IDENTITY, ISSUER)
-        .await;
+    env.sign_keyless(format, "team/app", &digest).await;
     let manifest = env.dir.path().join("pod.json");
     std::fs::write(&manifest, serde_json::to_vec(&pod(&image)).unwrap()).unwrap();
     let admit = |policy: &PathBuf| {
@@ -231,12 +300,14 @@ async fn imgate_admit_admits_by_identity_pins_and_denies_another_identity() {
     );
 }
 
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_webhook_admits_by_identity_and_denies_another() {
+async fn the_webhook_admits_by_identity_and_denies_another(#[case] format: Format) {
     let env = Env::new().await;
     let (image, digest) = env.push("team/app", "v1").await;
-    env.sign_keyless_legacy("team/app", &digest, IDENTITY, ISSUER)
-        .await;
+    env.sign_keyless(format, "team/app", &digest).await;
     let certs = env.dir.path().join("certs");
     generate_certs(&certs, false).unwrap();
     let review = |uid: &str| {
@@ -285,18 +356,25 @@ async fn the_webhook_admits_by_identity_and_denies_another() {
     }
 }
 
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cold_keyless_verification_costs_no_more_requests_than_a_key_one() {
+async fn a_cold_keyless_verification_costs_no_more_requests_than_a_key_one(#[case] format: Format) {
     let env = Env::new().await;
     let (_, keyless_digest) = env.push("team/keyless", "v1").await;
-    env.sign_keyless_legacy("team/keyless", &keyless_digest, IDENTITY, ISSUER)
+    env.sign_keyless(format, "team/keyless", &keyless_digest)
         .await;
     let (_, key_digest) = env.push("team/key", "v1").await;
     let key = SigningKey::generate();
     let direct = RegistryClient::new(env.registry.client_config()).unwrap();
     let target =
         ImageRef::parse(&format!("{}/team/key@{key_digest}", env.registry.host())).unwrap();
-    signature::sign(&direct, &target, &key, &SignOptions::default())
+    let opts = SignOptions {
+        format,
+        annotations: BTreeMap::new(),
+    };
+    signature::sign(&direct, &target, &key, &opts)
         .await
         .unwrap();
 
@@ -325,7 +403,7 @@ async fn a_cold_keyless_verification_costs_no_more_requests_than_a_key_one() {
     }
     let (keyless, key) = (&counts[0].1, &counts[1].1);
     eprintln!(
-        "cold requests: keyless {} {keyless:?}; key {} {key:?}",
+        "{format} cold requests: keyless {} {keyless:?}; key {} {key:?}",
         keyless.len(),
         key.len()
     );
