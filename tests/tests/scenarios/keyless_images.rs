@@ -4,8 +4,10 @@
 //! certificate, chain and Rekor bundle annotations); then `imgate verify`
 //! with the identity flags, `imgate admit --policy` and the real webhook
 //! binary over TLS admit it by identity and deny it under another identity
-//! or issuer, naming the one found and the one wanted. A cold keyless
-//! verification costs no more registry requests than a key one.
+//! or issuer, naming the one found and the one wanted; the same for a
+//! keyless cosign v3 bundle attached through the referrers tag schema. A
+//! cold keyless verification costs no more registry requests than a key
+//! one, and a key signature's Rekor entry is checked as `tlog` says.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use imgate_core::digest::Digest;
 use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, bundle, Format, Requirements, SignOptions};
-use imgate_core::sigstore::{IdentityPolicy, TrustRoot};
+use imgate_core::sigstore::{IdentityPolicy, TlogMode, TrustRoot};
 use imgate_core::ImageRef;
 use imgate_keys::SigningKey;
 use imgate_tests::image::Blob;
@@ -82,15 +84,23 @@ impl Env {
         let payload = simple_signing_payload(&format!("{}/{repo}", self.proxy.host()), digest);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let layer = self.sigstore.legacy_layer(&leaf, &payload, now - 30);
-        let payload = Blob::new(signature::SIMPLE_SIGNING_MEDIA_TYPE, layer.payload.clone());
-        let config = Blob::new("application/vnd.oci.image.config.v1+json", b"{}".to_vec());
-        let mut descriptor = payload.descriptor();
-        descriptor["annotations"] = json!({
+        let annotations = json!({
             signature::SIGNATURE_ANNOTATION: layer.signature_b64,
             signature::legacy::CERTIFICATE_ANNOTATION: layer.cert_pem,
             signature::legacy::CHAIN_ANNOTATION: layer.chain_pem,
             signature::legacy::REKOR_BUNDLE_ANNOTATION: layer.rekor_bundle,
         });
+        self.push_sig_layer(repo, digest, &layer.payload, annotations)
+            .await;
+    }
+
+    /// Writes the `.sig` manifest of `repo@digest`: one simple-signing layer
+    /// with `annotations`.
+    async fn push_sig_layer(&self, repo: &str, digest: &str, payload: &[u8], annotations: Value) {
+        let payload = Blob::new(signature::SIMPLE_SIGNING_MEDIA_TYPE, payload.to_vec());
+        let config = Blob::new("application/vnd.oci.image.config.v1+json", b"{}".to_vec());
+        let mut descriptor = payload.descriptor();
+        descriptor["annotations"] = annotations;
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": config.descriptor(), "layers": [descriptor],
@@ -411,4 +421,89 @@ async fn a_cold_keyless_verification_costs_no_more_requests_than_a_key_one(#[cas
         keyless.len() <= key.len(),
         "keyless {keyless:?} vs key {key:?}"
     );
+}
+
+/// A key signature carrying a Rekor entry (`dev.sigstore.cosign/bundle`), on
+/// the image path: its entry is verified as the rule's `tlog` says, and a
+/// forged entry denies even though the key signature itself is good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_signature_with_a_rekor_entry_is_checked_per_tlog() {
+    let env = Env::new().await;
+    let (_, digest) = env.push("team/logged", "v1").await;
+    let payload = simple_signing_payload(&format!("{}/team/logged", env.proxy.host()), &digest);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let layer = env.sigstore.key_layer(&payload, now - 30).unwrap();
+    let key = imgate_keys::PublicKey::from_spki_der(&layer.spki_der, "logged.pub").unwrap();
+    let root = std::sync::Arc::new(
+        TrustRoot::from_json("root.json", env.sigstore.trusted_root_json().as_bytes()).unwrap(),
+    );
+    let client = RegistryClient::new(env.proxy.client_config()).unwrap();
+    let image = ImageRef::parse(&format!("{}/team/logged@{digest}", env.proxy.host())).unwrap();
+    let req = |tlog| Requirements {
+        keys: vec![key.clone()],
+        trust_root: Some(std::sync::Arc::clone(&root)),
+        tlog,
+        ..Default::default()
+    };
+
+    // Genuine entry: verified under every mode.
+    env.push_sig_layer(
+        "team/logged",
+        &digest,
+        &layer.payload,
+        json!({
+            signature::SIGNATURE_ANNOTATION: layer.signature_b64,
+            signature::legacy::REKOR_BUNDLE_ANNOTATION: layer.rekor_bundle,
+        }),
+    )
+    .await;
+    for mode in [TlogMode::Required, TlogMode::IfPresent, TlogMode::Ignore] {
+        let verdict = signature::verify(&client, &image, &req(mode))
+            .await
+            .unwrap();
+        assert!(verdict.is_verified(), "{mode:?}: {verdict:?}");
+    }
+    // A forged SET: denied unless the log is ignored.
+    let mut forged: Value = serde_json::from_str(&layer.rekor_bundle).unwrap();
+    forged["Payload"]["integratedTime"] = json!(now - 10);
+    env.push_sig_layer(
+        "team/logged",
+        &digest,
+        &layer.payload,
+        json!({
+            signature::SIGNATURE_ANNOTATION: layer.signature_b64,
+            signature::legacy::REKOR_BUNDLE_ANNOTATION: forged.to_string(),
+        }),
+    )
+    .await;
+    for mode in [TlogMode::Required, TlogMode::IfPresent] {
+        let verdict = signature::verify(&client, &image, &req(mode))
+            .await
+            .unwrap();
+        assert!(!verdict.is_verified(), "{mode:?}: {verdict:?}");
+        assert!(
+            format!("{verdict:?}").contains("Tlog"),
+            "{mode:?}: {verdict:?}"
+        );
+    }
+    let verdict = signature::verify(&client, &image, &req(TlogMode::Ignore))
+        .await
+        .unwrap();
+    assert!(verdict.is_verified(), "{verdict:?}");
+    // No entry at all: only `required` denies.
+    env.push_sig_layer(
+        "team/logged",
+        &digest,
+        &layer.payload,
+        json!({signature::SIGNATURE_ANNOTATION: layer.signature_b64}),
+    )
+    .await;
+    let verdict = signature::verify(&client, &image, &req(TlogMode::Required))
+        .await
+        .unwrap();
+    assert!(!verdict.is_verified(), "{verdict:?}");
+    let verdict = signature::verify(&client, &image, &req(TlogMode::IfPresent))
+        .await
+        .unwrap();
+    assert!(verdict.is_verified(), "{verdict:?}");
 }
