@@ -43,6 +43,7 @@ async fn setup(
         keys: vec![key.public_key()],
         annotations: opts.annotations.clone(),
         match_repository: true,
+        ..Default::default()
     };
     Ok(Setup { client, image, req })
 }

@@ -378,6 +378,79 @@ impl TestSigstore {
     }
 }
 
+impl TestSigstore {
+    /// A Sigstore bundle v0.3 as cosign v3 writes for an image: a DSSE
+    /// envelope over the in-toto `statement` signed by `leaf`, the leaf
+    /// certificate, and a `dsse` Rekor entry integrated at `integrated_time`
+    /// with its SET, a one-leaf inclusion proof and a checkpoint signed by
+    /// the log key.
+    pub fn dsse_bundle(&self, leaf: &Leaf, statement: &[u8], integrated_time: i64) -> String {
+        const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+        const ORIGIN: &str = "rekor.imgate.test";
+        let mut pae = format!(
+            "DSSEv1 {} {PAYLOAD_TYPE} {} ",
+            PAYLOAD_TYPE.len(),
+            statement.len()
+        )
+        .into_bytes();
+        pae.extend_from_slice(statement);
+        let sig = leaf.sign(&pae);
+        let envelope = serde_json::json!({
+            "payload": B64.encode(statement),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": B64.encode(&sig), "keyid": ""}],
+        });
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "dsse",
+            "spec": {
+                "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(envelope.to_string()))},
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(statement))},
+                "signatures": [{"signature": B64.encode(&sig), "verifier": B64.encode(leaf.cert_pem.as_bytes())}],
+            },
+        })
+        .to_string();
+        let body_b64 = B64.encode(body.as_bytes());
+        let log_id = self.rekor.id();
+        let canonical = format!(
+            "{{\"body\":\"{body_b64}\",\"integratedTime\":{integrated_time},\"logID\":\"{}\",\"logIndex\":0}}",
+            hex::encode(log_id)
+        );
+        let set = self.rekor.sign(canonical.as_bytes());
+        // A one-entry tree: the root is the leaf hash, the proof is empty.
+        let mut leaf_input = vec![0u8];
+        leaf_input.extend_from_slice(body.as_bytes());
+        let root: [u8; 32] = Sha256::digest(&leaf_input).into();
+        let note = format!("{ORIGIN}\n1\n{}\n", B64.encode(root));
+        let mut note_sig = log_id[..4].to_vec();
+        note_sig.extend_from_slice(&self.rekor.sign(note.as_bytes()));
+        let checkpoint = format!("{note}\n\u{2014} {ORIGIN} {}\n", B64.encode(note_sig));
+        serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": {"rawBytes": B64.encode(&leaf.cert_der)},
+                "tlogEntries": [{
+                    "logIndex": "0",
+                    "logId": {"keyId": B64.encode(log_id)},
+                    "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                    "integratedTime": integrated_time.to_string(),
+                    "inclusionPromise": {"signedEntryTimestamp": B64.encode(set)},
+                    "inclusionProof": {
+                        "logIndex": "0",
+                        "rootHash": B64.encode(root),
+                        "treeSize": "1",
+                        "hashes": [],
+                        "checkpoint": {"envelope": checkpoint},
+                    },
+                    "canonicalizedBody": body_b64,
+                }],
+            },
+            "dsseEnvelope": envelope,
+        })
+        .to_string()
+    }
+}
+
 /// cosign's simple-signing payload for `repo@digest`.
 pub fn simple_signing_payload(repo: &str, digest: &str) -> Vec<u8> {
     serde_json::json!({

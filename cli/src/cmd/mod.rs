@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub mod admit;
 pub mod common;
+pub mod identity;
 pub mod keys;
 pub mod password;
 pub mod pin;

@@ -7,6 +7,10 @@
 //! the matching rule with its keys and annotations, `onRegistryError`, the
 //! mode) on a Pod running the image, and explains the decision.
 //!
+//! With `--certificate-identity`/`--certificate-oidc-issuer` (or their
+//! `-regexp` forms): keyless signatures by that signer count too, verified
+//! against the embedded Sigstore root or `--trusted-root`.
+//!
 //! Exit 0 when every image verified (or would be admitted), 1 when any was
 //! denied, 2 when any could not be checked (bad key, registry unreachable,
 //! image missing; under `--policy` the policy's `onRegistryError` decides
@@ -16,11 +20,13 @@
 use std::collections::BTreeMap;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use imgate_core::policy::{Mode, Policy};
 use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, Requirements, Verdict};
+use imgate_core::sigstore::{TlogMode, TrustRoot};
 use imgate_core::ImageRef;
 use imgate_webhook::admission::{
     Endpoint, Engine, EngineOptions, ObjectDecision, DEFAULT_DEADLINE,
@@ -29,19 +35,34 @@ use imgate_webhook::metrics::Metrics;
 use serde_json::json;
 
 use super::common::{OutputFormat, RegistryArgs};
+use super::identity::IdentityArgs;
 use super::sign::parse_annotation;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Public key (PEM file or `env://VAR`). Repeatable: any one may satisfy.
+    /// Public key (PEM file or `env://VAR`). Repeatable: any one may satisfy
+    /// (as may the keyless identity, when given too).
     #[arg(
         long = "key",
         value_name = "PUB",
-        required_unless_present = "policy",
+        required_unless_present_any = ["policy", "certificate_identity", "certificate_identity_regexp"],
         conflicts_with = "policy"
     )]
     pub keys: Vec<String>,
+    /// Keyless: who must have signed (a Fulcio certificate naming this
+    /// identity and issuer, with a verified Rekor entry or timestamp).
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// A Sigstore trusted_root.json for keyless signatures and log entries,
+    /// instead of the embedded public-good root.
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    pub trusted_root: Option<PathBuf>,
+    /// What a key signature must show of the transparency log: `required`,
+    /// `if-present` (verified when the signature carries an entry) or
+    /// `ignore`. Keyless signatures always need a verified entry.
+    #[arg(long, value_enum, default_value_t = TlogArg::IfPresent, conflicts_with = "policy")]
+    pub tlog: TlogArg,
     /// Annotation the signature must carry (`KEY=VALUE`, repeatable).
     #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = parse_annotation, conflicts_with = "policy")]
     pub annotations: Vec<(String, String)>,
@@ -69,6 +90,27 @@ pub struct Args {
     pub registry: RegistryArgs,
 }
 
+/// `--tlog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlogArg {
+    /// A verified log entry (or timestamp) is required.
+    Required,
+    /// Verified when present.
+    IfPresent,
+    /// Not checked.
+    Ignore,
+}
+
+impl From<TlogArg> for TlogMode {
+    fn from(value: TlogArg) -> Self {
+        match value {
+            TlogArg::Required => TlogMode::Required,
+            TlogArg::IfPresent => TlogMode::IfPresent,
+            TlogArg::Ignore => TlogMode::Ignore,
+        }
+    }
+}
+
 /// What happened to one image.
 enum Checked {
     Done { image: ImageRef, verdict: Verdict },
@@ -77,16 +119,32 @@ enum Checked {
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     if let Some(policy) = &args.policy {
+        if args.identity.given() {
+            anyhow::bail!("--policy decides with the policy's keyless authorities; drop --certificate-identity");
+        }
         return run_policy(&args, policy).await;
     }
     let mut keys = Vec::new();
     for spec in &args.keys {
         keys.push(imgate_keys::load_public_key(spec)?);
     }
+    let keyless = args
+        .identity
+        .policy()?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let trust_root = match &args.trusted_root {
+        Some(path) => Some(Arc::new(TrustRoot::from_file(path)?)),
+        None => None,
+    };
     let req = Requirements {
         keys,
         annotations: args.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
         match_repository: args.match_repository,
+        keyless,
+        trust_root,
+        tlog: args.tlog.into(),
     };
     let images = args
         .images

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use imgate_core::sigstore::{
-    public_key_from_pem, verify_bundle_bytes, ArtifactInput, BundlePolicy, IdentityPolicy, Matcher,
-    SigstoreError, TlogMode, TrustRoot, MAX_BUNDLE_BYTES,
+    public_key_from_pem, verify_bundle_bytes, ArtifactInput, BundlePolicy, SigstoreError, TlogMode,
+    TrustRoot, MAX_BUNDLE_BYTES,
 };
 
+use super::identity::IdentityArgs;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -27,18 +28,8 @@ pub struct Args {
     /// The Sigstore bundle (JSON) to verify.
     #[arg(long, value_name = "FILE")]
     pub bundle: PathBuf,
-    /// The identity the certificate must name (its SAN: an email or URI).
-    #[arg(long, value_name = "IDENTITY", conflicts_with_all = ["key", "certificate_identity_regexp"])]
-    pub certificate_identity: Option<String>,
-    /// Like --certificate-identity, as a regex matched against the whole value.
-    #[arg(long, value_name = "REGEX", conflicts_with = "key")]
-    pub certificate_identity_regexp: Option<String>,
-    /// The OIDC issuer the certificate must name.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["key", "certificate_oidc_issuer_regexp"])]
-    pub certificate_oidc_issuer: Option<String>,
-    /// Like --certificate-oidc-issuer, as a regex matched against the whole value.
-    #[arg(long, value_name = "REGEX", conflicts_with = "key")]
-    pub certificate_oidc_issuer_regexp: Option<String>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Verify with this PEM public key instead of a certificate identity. A
     /// log entry or timestamp is required, as cosign requires it.
     #[arg(long, value_name = "PATH_TO_KEY")]
@@ -90,14 +81,15 @@ fn verify(args: &Args) -> anyhow::Result<Outcome> {
         Ok(root) => root,
         Err(err) => return Ok(invalid(&err)),
     };
-    let policy = match policy(args) {
-        Ok(Some(policy)) => policy,
-        Ok(None) => anyhow::bail!(
-            "--certificate-identity or --certificate-identity-regexp needs \
-             --certificate-oidc-issuer or --certificate-oidc-issuer-regexp"
-        ),
-        Err(err @ SigstoreError::Pattern { .. }) => return Err(err.into()),
-        Err(err) => return Ok(invalid(&err)),
+    let policy = match &args.key {
+        Some(path) => match key_policy(path) {
+            Ok(policy) => policy,
+            Err(err) => return Ok(invalid(&err)),
+        },
+        None => match args.identity.policy()? {
+            Some(identity) => BundlePolicy::Keyless(identity),
+            None => anyhow::bail!("give --key or --certificate-identity(-regexp)"),
+        },
     };
     match verify_bundle_bytes(&bundle, artifact, &policy, &root) {
         Ok(verified) => {
@@ -119,41 +111,18 @@ fn invalid(err: &SigstoreError) -> Outcome {
     Outcome::No
 }
 
-fn policy(args: &Args) -> Result<Option<BundlePolicy>, SigstoreError> {
-    if let Some(path) = &args.key {
-        let name = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|err| SigstoreError::Key {
-            name: name.clone(),
-            reason: err.to_string(),
-        })?;
-        let spki_der = public_key_from_pem(&name, &pem)?;
-        return Ok(Some(BundlePolicy::Key {
-            spki_der,
-            name,
-            tlog: TlogMode::Required,
-        }));
-    }
-    let subject = match (
-        &args.certificate_identity,
-        &args.certificate_identity_regexp,
-    ) {
-        (Some(exact), _) => Matcher::exact(exact),
-        (None, Some(pattern)) => Matcher::regex("--certificate-identity-regexp", pattern)?,
-        (None, None) => return Ok(None),
-    };
-    let issuer = match (
-        &args.certificate_oidc_issuer,
-        &args.certificate_oidc_issuer_regexp,
-    ) {
-        (Some(exact), _) => Matcher::exact(exact),
-        (None, Some(pattern)) => Matcher::regex("--certificate-oidc-issuer-regexp", pattern)?,
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(BundlePolicy::Keyless(IdentityPolicy {
-        subject,
-        issuer,
-        extensions: Default::default(),
-    })))
+fn key_policy(path: &Path) -> Result<BundlePolicy, SigstoreError> {
+    let name = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|err| SigstoreError::Key {
+        name: name.clone(),
+        reason: err.to_string(),
+    })?;
+    let spki_der = public_key_from_pem(&name, &pem)?;
+    Ok(BundlePolicy::Key {
+        spki_der,
+        name,
+        tlog: TlogMode::Required,
+    })
 }
 
 /// The protocol's rule: `sha256:` plus 64 hex digits, and not a path on disk.

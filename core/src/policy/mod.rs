@@ -29,11 +29,13 @@
 //! ```
 
 mod duration;
+mod keyless;
 mod pattern;
 mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -41,8 +43,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::reference::ImageRef;
 use crate::registry::ClientConfig;
+use crate::signature::KeylessAuthority;
+use crate::sigstore::TrustRoot;
 
 pub use duration::HumanDuration;
+pub use keyless::{ExtensionMatch, KeylessRef, TlogSetting};
 pub use pattern::{ImagePattern, PatternError, PatternSpec};
 pub use selector::{LabelSelector, SelectorOperator, SelectorRequirement};
 
@@ -196,9 +201,15 @@ pub struct Rule {
     /// Image patterns this rule applies to.
     #[serde(skip)]
     pub images: Vec<ImagePattern>,
-    /// Allowed signing keys (any one suffices).
+    /// Allowed signing keys (any one suffices, as does any keyless authority).
     #[serde(default)]
     pub keys: Vec<KeyRef>,
+    /// Allowed keyless signers (Fulcio certificate identities).
+    #[serde(default)]
+    pub keyless: Vec<KeylessRef>,
+    /// What key signatures must show of the transparency log.
+    #[serde(default)]
+    pub tlog: TlogSetting,
     /// Annotations the signature must carry.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
@@ -211,6 +222,12 @@ pub struct Rule {
     /// The keys, loaded by [`Policy::validate`].
     #[serde(skip)]
     loaded_keys: Vec<imgate_keys::PublicKey>,
+    /// The keyless authorities, loaded by [`Policy::validate`].
+    #[serde(skip)]
+    loaded_keyless: Vec<KeylessAuthority>,
+    /// The policy's trust root (`None`: the embedded one), set by [`Policy::validate`].
+    #[serde(skip)]
+    trust_root: Option<Arc<TrustRoot>>,
     /// Hash of everything that affects a verdict (set by [`Policy::validate`]).
     #[serde(skip)]
     fingerprint: String,
@@ -240,6 +257,9 @@ impl Rule {
             keys: self.loaded_keys.clone(),
             annotations: self.annotations.clone(),
             match_repository: self.match_repository,
+            keyless: self.loaded_keyless.clone(),
+            trust_root: self.trust_root.clone(),
+            tlog: self.tlog.into(),
         }
     }
 
@@ -262,6 +282,29 @@ impl Rule {
         for key in &self.loaded_keys {
             field(key.to_spki_der());
         }
+        // The trust roots are part of the terms: a verdict reached under one
+        // root must not be reused under another.
+        let root_print = |root: &Option<Arc<TrustRoot>>| match root {
+            Some(root) => root.fingerprint().to_string(),
+            None => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(crate::sigstore::EMBEDDED_TRUSTED_ROOT))
+            ),
+        };
+        field(b"trustRoot");
+        field(root_print(&self.trust_root).as_bytes());
+        field(b"keyless");
+        for authority in &self.loaded_keyless {
+            let id = &authority.identity;
+            field(id.subject.to_string().as_bytes());
+            field(id.issuer.to_string().as_bytes());
+            for (name, matcher) in &id.extensions {
+                field(name.as_bytes());
+                field(matcher.to_string().as_bytes());
+            }
+            field(root_print(&authority.trust_root).as_bytes());
+        }
+        field(format!("tlog/{:?}", self.tlog).as_bytes());
         field(b"annotations");
         for (k, v) in &self.annotations {
             field(k.as_bytes());
@@ -375,6 +418,14 @@ pub struct Policy {
     /// Per-object cost bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// Sigstore trusted root file for keyless signatures and log entries
+    /// (relative paths: from the policy's directory); default: the embedded
+    /// Sigstore public-good root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root: Option<String>,
+    /// The loaded `trust_root`.
+    #[serde(skip)]
+    loaded_trust_root: Option<Arc<TrustRoot>>,
     /// Where the policy came from (file name), for messages.
     #[serde(skip)]
     source_name: String,
@@ -421,7 +472,15 @@ impl Policy {
 
     /// Makes relative key files and CA files relative to `base`.
     fn resolve_paths(&mut self, base: &Path) {
+        if let Some(root) = &mut self.trust_root {
+            keyless::resolve(root, base);
+        }
         for rule in &mut self.rules {
+            for authority in &mut rule.keyless {
+                if let Some(root) = &mut authority.trust_root {
+                    keyless::resolve(root, base);
+                }
+            }
             for key in &mut rule.keys {
                 if let Some(file) = &mut key.file {
                     if !file.starts_with(imgate_keys::ENV_PREFIX) && Path::new(file).is_relative() {
@@ -513,6 +572,12 @@ impl Policy {
         if self.cache.max_entries == 0 {
             return Err(self.invalid("cache.maxEntries", "must be at least 1"));
         }
+        self.loaded_trust_root = match &self.trust_root {
+            Some(path) => Some(
+                keyless::load_root(path).map_err(|message| self.invalid("trustRoot", message))?,
+            ),
+            None => None,
+        };
         let mut names = BTreeSet::new();
         for i in 0..self.rules.len() {
             self.validate_rule(i)?;
@@ -560,6 +625,12 @@ impl Policy {
                         "a rule with verify: none checks no signature; remove the keys or the verify: none",
                     ));
                 }
+                if !rule.keyless.is_empty() {
+                    return Err(self.invalid(
+                        at("keyless"),
+                        "a rule with verify: none checks no signature; remove the keyless authorities or the verify: none",
+                    ));
+                }
                 if !rule.annotations.is_empty() {
                     return Err(self.invalid(
                         at("annotations"),
@@ -574,10 +645,10 @@ impl Policy {
                 }
             }
             VerifyMode::Signature => {
-                if rule.keys.is_empty() {
+                if rule.keys.is_empty() && rule.keyless.is_empty() {
                     return Err(self.invalid(
                         at("keys"),
-                        "a rule that verifies signatures needs at least one key (or verify: none)",
+                        "a rule that verifies signatures needs at least one key or keyless authority (or verify: none)",
                     ));
                 }
             }
@@ -611,9 +682,21 @@ impl Policy {
             };
             loaded.push(public);
         }
+        let mut keyless = Vec::with_capacity(rule.keyless.len());
+        for (k, authority) in rule.keyless.iter().enumerate() {
+            match authority.load() {
+                Ok(loaded) => keyless.push(loaded),
+                Err((field, message)) => {
+                    return Err(self.invalid(at(&format!("keyless[{k}].{field}")), message))
+                }
+            }
+        }
+        let trust_root = self.loaded_trust_root.clone();
         let rule = &mut self.rules[i];
         rule.images = images;
         rule.loaded_keys = loaded;
+        rule.loaded_keyless = keyless;
+        rule.trust_root = trust_root;
         rule.fingerprint = rule.compute_fingerprint();
         Ok(())
     }

@@ -292,3 +292,160 @@ fn a_missing_file_is_a_read_error_naming_it() {
     assert!(matches!(err, PolicyError::Read { .. }));
     assert!(err.to_string().contains("/nonexistent/policy.yaml"));
 }
+
+fn keyless_rule(authority: &str) -> String {
+    minimal(&format!(
+        "  - name: k8s\n    images: [\"registry.example.com/**\"]\n    keyless:\n{authority}"
+    ))
+}
+
+fn embedded_root_path() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/sigstore/trusted_root.json")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn keyless_authorities_load_into_the_requirements() {
+    let text = keyless_rule(
+        "      - subject: krel-trust@k8s-releng-prod.iam.gserviceaccount.com\n        issuer: https://accounts.google.com\n      - subjectRegExp: 'https://github\\.com/example/.+'\n        issuerRegExp: 'https://token\\.actions\\.githubusercontent\\.com'\n        extensions:\n          github-workflow-repository: example/app\n          github-workflow-ref: {regExp: 'refs/tags/v.*'}\n    tlog: required\n",
+    );
+    let policy = Policy::from_yaml(&text, "t").unwrap();
+    let rule = &policy.rules[0];
+    assert!(rule.requires_signature());
+    let req = rule.requirements();
+    assert!(req.keys.is_empty());
+    assert_eq!(req.keyless.len(), 2);
+    assert_eq!(req.tlog, crate::sigstore::TlogMode::Required);
+    let second = &req.keyless[1].identity;
+    assert!(second.subject.matches("https://github.com/example/app"));
+    assert!(!second.subject.matches("https://github.com/other/app"));
+    assert!(second.extensions["github-workflow-ref"].matches("refs/tags/v1.2"));
+    assert!(!second.extensions["github-workflow-ref"].matches("refs/heads/main"));
+    assert_eq!(
+        req.keyless_names()[0],
+        "\"krel-trust@k8s-releng-prod.iam.gserviceaccount.com\" from \"https://accounts.google.com\""
+    );
+}
+
+#[rstest]
+#[case::bad_subject_regex(
+    "      - {subjectRegExp: '(', issuer: x}\n",
+    "rules[0].keyless[0].subjectRegExp"
+)]
+#[case::bad_issuer_regex(
+    "      - {subject: a, issuerRegExp: '[z-a]'}\n",
+    "rules[0].keyless[0].issuerRegExp"
+)]
+#[case::bad_extension_regex(
+    "      - {subject: a, issuer: b, extensions: {github-workflow-ref: {regExp: '('}}}\n",
+    "rules[0].keyless[0].extensions.github-workflow-ref.regExp"
+)]
+#[case::unknown_extension(
+    "      - {subject: a, issuer: b, extensions: {github-workflow-colour: x}}\n",
+    "rules[0].keyless[0].extensions.github-workflow-colour"
+)]
+#[case::no_subject("      - {issuer: b}\n", "rules[0].keyless[0].subject")]
+#[case::both_issuers(
+    "      - {subject: a, issuer: b, issuerRegExp: b}\n",
+    "rules[0].keyless[0].issuer"
+)]
+#[case::missing_root(
+    "      - {subject: a, issuer: b, trustRoot: /nonexistent/root.json}\n",
+    "rules[0].keyless[0].trustRoot"
+)]
+fn bad_keyless_authorities_name_the_field(#[case] authority: &str, #[case] field: &str) {
+    let err = Policy::from_yaml(&keyless_rule(authority), "t").unwrap_err();
+    assert_eq!(err.field(), Some(field), "{err}");
+}
+
+#[test]
+fn a_missing_global_trust_root_names_the_field() {
+    let text = format!(
+        "trustRoot: /nonexistent/root.json\n{}",
+        keyless_rule("      - {subject: a, issuer: b}\n")
+    );
+    let err = Policy::from_yaml(&text, "t").unwrap_err();
+    assert_eq!(err.field(), Some("trustRoot"), "{err}");
+    assert!(err.to_string().contains("/nonexistent/root.json"), "{err}");
+}
+
+#[test]
+fn keyless_with_verify_none_is_refused() {
+    let text = minimal(
+        "  - {name: k, images: [nginx], verify: none, keyless: [{subject: a, issuer: b}]}\n",
+    );
+    let err = Policy::from_yaml(&text, "t").unwrap_err();
+    assert_eq!(err.field(), Some("rules[0].keyless"), "{err}");
+}
+
+#[test]
+fn the_fingerprint_covers_keyless_terms_and_the_trust_root() {
+    let print = |text: &str| {
+        Policy::from_yaml(text, "t").unwrap().rules[0]
+            .fingerprint()
+            .to_string()
+    };
+    let base = print(&keyless_rule("      - {subject: a, issuer: b}\n"));
+    assert_eq!(
+        base,
+        print(&keyless_rule("      - {subject: a, issuer: b}\n"))
+    );
+    for other in [
+        keyless_rule("      - {subject: c, issuer: b}\n"),
+        keyless_rule("      - {subject: a, issuer: c}\n"),
+        keyless_rule("      - {subjectRegExp: a, issuer: b}\n"),
+        keyless_rule(
+            "      - {subject: a, issuer: b, extensions: {github-workflow-repository: x}}\n",
+        ),
+        keyless_rule("      - {subject: a, issuer: b}\n    tlog: required\n"),
+    ] {
+        assert_ne!(base, print(&other), "{other}");
+    }
+    // Another root file with other content: another fingerprint. (The
+    // embedded root's own bytes give the default's.)
+    let dir = tempfile::tempdir().unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(crate::sigstore::EMBEDDED_TRUSTED_ROOT).unwrap();
+    json["tlogs"] = json["tlogs"].as_array().unwrap()[..1].to_vec().into();
+    let other_root = dir.path().join("root.json");
+    std::fs::write(&other_root, serde_json::to_vec(&json).unwrap()).unwrap();
+    let with_root = |path: &str| {
+        print(&format!(
+            "trustRoot: {path}\n{}",
+            keyless_rule("      - {subject: a, issuer: b}\n")
+        ))
+    };
+    assert_eq!(base, with_root(&embedded_root_path()));
+    assert_ne!(base, with_root(&other_root.display().to_string()));
+    let per_authority = print(&keyless_rule(&format!(
+        "      - {{subject: a, issuer: b, trustRoot: {}}}\n",
+        other_root.display()
+    )));
+    assert_ne!(base, per_authority);
+}
+
+#[test]
+fn the_homelab_example_verifies_kubernetes_images_by_identity() {
+    let policy = Policy::load(&fixtures().join("homelab.yaml")).unwrap();
+    let rule = policy
+        .rule_for(&image("registry.k8s.io/kube-proxy:v1.31.0"))
+        .unwrap();
+    assert!(rule.requires_signature());
+    let req = rule.requirements();
+    assert!(req.keys.is_empty());
+    let k8s = &req.keyless[0].identity;
+    assert!(k8s
+        .subject
+        .matches("krel-trust@k8s-releng-prod.iam.gserviceaccount.com"));
+    assert!(k8s.issuer.matches("https://accounts.google.com"));
+    assert!(policy.warnings().is_empty(), "{:?}", policy.warnings());
+    // The policy reference shows this very file.
+    let doc = std::fs::read_to_string(fixtures().join("../../docs/policy-reference.md")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("homelab.yaml")).unwrap();
+    assert!(
+        doc.contains(&text),
+        "docs/policy-reference.md lost the homelab example"
+    );
+}

@@ -2,25 +2,33 @@
 //! network here, so every rule is unit-tested against real cosign data.
 //!
 //! Order matters for the report: a signature that does not verify with an
-//! allowed key proves nothing about its payload, so its payload is not
-//! inspected (reporting "wrong digest" from an unauthenticated payload would
-//! mislead). Once the signature verifies, every content check runs and each
-//! failure is reported.
+//! allowed key (or, keyless, with an allowed identity under the trust root)
+//! proves nothing about its payload, so its payload is not inspected
+//! (reporting "wrong digest" from an unauthenticated payload would mislead).
+//! Once the signature verifies, every content check runs and each failure is
+//! reported.
+//!
+//! Cryptography beyond a plain key signature (certificates, SCTs, Rekor
+//! entries, timestamps) is `crate::sigstore`'s: this module only decides
+//! which of its checks a signature needs and maps its answer to [`Unmet`].
 
 use std::collections::BTreeMap;
 
+use imgate_keys::PublicKey;
+
 use super::bundle::{self, COSIGN_SIGN_PREDICATE};
+use super::legacy::LayerAnnotations;
 use super::payload::{self, SIMPLE_SIGNING_TYPE};
 use super::requirements::{Requirements, SignatureId, Unmet, Verified};
 use super::Format;
 use crate::digest::Digest;
+use crate::sigstore::{
+    self, ArtifactInput, BundlePolicy, LegacyKeyless, SigstoreError, TlogMode, VerifiedSignature,
+};
 
-/// The name of the first allowed key that verifies `sig` over `message`.
-fn verifying_key<'a>(req: &'a Requirements, message: &[u8], sig: &[u8]) -> Option<&'a str> {
-    req.keys
-        .iter()
-        .find(|key| key.verify(message, sig).is_ok())
-        .map(|key| key.name())
+/// The first allowed key that verifies `sig` over `message`.
+fn verifying_key<'a>(req: &'a Requirements, message: &[u8], sig: &[u8]) -> Option<&'a PublicKey> {
+    req.keys.iter().find(|key| key.verify(message, sig).is_ok())
 }
 
 /// Required annotations that `found` lacks or contradicts.
@@ -48,27 +56,138 @@ fn malformed(id: SignatureId, detail: impl Into<String>) -> Vec<Unmet> {
     }]
 }
 
-/// Checks one legacy signature: `payload` is the layer blob (already checked
-/// against its descriptor), `signature` the `dev.cosignproject.cosign/signature`
-/// annotation. `repository` is the image's `registry/repository`.
-pub(crate) fn legacy(
-    index: usize,
-    payload_bytes: &[u8],
-    signature: Option<&str>,
+/// How a keyless signature is named in a [`Verified`]: who, and by whose word.
+fn signer_name(v: &VerifiedSignature) -> String {
+    format!(
+        "{} from {}",
+        v.identity.as_deref().unwrap_or_default(),
+        v.issuer.as_deref().unwrap_or_default()
+    )
+}
+
+/// A keyless failure as an [`Unmet`]: a digest mismatch found after the
+/// signature verified is reported as such; anything else names the
+/// identity found and wanted (or what failed) in the verifier's words.
+fn keyless_unmet(id: SignatureId, digest: &Digest, err: SigstoreError) -> Unmet {
+    match err {
+        SigstoreError::DigestMismatch { found, .. } => Unmet::DigestMismatch {
+            signature: id,
+            found,
+            want: digest.clone(),
+        },
+        other => Unmet::Keyless {
+            signature: id,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Why a certificate-signed signature meets no requirement when the rule
+/// allows no keyless signer, and vice versa.
+fn no_authority(id: SignatureId, req: &Requirements, keyless: bool) -> Unmet {
+    if keyless {
+        Unmet::Keyless {
+            signature: id,
+            reason: format!(
+                "signed with a certificate, but no keyless signer is allowed (allowed keys: {})",
+                req.key_names().join(", ")
+            ),
+        }
+    } else {
+        Unmet::Keyless {
+            signature: id,
+            reason: format!(
+                "signed with a key, not a certificate; wanted {}",
+                req.keyless_names().join(" or ")
+            ),
+        }
+    }
+}
+
+/// Tries every keyless authority with `verify`, answering with the first
+/// signer that satisfies one, or every authority's reason.
+fn first_keyless(
+    id: SignatureId,
     digest: &Digest,
-    repository: &str,
     req: &Requirements,
-) -> Result<Verified, Vec<Unmet>> {
-    let id = SignatureId {
-        index,
-        format: Format::Legacy,
-    };
-    let Some(signature) = signature else {
-        return Err(malformed(
-            id,
-            format!("layer has no {} annotation", super::SIGNATURE_ANNOTATION),
-        ));
-    };
+    verify: impl Fn(
+        &sigstore::IdentityPolicy,
+        &sigstore::TrustRoot,
+    ) -> Result<VerifiedSignature, SigstoreError>,
+) -> Result<String, Vec<Unmet>> {
+    let mut unmet = Vec::new();
+    for authority in &req.keyless {
+        let root = match &authority.trust_root {
+            Some(root) => std::sync::Arc::clone(root),
+            None => req
+                .root()
+                .map_err(|err| vec![keyless_unmet(id, digest, err)])?,
+        };
+        match verify(&authority.identity, &root) {
+            Ok(verified) => return Ok(signer_name(&verified)),
+            Err(err) => {
+                super::requirements::push_unique(&mut unmet, keyless_unmet(id, digest, err))
+            }
+        }
+    }
+    Err(unmet)
+}
+
+/// Whether a key signature's log evidence must go through `crate::sigstore`:
+/// when it has some (unless ignored), or when the rule requires it.
+fn tlog_applies(req: &Requirements, has_evidence: bool) -> bool {
+    match req.tlog {
+        TlogMode::Required => true,
+        TlogMode::IfPresent => has_evidence,
+        TlogMode::Ignore => false,
+    }
+}
+
+/// A log-entry failure of a key signature as an [`Unmet`]; payload problems
+/// are left to the content checks, which report them precisely.
+fn tlog_unmet(id: SignatureId, err: SigstoreError) -> Option<Unmet> {
+    match err {
+        SigstoreError::DigestMismatch { .. } => None,
+        SigstoreError::Malformed {
+            what: "simple-signing payload",
+            ..
+        } => None,
+        other => Some(Unmet::Tlog {
+            signature: id,
+            reason: other.to_string(),
+        }),
+    }
+}
+
+/// Who signed a legacy layer: a keyless signer (the layer carries a
+/// certificate) or an allowed key, with its Rekor annotation checked per the
+/// rule's `tlog`.
+fn legacy_signer(
+    id: SignatureId,
+    payload_bytes: &[u8],
+    signature: &str,
+    ann: &LayerAnnotations,
+    digest: &Digest,
+    req: &Requirements,
+) -> Result<String, Vec<Unmet>> {
+    if let Some(certificate) = ann.certificate.as_deref() {
+        if req.keyless.is_empty() {
+            return Err(vec![no_authority(id, req, true)]);
+        }
+        let sig = LegacyKeyless {
+            payload: payload_bytes,
+            signature_b64: signature,
+            certificate_pem: certificate,
+            chain_pem: ann.chain.as_deref(),
+            rekor_bundle: ann.rekor_bundle.as_deref(),
+        };
+        return first_keyless(id, digest, req, |policy, root| {
+            sigstore::verify_legacy_keyless(&sig, digest.as_str(), policy, root)
+        });
+    }
+    if req.keys.is_empty() {
+        return Err(vec![no_authority(id, req, false)]);
+    }
     let Ok(der) = bundle::decode_base64(signature) else {
         return Err(malformed(id, "signature annotation is not base64"));
     };
@@ -78,6 +197,53 @@ pub(crate) fn legacy(
             keys: req.key_names(),
         }]);
     };
+    if tlog_applies(req, ann.rekor_bundle.is_some()) {
+        let root = req.root().map_err(|err| {
+            vec![Unmet::Tlog {
+                signature: id,
+                reason: err.to_string(),
+            }]
+        })?;
+        if let Err(err) = sigstore::verify_legacy_key(
+            payload_bytes,
+            signature,
+            ann.rekor_bundle.as_deref(),
+            (key.to_spki_der(), key.name()),
+            req.tlog,
+            digest.as_str(),
+            &root,
+        ) {
+            if let Some(unmet) = tlog_unmet(id, err) {
+                return Err(vec![unmet]);
+            }
+        }
+    }
+    Ok(key.name().to_string())
+}
+
+/// Checks one legacy signature: `payload` is the layer blob (already checked
+/// against its descriptor), `ann` the layer's annotations (signature, and for
+/// keyless signatures certificate, chain and Rekor entry). `repository` is
+/// the image's `registry/repository`.
+pub(crate) fn legacy(
+    index: usize,
+    payload_bytes: &[u8],
+    ann: &LayerAnnotations,
+    digest: &Digest,
+    repository: &str,
+    req: &Requirements,
+) -> Result<Verified, Vec<Unmet>> {
+    let id = SignatureId {
+        index,
+        format: Format::Legacy,
+    };
+    let Some(signature) = ann.signature.as_deref() else {
+        return Err(malformed(
+            id,
+            format!("layer has no {} annotation", super::SIGNATURE_ANNOTATION),
+        ));
+    };
+    let signer = legacy_signer(id, payload_bytes, signature, ann, digest, req)?;
     let payload = payload::parse(payload_bytes).map_err(|detail| malformed(id, detail))?;
     let mut unmet = Vec::new();
     if payload.kind != SIMPLE_SIGNING_TYPE {
@@ -108,7 +274,7 @@ pub(crate) fn legacy(
         Ok(Verified {
             digest: digest.clone(),
             format: Format::Legacy,
-            key: key.to_string(),
+            key: signer,
             annotations: payload.optional,
         })
     } else {
@@ -131,22 +297,43 @@ pub(crate) fn is_signature_bundle(bundle_bytes: &[u8]) -> bool {
     }
 }
 
-/// Checks one bundle (the layer blob of a referrer manifest). Repository
-/// matching does not apply: a bundle's statement names no repository.
-pub(crate) fn bundle(
-    index: usize,
+/// Who signed a bundle: a keyless signer (the bundle carries a certificate),
+/// or an allowed key, with the bundle's log entry verified per the rule's
+/// `tlog` (a key bundle without one keeps imgate's own check).
+fn bundle_signer(
+    id: SignatureId,
     bundle_bytes: &[u8],
+    parsed: &bundle::Bundle,
+    envelope: &bundle::Envelope,
     digest: &Digest,
     req: &Requirements,
-) -> Result<Verified, Vec<Unmet>> {
-    let id = SignatureId {
-        index,
-        format: Format::Bundle,
-    };
-    let parsed = bundle::parse_bundle(bundle_bytes).map_err(|detail| malformed(id, detail))?;
-    let Some(envelope) = parsed.dsse_envelope else {
-        return Err(malformed(id, "bundle has no DSSE envelope"));
-    };
+) -> Result<String, Vec<Unmet>> {
+    let material = &parsed.verification_material;
+    let keyless =
+        material.get("certificate").is_some() || material.get("x509CertificateChain").is_some();
+    let sha256 = (digest.algorithm() == "sha256")
+        .then(|| hex::decode(digest.hex()).ok())
+        .flatten()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+    if keyless {
+        if req.keyless.is_empty() {
+            return Err(vec![no_authority(id, req, true)]);
+        }
+        let Some(sha256) = sha256 else {
+            return Err(malformed(id, format!("{digest} is not a sha256 digest")));
+        };
+        return first_keyless(id, digest, req, |policy, root| {
+            sigstore::verify_bundle_bytes(
+                bundle_bytes,
+                ArtifactInput::Sha256(sha256),
+                &BundlePolicy::Keyless(policy.clone()),
+                root,
+            )
+        });
+    }
+    if req.keys.is_empty() {
+        return Err(vec![no_authority(id, req, false)]);
+    }
     let pae = envelope.pae().map_err(|detail| malformed(id, detail))?;
     let sigs: Vec<Vec<u8>> = envelope
         .signatures
@@ -162,6 +349,63 @@ pub(crate) fn bundle(
             keys: req.key_names(),
         }]);
     };
+    let has_evidence = material
+        .get("tlogEntries")
+        .and_then(|v| v.as_array())
+        .is_some_and(|a| !a.is_empty())
+        || material
+            .pointer("/timestampVerificationData/rfc3161Timestamps")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| !a.is_empty());
+    if tlog_applies(req, has_evidence) {
+        let tlog = |reason: String| {
+            vec![Unmet::Tlog {
+                signature: id,
+                reason,
+            }]
+        };
+        // The subject is checked below with a precise report; a bundle for
+        // another digest must not fail here as a log problem.
+        let Some(sha256) = sha256 else {
+            return Err(malformed(id, format!("{digest} is not a sha256 digest")));
+        };
+        let root = req.root().map_err(|err| tlog(err.to_string()))?;
+        let policy = BundlePolicy::Key {
+            spki_der: key.to_spki_der().to_vec(),
+            name: key.name().to_string(),
+            tlog: req.tlog,
+        };
+        match sigstore::verify_bundle_bytes(
+            bundle_bytes,
+            ArtifactInput::Sha256(sha256),
+            &policy,
+            &root,
+        ) {
+            Ok(_) => {}
+            Err(SigstoreError::DigestMismatch { .. }) => {}
+            Err(err) => return Err(tlog(err.to_string())),
+        }
+    }
+    Ok(key.name().to_string())
+}
+
+/// Checks one bundle (the layer blob of a referrer manifest). Repository
+/// matching does not apply: a bundle's statement names no repository.
+pub(crate) fn bundle(
+    index: usize,
+    bundle_bytes: &[u8],
+    digest: &Digest,
+    req: &Requirements,
+) -> Result<Verified, Vec<Unmet>> {
+    let id = SignatureId {
+        index,
+        format: Format::Bundle,
+    };
+    let parsed = bundle::parse_bundle(bundle_bytes).map_err(|detail| malformed(id, detail))?;
+    let Some(envelope) = &parsed.dsse_envelope else {
+        return Err(malformed(id, "bundle has no DSSE envelope"));
+    };
+    let signer = bundle_signer(id, bundle_bytes, &parsed, envelope, digest, req)?;
     let statement = envelope
         .statement()
         .map_err(|detail| malformed(id, detail))?;
@@ -195,7 +439,7 @@ pub(crate) fn bundle(
         Ok(Verified {
             digest: digest.clone(),
             format: Format::Bundle,
-            key: key.to_string(),
+            key: signer,
             annotations,
         })
     } else {
@@ -205,319 +449,4 @@ pub(crate) fn bundle(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-    use base64::Engine as _;
-    use imgate_keys::{PublicKey, SigningKey};
-
-    const VECTOR_PAYLOAD: &[u8] =
-        include_bytes!("../../../fixtures/cosign/signature-vector-1.payload.json");
-    const VECTOR_SIG: &str = include_str!("../../../fixtures/cosign/signature-vector-1.sig.b64");
-    const VECTOR_PUB: &[u8] = include_bytes!("../../../fixtures/cosign/signature-vector-1.pub");
-    const VECTOR_DIGEST: &str =
-        "sha256:f3cfc9d0dbf931d3db4685ec659b7ac68e2a578219da4aae65427886e649b06b";
-    const VECTOR_REPO: &str = "registry-testing.svc.lan/busybox";
-    const KEYLESS: &[u8] = include_bytes!("../../../fixtures/cosign/bundle-v03-keyless.json");
-    const KEYLESS_PUB: &[u8] =
-        include_bytes!("../../../fixtures/cosign/bundle-v03-keyless-leaf.pub");
-    const KEYLESS_DIGEST: &str =
-        "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
-
-    fn req(keys: Vec<PublicKey>) -> Requirements {
-        Requirements {
-            keys,
-            annotations: BTreeMap::new(),
-            match_repository: false,
-        }
-    }
-
-    fn vector_key() -> PublicKey {
-        PublicKey::from_pem(VECTOR_PUB, "vector.pub").unwrap()
-    }
-
-    fn digest(s: &str) -> Digest {
-        Digest::parse(s).unwrap()
-    }
-
-    #[test]
-    fn real_cosign_signature_verifies() {
-        let v = legacy(
-            1,
-            VECTOR_PAYLOAD,
-            Some(VECTOR_SIG.trim()),
-            &digest(VECTOR_DIGEST),
-            VECTOR_REPO,
-            &req(vec![vector_key()]),
-        )
-        .unwrap();
-        assert_eq!(v.key, "vector.pub");
-        assert_eq!(v.format, Format::Legacy);
-        assert_eq!(v.digest.as_str(), VECTOR_DIGEST);
-    }
-
-    #[test]
-    fn real_cosign_signature_fails_with_any_payload_byte_changed() {
-        let r = req(vec![vector_key()]);
-        for i in 0..VECTOR_PAYLOAD.len() {
-            let mut tampered = VECTOR_PAYLOAD.to_vec();
-            tampered[i] ^= 0x01;
-            let err = legacy(
-                1,
-                &tampered,
-                Some(VECTOR_SIG.trim()),
-                &digest(VECTOR_DIGEST),
-                VECTOR_REPO,
-                &r,
-            )
-            .unwrap_err();
-            assert!(
-                matches!(err[..], [Unmet::WrongKey { .. }]),
-                "byte {i}: {err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn real_cosign_signature_fails_with_any_signature_byte_changed() {
-        let r = req(vec![vector_key()]);
-        let der = bundle::decode_base64(VECTOR_SIG).unwrap();
-        for i in 0..der.len() {
-            let mut tampered = der.clone();
-            tampered[i] ^= 0x01;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&tampered);
-            assert!(
-                legacy(
-                    1,
-                    VECTOR_PAYLOAD,
-                    Some(&b64),
-                    &digest(VECTOR_DIGEST),
-                    VECTOR_REPO,
-                    &r
-                )
-                .is_err(),
-                "signature byte {i}"
-            );
-        }
-    }
-
-    #[test]
-    fn signature_with_line_breaks_is_read() {
-        let sig = VECTOR_SIG.trim();
-        let wrapped = format!("{}\n{}\n", &sig[..40], &sig[40..]);
-        assert!(legacy(
-            1,
-            VECTOR_PAYLOAD,
-            Some(&wrapped),
-            &digest(VECTOR_DIGEST),
-            VECTOR_REPO,
-            &req(vec![vector_key()])
-        )
-        .is_ok());
-    }
-
-    #[test]
-    fn legacy_unmet_reasons() {
-        let other = SigningKey::generate().public_key().with_name("other.pub");
-        let d = digest(VECTOR_DIGEST);
-        let sig = Some(VECTOR_SIG.trim());
-        // Wrong key: the payload is not inspected.
-        let err = legacy(
-            1,
-            VECTOR_PAYLOAD,
-            sig,
-            &Digest::sha256(b"x"),
-            VECTOR_REPO,
-            &req(vec![other.clone()]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            vec![Unmet::WrongKey {
-                signature: SignatureId {
-                    index: 1,
-                    format: Format::Legacy
-                },
-                keys: vec!["other.pub".into()]
-            }]
-        );
-        // Any of several keys may satisfy.
-        assert!(legacy(
-            1,
-            VECTOR_PAYLOAD,
-            sig,
-            &d,
-            VECTOR_REPO,
-            &req(vec![other, vector_key()])
-        )
-        .is_ok());
-        // Another digest.
-        let want = Digest::sha256(b"x");
-        let err = legacy(
-            2,
-            VECTOR_PAYLOAD,
-            sig,
-            &want,
-            VECTOR_REPO,
-            &req(vec![vector_key()]),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&err[..], [Unmet::DigestMismatch { found, want: w, signature }] if found == VECTOR_DIGEST && *w == want && signature.index == 2),
-            "{err:?}"
-        );
-        // Repository matching is off by default, on when asked.
-        assert!(legacy(
-            1,
-            VECTOR_PAYLOAD,
-            sig,
-            &d,
-            "mirror.example/busybox",
-            &req(vec![vector_key()])
-        )
-        .is_ok());
-        let mut r = req(vec![vector_key()]);
-        r.match_repository = true;
-        assert!(legacy(1, VECTOR_PAYLOAD, sig, &d, VECTOR_REPO, &r).is_ok());
-        let err = legacy(1, VECTOR_PAYLOAD, sig, &d, "mirror.example/busybox", &r).unwrap_err();
-        assert!(
-            matches!(&err[..], [Unmet::RepositoryMismatch { found, .. }] if found == VECTOR_REPO),
-            "{err:?}"
-        );
-        // Required annotation absent (optional is null).
-        let mut r = req(vec![vector_key()]);
-        r.annotations.insert("env".into(), "prod".into());
-        let err = legacy(1, VECTOR_PAYLOAD, sig, &d, VECTOR_REPO, &r).unwrap_err();
-        assert!(
-            matches!(&err[..], [Unmet::MissingAnnotation { key, found: None, .. }] if key == "env"),
-            "{err:?}"
-        );
-        // No signature annotation, or not base64.
-        assert!(matches!(
-            legacy(
-                1,
-                VECTOR_PAYLOAD,
-                None,
-                &d,
-                VECTOR_REPO,
-                &req(vec![vector_key()])
-            )
-            .unwrap_err()[..],
-            [Unmet::Malformed { .. }]
-        ));
-        assert!(matches!(
-            legacy(
-                1,
-                VECTOR_PAYLOAD,
-                Some("%%"),
-                &d,
-                VECTOR_REPO,
-                &req(vec![vector_key()])
-            )
-            .unwrap_err()[..],
-            [Unmet::Malformed { .. }]
-        ));
-    }
-
-    #[test]
-    fn generated_key_legacy_round_trip_with_annotations() {
-        let key = SigningKey::generate();
-        let d = Digest::sha256(b"image");
-        let ann = BTreeMap::from([("env".to_string(), "staging".to_string())]);
-        let body = payload::build("localhost:5000/app", &d, &ann);
-        let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(&body));
-        let mut r = req(vec![key.public_key()]);
-        let v = legacy(1, &body, Some(&sig), &d, "localhost:5000/app", &r).unwrap();
-        assert_eq!(v.annotations, ann);
-        r.annotations.insert("env".into(), "prod".into());
-        let err = legacy(1, &body, Some(&sig), &d, "localhost:5000/app", &r).unwrap_err();
-        assert_eq!(
-            err[0].to_string(),
-            "signature 1 (legacy): annotation env: want prod, found staging"
-        );
-    }
-
-    #[test]
-    fn real_cosign_v3_bundle_verifies_with_its_leaf_key() {
-        let key = PublicKey::from_pem(KEYLESS_PUB, "leaf.pub").unwrap();
-        assert!(is_signature_bundle(KEYLESS));
-        let v = bundle(1, KEYLESS, &digest(KEYLESS_DIGEST), &req(vec![key.clone()])).unwrap();
-        assert_eq!(v.format, Format::Bundle);
-        assert_eq!(v.key, "leaf.pub");
-        // Verified against another digest: the subject does not name it.
-        let err = bundle(1, KEYLESS, &Digest::sha256(b"x"), &req(vec![key.clone()])).unwrap_err();
-        assert!(
-            matches!(&err[..], [Unmet::DigestMismatch { found, .. }] if found == KEYLESS_DIGEST),
-            "{err:?}"
-        );
-        // Another key.
-        let other = SigningKey::generate().public_key();
-        assert!(matches!(
-            bundle(1, KEYLESS, &digest(KEYLESS_DIGEST), &req(vec![other])).unwrap_err()[..],
-            [Unmet::WrongKey { .. }]
-        ));
-    }
-
-    #[test]
-    fn real_bundle_with_a_changed_subject_fails() {
-        let key = PublicKey::from_pem(KEYLESS_PUB, "leaf.pub").unwrap();
-        let mut json: serde_json::Value = serde_json::from_slice(KEYLESS).unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let payload = b64
-            .decode(json["dsseEnvelope"]["payload"].as_str().unwrap())
-            .unwrap();
-        let changed = String::from_utf8(payload)
-            .unwrap()
-            .replace("c811d58d", "d811d58d");
-        let new_digest = digest(&KEYLESS_DIGEST.replace("c811d58d", "d811d58d"));
-        json["dsseEnvelope"]["payload"] = b64.encode(changed).into();
-        let tampered = serde_json::to_vec(&json).unwrap();
-        for d in [digest(KEYLESS_DIGEST), new_digest] {
-            let err = bundle(1, &tampered, &d, &req(vec![key.clone()])).unwrap_err();
-            assert!(matches!(err[..], [Unmet::WrongKey { .. }]), "{err:?}");
-        }
-        // The payload type is covered too.
-        let mut json: serde_json::Value = serde_json::from_slice(KEYLESS).unwrap();
-        json["dsseEnvelope"]["payloadType"] = "application/json".into();
-        let err = bundle(
-            1,
-            &serde_json::to_vec(&json).unwrap(),
-            &digest(KEYLESS_DIGEST),
-            &req(vec![key]),
-        )
-        .unwrap_err();
-        assert!(matches!(err[..], [Unmet::WrongKey { .. }]), "{err:?}");
-    }
-
-    #[test]
-    fn generated_key_bundle_round_trip_and_annotations() {
-        let key = SigningKey::generate();
-        let d = Digest::sha256(b"image");
-        let ann = BTreeMap::from([("env".to_string(), "prod".to_string())]);
-        let statement = bundle::build_statement(&d, &ann);
-        let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement));
-        let bytes = bundle::build_bundle(&statement, &sig, &key.public_key().hint());
-        let mut r = req(vec![key.public_key()]);
-        r.annotations = ann.clone();
-        assert_eq!(bundle(1, &bytes, &d, &r).unwrap().annotations, ann);
-        r.annotations.insert("team".into(), "a".into());
-        let err = bundle(3, &bytes, &d, &r).unwrap_err();
-        assert_eq!(
-            err[0].to_string(),
-            "signature 3 (bundle): annotation team: want a, found none"
-        );
-        assert!(matches!(
-            bundle(1, b"{}", &d, &r).unwrap_err()[..],
-            [Unmet::Malformed { .. }]
-        ));
-    }
-
-    #[test]
-    fn attestations_are_not_signatures() {
-        let key = SigningKey::generate();
-        let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"https://slsa.dev/provenance/v1","predicate":{}}"#;
-        let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, statement));
-        let bytes = bundle::build_bundle(statement, &sig, "");
-        assert!(!is_signature_bundle(&bytes));
-        assert!(is_signature_bundle(b"garbage"));
-    }
-}
+mod tests;

@@ -54,11 +54,11 @@ impl<T> Listing<T> {
 /// cannot be checked.
 #[derive(Debug)]
 pub(crate) enum Found {
-    /// A legacy layer: payload blob (digest-checked) and signature annotation.
+    /// A legacy layer: payload blob (digest-checked) and its annotations.
     Legacy {
         index: usize,
         payload: Vec<u8>,
-        signature: Option<String>,
+        annotations: super::legacy::LayerAnnotations,
     },
     /// A bundle blob (digest-checked).
     Bundle { index: usize, bundle: Vec<u8> },

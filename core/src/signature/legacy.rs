@@ -44,6 +44,39 @@ pub fn layer_signature(layer: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// Layer annotation holding a keyless signature's Fulcio certificate (PEM).
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// Layer annotation holding the certificate's chain (PEM, not trusted).
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// Layer annotation holding the Rekor entry with its SET (JSON).
+pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
+/// The annotations of a legacy layer that verification reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerAnnotations {
+    /// `dev.cosignproject.cosign/signature`.
+    pub signature: Option<String>,
+    /// `dev.sigstore.cosign/certificate`: present on keyless signatures.
+    pub certificate: Option<String>,
+    /// `dev.sigstore.cosign/chain`.
+    pub chain: Option<String>,
+    /// `dev.sigstore.cosign/bundle`: the Rekor entry.
+    pub rekor_bundle: Option<String>,
+}
+
+impl LayerAnnotations {
+    /// The annotations of `layer`.
+    pub fn of(layer: &Descriptor) -> LayerAnnotations {
+        let get = |key: &str| layer.annotations.as_ref().and_then(|a| a.get(key)).cloned();
+        LayerAnnotations {
+            signature: get(SIGNATURE_ANNOTATION),
+            certificate: get(CERTIFICATE_ANNOTATION),
+            chain: get(CHAIN_ANNOTATION),
+            rekor_bundle: get(REKOR_BUNDLE_ANNOTATION),
+        }
+    }
+}
+
 /// True when `manifest` already holds this payload with this signature.
 pub fn has_layer(manifest: &ImageManifest, layer: &Descriptor) -> bool {
     manifest
@@ -218,7 +251,7 @@ pub(crate) fn signatures<'a>(
                     Ok(payload) => Found::Legacy {
                         index: id.index,
                         payload,
-                        signature: layer_signature(&layer).map(str::to_string),
+                        annotations: LayerAnnotations::of(&layer),
                     },
                     Err(problem) => Found::Unusable(problem.unmet(id)),
                 },

@@ -34,7 +34,7 @@ mod tag;
 mod verify;
 
 pub use collect::{MAX_BUNDLE_SIZE, MAX_PAYLOAD_SIZE, MAX_REFERRERS, MAX_SIGNATURE_LAYERS};
-pub use requirements::{Requirements, SignatureId, Unmet, Verdict, Verified};
+pub use requirements::{KeylessAuthority, Requirements, SignatureId, Unmet, Verdict, Verified};
 pub use sign::{sign, SignError, SignOptions};
 pub use verify::{verify, VerifyError};
 

@@ -4,16 +4,49 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
 use super::Format;
 use crate::digest::Digest;
+use crate::sigstore::{IdentityPolicy, SigstoreError, TlogMode, TrustRoot};
+
+/// One allowed keyless signer: who, and (optionally) the trust root its
+/// certificates chain to, when it is not the requirements' own.
+#[derive(Debug, Clone)]
+pub struct KeylessAuthority {
+    /// Subject, issuer and extension matchers.
+    pub identity: IdentityPolicy,
+    /// This authority's trust root; `None` is [`Requirements::root`].
+    pub trust_root: Option<Arc<TrustRoot>>,
+}
+
+impl From<IdentityPolicy> for KeylessAuthority {
+    fn from(identity: IdentityPolicy) -> Self {
+        KeylessAuthority {
+            identity,
+            trust_root: None,
+        }
+    }
+}
 
 /// What at least one signature of an image must satisfy.
+#[derive(Default)]
 pub struct Requirements {
     /// Allowed keys: any one of them may have signed.
     pub keys: Vec<imgate_keys::PublicKey>,
+    /// Allowed keyless signers (Fulcio certificate identities): any one of
+    /// them may have signed. A keyless signature always needs a verified
+    /// transparency-log entry or timestamp, whatever [`Requirements::tlog`] says.
+    pub keyless: Vec<KeylessAuthority>,
+    /// The Sigstore trust root keyless signatures and log entries are
+    /// verified against, unless an authority names its own; `None` is the
+    /// embedded public-good root.
+    pub trust_root: Option<Arc<TrustRoot>>,
+    /// What a key signature must show of the transparency log (default:
+    /// verified when present).
+    pub tlog: TlogMode,
     /// Annotations the signature must carry (legacy: `optional`; bundle: the subject's annotations).
     pub annotations: BTreeMap<String, String>,
     /// Also require the legacy payload's `docker-reference` to name the image's
@@ -27,6 +60,9 @@ impl fmt::Debug for Requirements {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Requirements")
             .field("keys", &self.key_names())
+            .field("keyless", &self.keyless_names())
+            .field("trust_root", &self.trust_root)
+            .field("tlog", &self.tlog)
             .field("annotations", &self.annotations)
             .field("match_repository", &self.match_repository)
             .finish()
@@ -37,6 +73,28 @@ impl Requirements {
     /// The names of the allowed keys, for messages.
     pub fn key_names(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.name().to_string()).collect()
+    }
+
+    /// The allowed keyless signers, for messages.
+    pub fn keyless_names(&self) -> Vec<String> {
+        self.keyless
+            .iter()
+            .map(|a| format!("{} from {}", a.identity.subject, a.identity.issuer))
+            .collect()
+    }
+
+    /// The trust root to verify against: the configured one, or the embedded
+    /// public-good root (parsed once per process).
+    pub fn root(&self) -> Result<Arc<TrustRoot>, SigstoreError> {
+        static EMBEDDED: OnceLock<Arc<TrustRoot>> = OnceLock::new();
+        if let Some(root) = &self.trust_root {
+            return Ok(Arc::clone(root));
+        }
+        if let Some(root) = EMBEDDED.get() {
+            return Ok(Arc::clone(root));
+        }
+        let root = Arc::new(TrustRoot::embedded()?);
+        Ok(Arc::clone(EMBEDDED.get_or_init(|| root)))
     }
 }
 
@@ -71,6 +129,24 @@ pub enum Unmet {
         signature: SignatureId,
         /// The allowed keys' names.
         keys: Vec<String>,
+    },
+    /// A certificate-signed (keyless) signature whose signer is not an
+    /// allowed identity, or whose certificate, log entry or timestamp does
+    /// not verify against the trust root; `reason` names the identity found
+    /// and the one wanted.
+    Keyless {
+        /// Which signature.
+        signature: SignatureId,
+        /// Why, in the verifier's words.
+        reason: String,
+    },
+    /// A key signature's transparency-log entry is missing (when required)
+    /// or does not verify.
+    Tlog {
+        /// Which signature.
+        signature: SignatureId,
+        /// Why.
+        reason: String,
     },
     /// The signed payload names another image digest (e.g. a signature copied from another image).
     DigestMismatch {
@@ -161,6 +237,8 @@ impl Unmet {
             | Unmet::UnsupportedDigest { .. }
             | Unmet::TooManySignatures { .. } => None,
             Unmet::WrongKey { signature, .. }
+            | Unmet::Keyless { signature, .. }
+            | Unmet::Tlog { signature, .. }
             | Unmet::DigestMismatch { signature, .. }
             | Unmet::RepositoryMismatch { signature, .. }
             | Unmet::WrongType { signature, .. }
@@ -184,6 +262,8 @@ impl fmt::Display for Unmet {
                 "not signed by any of the allowed keys ({})",
                 keys.join(", ")
             ),
+            Unmet::Keyless { reason, .. } => write!(f, "keyless: {reason}"),
+            Unmet::Tlog { reason, .. } => write!(f, "transparency log: {reason}"),
             Unmet::DigestMismatch { found, want, .. } => {
                 write!(f, "payload names digest {found} not {want}")
             }
@@ -242,7 +322,8 @@ pub struct Verified {
     pub digest: Digest,
     /// The format of the signature that satisfied the requirements.
     pub format: Format,
-    /// The name of the key that verified it.
+    /// The name of the key that verified it; for a keyless signature, the
+    /// certificate's identity and issuer (`SUBJECT from ISSUER`).
     pub key: String,
     /// The annotations the signature carries.
     pub annotations: BTreeMap<String, String>,

@@ -60,11 +60,11 @@ impl Findings<'_> {
             Found::Legacy {
                 index,
                 payload,
-                signature,
+                annotations,
             } => check::legacy(
                 *index,
                 payload,
-                signature.as_deref(),
+                annotations,
                 self.digest,
                 &self.repository,
                 self.req,

@@ -100,6 +100,7 @@ pub fn req(key: &SigningKey) -> Requirements {
         keys: vec![key.public_key()],
         annotations: BTreeMap::new(),
         match_repository: false,
+        ..Default::default()
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 mod deploy;
 mod interop;
 mod keyless;
+mod keyless_images;
 mod limits;
 mod pin;
 mod pkcs11;

@@ -492,6 +492,7 @@ async fn concurrent_signers_keep_both_signatures() {
                 keys: vec![key.public_key()],
                 annotations: BTreeMap::new(),
                 match_repository: false,
+                ..Default::default()
             };
             let verdict = signature::verify(&client, &image, &req)
                 .await

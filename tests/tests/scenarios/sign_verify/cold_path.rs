@@ -73,6 +73,7 @@ async fn a_verification_costs_the_floor_of_requests(
         keys: vec![key.public_key()],
         annotations: BTreeMap::new(),
         match_repository: false,
+        ..Default::default()
     };
     let pinned = client.resolve(&tag).await.unwrap().pinned;
     let verdict = signature::verify(&client, &pinned, &req).await.unwrap();

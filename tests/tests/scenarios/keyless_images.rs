@@ -1,0 +1,509 @@
+//! Keyless-signed images end to end, on the real registry: a private
+//! Sigstore (the harness's CA, CT and Rekor keys in a custom trusted root)
+//! signs an image keylessly in cosign's legacy layout (`.sig` layer with
+//! certificate, chain and Rekor bundle annotations); then `imgate verify`
+//! with the identity flags, `imgate admit --policy` and the real webhook
+//! binary over TLS admit it by identity and deny it under another identity
+//! or issuer, naming the one found and the one wanted; the same for a
+//! keyless cosign v3 bundle attached through the referrers tag schema. A
+//! cold keyless verification costs no more registry requests than a key
+//! one, and a key signature's Rekor entry is checked as `tlog` says.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use imgate_core::digest::Digest;
+use imgate_core::registry::RegistryClient;
+use imgate_core::signature::{self, bundle, Format, Requirements, SignOptions};
+use imgate_core::sigstore::{IdentityPolicy, TlogMode, TrustRoot};
+use imgate_core::ImageRef;
+use imgate_keys::SigningKey;
+use imgate_tests::image::Blob;
+use imgate_tests::sigstore::{simple_signing_payload, LeafSpec, TestSigstore};
+use imgate_tests::webhook::{generate_certs, Webhook, WebhookOptions};
+use imgate_tests::{
+    run_imgate, CountingProxy, ImageBuilder, PushWith, RawClient, Registry, Variant,
+};
+use serde_json::{json, Value};
+
+const IDENTITY: &str = "https://ci.imgate.test/team/app/.github/workflows/release.yml@refs/tags/v1";
+const ISSUER: &str = "https://token.imgate.test";
+const OTHER_IDENTITY: &str = "mallory@imgate.test";
+const OTHER_ISSUER: &str = "https://accounts.imgate.test";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A registry behind a counting proxy, a private Sigstore, its root on disk.
+struct Env {
+    registry: Registry,
+    proxy: CountingProxy,
+    sigstore: TestSigstore,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let registry = Registry::start(Variant::Http).await.unwrap();
+        let proxy = CountingProxy::start(&registry).await.unwrap();
+        let sigstore = TestSigstore::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.json"), sigstore.trusted_root_json()).unwrap();
+        Env {
+            registry,
+            proxy,
+            sigstore,
+            dir,
+        }
+    }
+
+    fn root_path(&self) -> PathBuf {
+        self.dir.path().join("root.json")
+    }
+
+    /// Pushes a distinct image; returns `PROXY/repo:tag` and its digest.
+    async fn push(&self, repo: &str, tag: &str) -> (String, String) {
+        let pushed = ImageBuilder::new(&format!("{repo}:{tag}"))
+            .image()
+            .push(&self.registry, repo, tag, PushWith::Http)
+            .await
+            .unwrap();
+        (format!("{}/{repo}:{tag}", self.proxy.host()), pushed.digest)
+    }
+
+    /// Signs `repo@digest` keylessly as `identity` from `issuer`, in the
+    /// legacy layout cosign writes: one simple-signing layer whose
+    /// annotations carry the signature, the Fulcio certificate, its chain and
+    /// the Rekor entry with its SET.
+    async fn sign_keyless_legacy(&self, repo: &str, digest: &str, identity: &str, issuer: &str) {
+        let leaf = self
+            .sigstore
+            .leaf(&LeafSpec::new(identity, issuer))
+            .unwrap();
+        let payload = simple_signing_payload(&format!("{}/{repo}", self.proxy.host()), digest);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let layer = self.sigstore.legacy_layer(&leaf, &payload, now - 30);
+        let annotations = json!({
+            signature::SIGNATURE_ANNOTATION: layer.signature_b64,
+            signature::legacy::CERTIFICATE_ANNOTATION: layer.cert_pem,
+            signature::legacy::CHAIN_ANNOTATION: layer.chain_pem,
+            signature::legacy::REKOR_BUNDLE_ANNOTATION: layer.rekor_bundle,
+        });
+        self.push_sig_layer(repo, digest, &layer.payload, annotations)
+            .await;
+    }
+
+    /// Writes the `.sig` manifest of `repo@digest`: one simple-signing layer
+    /// with `annotations`.
+    async fn push_sig_layer(&self, repo: &str, digest: &str, payload: &[u8], annotations: Value) {
+        let payload = Blob::new(signature::SIMPLE_SIGNING_MEDIA_TYPE, payload.to_vec());
+        let config = Blob::new("application/vnd.oci.image.config.v1+json", b"{}".to_vec());
+        let mut descriptor = payload.descriptor();
+        descriptor["annotations"] = annotations;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": config.descriptor(), "layers": [descriptor],
+        }))
+        .unwrap();
+        let raw = RawClient::new(&self.registry).unwrap();
+        raw.put_blob(repo, &payload).await.unwrap();
+        raw.put_blob(repo, &config).await.unwrap();
+        let tag = format!("{}.sig", digest.replace(':', "-"));
+        raw.put_manifest(repo, &tag, OCI_MANIFEST, &manifest)
+            .await
+            .unwrap();
+    }
+
+    /// Signs `repo@digest` keylessly with a cosign v3 bundle (DSSE over an
+    /// in-toto statement naming the digest, certificate, Rekor entry with
+    /// inclusion proof and checkpoint), attached through the referrers tag
+    /// schema as cosign does on a registry without the referrers API.
+    async fn sign_keyless_bundle(&self, repo: &str, digest: &str, identity: &str, issuer: &str) {
+        let leaf = self
+            .sigstore
+            .leaf(&LeafSpec::new(identity, issuer))
+            .unwrap();
+        let statement = bundle::build_statement(&Digest::parse(digest).unwrap(), &BTreeMap::new());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let json = self.sigstore.dsse_bundle(&leaf, &statement, now - 30);
+        let raw = RawClient::new(&self.registry).unwrap();
+        let subject = raw.get_manifest(repo, digest).await.unwrap();
+        let layer = Blob::new(bundle::BUNDLE_MEDIA_TYPE, json.into_bytes());
+        let empty = Blob::new(
+            "application/vnd.oci.empty.v1+json",
+            bundle::EMPTY_BLOB.to_vec(),
+        );
+        let attachment = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": bundle::BUNDLE_MEDIA_TYPE,
+            "config": empty.descriptor(), "layers": [layer.descriptor()],
+            "subject": {"mediaType": subject.media_type, "digest": digest, "size": subject.bytes.len()},
+            "annotations": {
+                bundle::ANNOTATION_CONTENT: "dsse-envelope",
+                bundle::ANNOTATION_PREDICATE_TYPE: bundle::COSIGN_SIGN_PREDICATE,
+            },
+        }))
+        .unwrap();
+        let attachment = Blob::new(OCI_MANIFEST, attachment);
+        raw.put_blob(repo, &layer).await.unwrap();
+        raw.put_blob(repo, &empty).await.unwrap();
+        raw.put_manifest(repo, &attachment.digest, OCI_MANIFEST, &attachment.bytes)
+            .await
+            .unwrap();
+        let mut entry = attachment.descriptor();
+        entry["artifactType"] = json!(bundle::BUNDLE_MEDIA_TYPE);
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry],
+        }))
+        .unwrap();
+        raw.put_manifest(repo, &digest.replace(':', "-"), OCI_INDEX, &index)
+            .await
+            .unwrap();
+    }
+
+    /// Signs keylessly in `format`.
+    async fn sign_keyless(&self, format: Format, repo: &str, digest: &str) {
+        match format {
+            Format::Legacy => {
+                self.sign_keyless_legacy(repo, digest, IDENTITY, ISSUER)
+                    .await
+            }
+            Format::Bundle => {
+                self.sign_keyless_bundle(repo, digest, IDENTITY, ISSUER)
+                    .await
+            }
+        }
+    }
+
+    /// A policy trusting `PROXY/team/**` whose one rule allows `identity`
+    /// from `issuer`, with the private root.
+    fn policy(&self, name: &str, identity: &str, issuer: &str) -> PathBuf {
+        let proxy = self.proxy.host();
+        let text = format!(
+            "mode: enforce\n\
+             onRegistryError: deny\n\
+             trustRoot: {root}\n\
+             trustedRegistries: [\"{proxy}/team/**\"]\n\
+             registries:\n  \"{proxy}\": {{http: true}}\n\
+             rules:\n  - name: team\n    images: [\"{proxy}/team/**\"]\n    keyless:\n      - subject: {identity:?}\n        issuer: {issuer:?}\n",
+            root = self.root_path().display(),
+        );
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `imgate verify` with the identity flags; returns (exit code, stdout + stderr).
+    fn verify(&self, image: &str, identity: &str, issuer: &str) -> (i32, String) {
+        let root = self.root_path().display().to_string();
+        let mut args = vec![
+            "verify".to_string(),
+            "--certificate-identity".into(),
+            identity.into(),
+            "--certificate-oidc-issuer".into(),
+            issuer.into(),
+            "--trusted-root".into(),
+            root,
+        ];
+        args.extend(self.proxy.cli_args());
+        args.push(image.to_string());
+        let out = run_imgate(&args, &[], None).unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+fn pod(image: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "apps"},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    })
+}
+
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imgate_verify_accepts_the_identity_and_names_found_and_wanted_otherwise(
+    #[case] format: Format,
+) {
+    let env = Env::new().await;
+    let (image, digest) = env.push("team/app", "v1").await;
+    env.sign_keyless(format, "team/app", &digest).await;
+
+    let (code, text) = env.verify(&image, IDENTITY, ISSUER);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&digest), "{text}");
+
+    let (code, text) = env.verify(&image, OTHER_IDENTITY, ISSUER);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(IDENTITY) && text.contains(OTHER_IDENTITY),
+        "{text}"
+    );
+
+    let (code, text) = env.verify(&image, IDENTITY, OTHER_ISSUER);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(ISSUER) && text.contains(OTHER_ISSUER),
+        "{text}"
+    );
+
+    // The public-good root does not know the private CA: denied.
+    let mut args = vec![
+        "verify".to_string(),
+        "--certificate-identity".into(),
+        IDENTITY.into(),
+        "--certificate-oidc-issuer".into(),
+        ISSUER.into(),
+    ];
+    args.extend(env.proxy.cli_args());
+    args.push(image.clone());
+    let out = run_imgate(&args, &[], None).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imgate_admit_admits_by_identity_pins_and_denies_another_identity(#[case] format: Format) {
+    let env = Env::new().await;
+    let (image, digest) = env.push("team/app", "v1").await;
+    env.sign_keyless(format, "team/app", &digest).await;
+    let manifest = env.dir.path().join("pod.json");
+    std::fs::write(&manifest, serde_json::to_vec(&pod(&image)).unwrap()).unwrap();
+    let admit = |policy: &PathBuf| {
+        let policy = policy.display().to_string();
+        let manifest = manifest.display().to_string();
+        let out = run_imgate(
+            [
+                "admit", "--policy", &policy, "-f", &manifest, "--output", "json",
+            ],
+            &[],
+            None,
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let results: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{out:?}"));
+        (out.status.code(), results[0].clone(), format!("{out:?}"))
+    };
+
+    let (code, result, out) = admit(&env.policy("ok.yaml", IDENTITY, ISSUER));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(result["allowed"], true, "{result}");
+    let patch = result["patch"].to_string();
+    assert!(patch.contains(&format!("{image}@{digest}")), "{patch}");
+
+    let (code, result, out) = admit(&env.policy("other.yaml", OTHER_IDENTITY, ISSUER));
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(result["allowed"], false, "{result}");
+    let text = result.to_string();
+    assert!(
+        text.contains(IDENTITY) && text.contains(OTHER_IDENTITY),
+        "{text}"
+    );
+}
+
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_admits_by_identity_and_denies_another(#[case] format: Format) {
+    let env = Env::new().await;
+    let (image, digest) = env.push("team/app", "v1").await;
+    env.sign_keyless(format, "team/app", &digest).await;
+    let certs = env.dir.path().join("certs");
+    generate_certs(&certs, false).unwrap();
+    let review = |uid: &str| {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "apps", "operation": "CREATE",
+                "userInfo": {"username": "ci"},
+                "object": pod(&image), "oldObject": null, "dryRun": false,
+            }
+        })
+    };
+    for (name, identity, allowed) in [
+        ("ok.yaml", IDENTITY, true),
+        ("other.yaml", OTHER_IDENTITY, false),
+    ] {
+        let policy = env.policy(name, identity, ISSUER);
+        let webhook = Webhook::start(&WebhookOptions::new(&policy, &certs)).unwrap();
+        let client = webhook.client(false).unwrap();
+        let (status, body) = webhook
+            .post(&client, "/mutate", &review(name))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let answer = &body["response"];
+        assert_eq!(answer["allowed"], allowed, "{name}: {body}");
+        if allowed {
+            assert_eq!(answer["patchType"], "JSONPatch", "{body}");
+            let patch = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                answer["patch"].as_str().unwrap(),
+            )
+            .unwrap();
+            let patch = String::from_utf8(patch).unwrap();
+            assert!(patch.contains(&format!("{image}@{digest}")), "{patch}");
+        } else {
+            let message = answer["status"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(IDENTITY) && message.contains(OTHER_IDENTITY),
+                "{message}"
+            );
+        }
+    }
+}
+
+#[rstest::rstest]
+#[case::legacy(Format::Legacy)]
+#[case::bundle(Format::Bundle)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_keyless_verification_costs_no_more_requests_than_a_key_one(#[case] format: Format) {
+    let env = Env::new().await;
+    let (_, keyless_digest) = env.push("team/keyless", "v1").await;
+    env.sign_keyless(format, "team/keyless", &keyless_digest)
+        .await;
+    let (_, key_digest) = env.push("team/key", "v1").await;
+    let key = SigningKey::generate();
+    let direct = RegistryClient::new(env.registry.client_config()).unwrap();
+    let target =
+        ImageRef::parse(&format!("{}/team/key@{key_digest}", env.registry.host())).unwrap();
+    let opts = SignOptions {
+        format,
+        annotations: BTreeMap::new(),
+    };
+    signature::sign(&direct, &target, &key, &opts)
+        .await
+        .unwrap();
+
+    let root = std::sync::Arc::new(
+        TrustRoot::from_json("root.json", env.sigstore.trusted_root_json().as_bytes()).unwrap(),
+    );
+    let keyless_req = Requirements {
+        keyless: vec![IdentityPolicy::exact(IDENTITY, ISSUER).into()],
+        trust_root: Some(root),
+        ..Default::default()
+    };
+    let key_req = Requirements {
+        keys: vec![key.public_key()],
+        ..Default::default()
+    };
+    let mut counts = Vec::new();
+    for (repo, req) in [("team/keyless", &keyless_req), ("team/key", &key_req)] {
+        env.proxy.reset();
+        // A fresh client: cold, nothing known about the registry.
+        let client = RegistryClient::new(env.proxy.client_config()).unwrap();
+        let tag = ImageRef::parse(&format!("{}/{repo}:v1", env.proxy.host())).unwrap();
+        let pinned = client.resolve(&tag).await.unwrap().pinned;
+        let verdict = signature::verify(&client, &pinned, req).await.unwrap();
+        assert!(verdict.is_verified(), "{repo}: {verdict:?}");
+        counts.push((repo, env.proxy.requests()));
+    }
+    let (keyless, key) = (&counts[0].1, &counts[1].1);
+    eprintln!(
+        "{format} cold requests: keyless {} {keyless:?}; key {} {key:?}",
+        keyless.len(),
+        key.len()
+    );
+    assert!(
+        keyless.len() <= key.len(),
+        "keyless {keyless:?} vs key {key:?}"
+    );
+}
+
+/// A key signature carrying a Rekor entry (`dev.sigstore.cosign/bundle`), on
+/// the image path: its entry is verified as the rule's `tlog` says, and a
+/// forged entry denies even though the key signature itself is good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_signature_with_a_rekor_entry_is_checked_per_tlog() {
+    let env = Env::new().await;
+    let (_, digest) = env.push("team/logged", "v1").await;
+    let payload = simple_signing_payload(&format!("{}/team/logged", env.proxy.host()), &digest);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let layer = env.sigstore.key_layer(&payload, now - 30).unwrap();
+    let key = imgate_keys::PublicKey::from_spki_der(&layer.spki_der, "logged.pub").unwrap();
+    let root = std::sync::Arc::new(
+        TrustRoot::from_json("root.json", env.sigstore.trusted_root_json().as_bytes()).unwrap(),
+    );
+    let client = RegistryClient::new(env.proxy.client_config()).unwrap();
+    let image = ImageRef::parse(&format!("{}/team/logged@{digest}", env.proxy.host())).unwrap();
+    let req = |tlog| Requirements {
+        keys: vec![key.clone()],
+        trust_root: Some(std::sync::Arc::clone(&root)),
+        tlog,
+        ..Default::default()
+    };
+
+    // Genuine entry: verified under every mode.
+    env.push_sig_layer(
+        "team/logged",
+        &digest,
+        &layer.payload,
+        json!({
+            signature::SIGNATURE_ANNOTATION: layer.signature_b64,
+            signature::legacy::REKOR_BUNDLE_ANNOTATION: layer.rekor_bundle,
+        }),
+    )
+    .await;
+    for mode in [TlogMode::Required, TlogMode::IfPresent, TlogMode::Ignore] {
+        let verdict = signature::verify(&client, &image, &req(mode))
+            .await
+            .unwrap();
+        assert!(verdict.is_verified(), "{mode:?}: {verdict:?}");
+    }
+    // A forged SET: denied unless the log is ignored.
+    let mut forged: Value = serde_json::from_str(&layer.rekor_bundle).unwrap();
+    forged["Payload"]["integratedTime"] = json!(now - 10);
+    env.push_sig_layer(
+        "team/logged",
+        &digest,
+        &layer.payload,
+        json!({
+            signature::SIGNATURE_ANNOTATION: layer.signature_b64,
+            signature::legacy::REKOR_BUNDLE_ANNOTATION: forged.to_string(),
+        }),
+    )
+    .await;
+    for mode in [TlogMode::Required, TlogMode::IfPresent] {
+        let verdict = signature::verify(&client, &image, &req(mode))
+            .await
+            .unwrap();
+        assert!(!verdict.is_verified(), "{mode:?}: {verdict:?}");
+        assert!(
+            format!("{verdict:?}").contains("Tlog"),
+            "{mode:?}: {verdict:?}"
+        );
+    }
+    let verdict = signature::verify(&client, &image, &req(TlogMode::Ignore))
+        .await
+        .unwrap();
+    assert!(verdict.is_verified(), "{verdict:?}");
+    // No entry at all: only `required` denies.
+    env.push_sig_layer(
+        "team/logged",
+        &digest,
+        &layer.payload,
+        json!({signature::SIGNATURE_ANNOTATION: layer.signature_b64}),
+    )
+    .await;
+    let verdict = signature::verify(&client, &image, &req(TlogMode::Required))
+        .await
+        .unwrap();
+    assert!(!verdict.is_verified(), "{verdict:?}");
+    let verdict = signature::verify(&client, &image, &req(TlogMode::IfPresent))
+        .await
+        .unwrap();
+    assert!(verdict.is_verified(), "{verdict:?}");
+}
