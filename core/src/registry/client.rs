@@ -304,16 +304,23 @@ impl RegistryClient {
         Ok(digest)
     }
 
+    /// Whether `image`'s repository is known to support the OCI referrers
+    /// API (`None`: not asked yet, or the answer expired).
+    pub fn referrers_api_known(&self, image: &ImageRef) -> Option<bool> {
+        self.shared.referrers_api(image)
+    }
+
     /// The referrers of `digest` through the OCI referrers API; `None` when the
     /// registry does not support it (404/400/405), so callers fall back to
-    /// the tag schema. A repository found without the API is remembered for
-    /// [`NO_REFERRERS_API_TTL`] and not asked again meanwhile.
+    /// the tag schema. Either answer is remembered per repository for
+    /// [`NO_REFERRERS_API_TTL`]; one without the API is not asked again
+    /// meanwhile.
     pub async fn referrers(
         &self,
         image: &ImageRef,
         digest: &Digest,
     ) -> Result<Option<crate::oci::ImageIndex>, RegistryError> {
-        if self.shared.lacks_referrers_api(image) {
+        if self.shared.referrers_api(image) == Some(false) {
             return Ok(None);
         }
         let url = self.shared.url(image, &format!("referrers/{digest}"))?;
@@ -323,10 +330,10 @@ impl RegistryClient {
             .send(image, Access::Pull, Method::GET, url.clone(), headers, None)
             .await?;
         match resp.status() {
-            StatusCode::OK => {}
+            StatusCode::OK => self.shared.remember_referrers_api(image, true),
             StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => {
                 discard_body(resp).await;
-                self.shared.remember_no_referrers_api(image);
+                self.shared.remember_referrers_api(image, false);
                 return Ok(None);
             }
             _ => {

@@ -70,9 +70,10 @@ pub(crate) struct Shared {
     /// The last challenge each registry sent, so later requests authenticate
     /// up front instead of paying a 401 round trip each time.
     challenges: Mutex<HashMap<String, Challenge>>,
-    /// Repositories (`host/repository`, host in lower case) that answered the
-    /// referrers API with "not supported", and until when that is believed.
-    no_referrers_api: Mutex<HashMap<String, std::time::Instant>>,
+    /// Repositories (`host/repository`, host in lower case) whose answer to
+    /// the referrers API is known: supported or not, and until when that is
+    /// believed.
+    referrers_api: Mutex<HashMap<String, (bool, std::time::Instant)>>,
     /// Credential helper answers per registry (helpers are slow processes).
     helper_answers: tokio::sync::Mutex<HashMap<String, Option<Credentials>>>,
     requests: AtomicU64,
@@ -124,7 +125,7 @@ impl Shared {
             docker,
             tokens: TokenCache::default(),
             challenges: Mutex::new(HashMap::new()),
-            no_referrers_api: Mutex::new(HashMap::new()),
+            referrers_api: Mutex::new(HashMap::new()),
             helper_answers: tokio::sync::Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
         })
@@ -134,30 +135,28 @@ impl Shared {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// True while `image`'s repository is remembered to lack the referrers API.
-    pub(crate) fn lacks_referrers_api(&self, image: &ImageRef) -> bool {
+    /// Whether `image`'s repository is known to support the referrers API;
+    /// `None` when unknown or the memory has expired.
+    pub(crate) fn referrers_api(&self, image: &ImageRef) -> Option<bool> {
         let key = repository_key(image);
-        let mut known = self
-            .no_referrers_api
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut known = self.referrers_api.lock().unwrap_or_else(|e| e.into_inner());
         match known.get(&key) {
-            Some(until) if *until > std::time::Instant::now() => true,
+            Some((supported, until)) if *until > std::time::Instant::now() => Some(*supported),
             Some(_) => {
                 known.remove(&key);
-                false
+                None
             }
-            None => false,
+            None => None,
         }
     }
 
-    /// Remembers that `image`'s repository lacks the referrers API.
-    pub(crate) fn remember_no_referrers_api(&self, image: &ImageRef) {
+    /// Remembers whether `image`'s repository supports the referrers API.
+    pub(crate) fn remember_referrers_api(&self, image: &ImageRef, supported: bool) {
         let until = std::time::Instant::now() + super::NO_REFERRERS_API_TTL;
-        self.no_referrers_api
+        self.referrers_api
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(repository_key(image), until);
+            .insert(repository_key(image), (supported, until));
     }
 
     fn settings(&self, image: &ImageRef) -> Option<&super::RegistrySettings> {

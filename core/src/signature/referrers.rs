@@ -28,10 +28,26 @@ pub(crate) async fn index(
     image: &ImageRef,
     digest: &Digest,
 ) -> Result<Listing<ImageIndex>, RegistryError> {
-    if let Some(index) = client.referrers(image, digest).await? {
-        return Ok(Listing::Found(index));
+    match client.referrers_api_known(image) {
+        Some(false) => tag_index(client, image, digest).await,
+        Some(true) => match client.referrers(image, digest).await? {
+            Some(index) => Ok(Listing::Found(index)),
+            None => tag_index(client, image, digest).await,
+        },
+        // Not known yet: ask both at once, so that a registry without the
+        // API costs no extra round trip; the API's answer wins and is
+        // remembered for the next review.
+        None => {
+            let (api, tagged) = futures::join!(
+                client.referrers(image, digest),
+                tag_index(client, image, digest)
+            );
+            match api? {
+                Some(index) => Ok(Listing::Found(index)),
+                None => tagged,
+            }
+        }
     }
-    tag_index(client, image, digest).await
 }
 
 /// The tag-schema index of a subject (`sha256-<hex>`) as a tag document,

@@ -1,7 +1,8 @@
 //! The requests one verification costs, counted by the fake registry: the
 //! `.sig` tag and the referrers are asked for at once (the fake holds the
 //! `.sig` request until the referrers lookup arrives and counts whether it
-//! did), a registry without the referrers API is remembered, 404s do not
+//! did), the tag-schema index is asked beside the referrers API until the
+//! registry's answer to the API is known, either answer is remembered, 404s do not
 //! cost a connection, and a second verification reuses the connections of
 //! the first. Counts only: they are deterministic; timings are not.
 
@@ -53,17 +54,19 @@ async fn a_legacy_signed_tag_costs_tag_then_sig_and_referrers_then_payload() {
     assert_eq!(
         reg.all_hits(),
         counts(&[
-            ("GET manifest", 2), // the tag, the .sig
+            ("GET manifest", 3), // the tag, the .sig, the tag schema (first contact)
             ("GET referrers", 1),
             ("GET blob", 1), // the payload
             ("sig paired", 1),
         ])
     );
-    // HTTP/1.1 without pipelining: the two requests in flight at once need
-    // two connections; everything else reuses them.
-    assert!(reg.connections.load(Ordering::SeqCst) <= 2);
+    // HTTP/1.1 without pipelining: the three requests in flight at once on
+    // first contact need three connections; everything else reuses them
+    // (over HTTP/2, as registries speak it over TLS, they share one).
+    assert!(reg.connections.load(Ordering::SeqCst) <= 3);
 
-    // Again by digest on the same client: one request fewer, no new connection.
+    // Again by digest on the same client: no tag, and the API is known to
+    // answer, so no tag schema either; no new connection.
     reg.reset_counts();
     assert!(bounded(verify(&client, &pinned, &req(&key)))
         .await
@@ -97,13 +100,13 @@ async fn a_bundle_signed_tag_adds_the_bundle_manifest_and_404s_keep_connections(
     assert_eq!(
         reg.all_hits(),
         counts(&[
-            ("GET manifest", 3), // the tag, the .sig (404), the bundle manifest
+            ("GET manifest", 4), // the tag, the .sig (404), the tag schema (first contact), the bundle manifest
             ("GET referrers", 1),
             ("GET blob", 1), // the bundle
             ("sig paired", 1),
         ])
     );
-    assert!(reg.connections.load(Ordering::SeqCst) <= 2);
+    assert!(reg.connections.load(Ordering::SeqCst) <= 3);
     // The .sig 404's connection went back to the pool.
     reg.reset_counts();
     assert!(bounded(verify(&client, &pinned, &req(&key)))
@@ -167,7 +170,7 @@ async fn an_unsigned_tag_costs_the_tag_then_sig_and_referrers() {
     assert_eq!(
         f.server.registry.all_hits(),
         counts(&[
-            ("GET manifest", 2), // the tag, the .sig (404)
+            ("GET manifest", 3), // the tag, the .sig (404), the tag schema (404, first contact)
             ("GET referrers", 1),
             ("sig paired", 1),
         ])
