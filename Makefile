@@ -8,7 +8,7 @@ CARGO ?= cargo
 demo:
 	./scripts/install-deps.sh
 	$(CARGO) build --release -p imgate
-	./scripts/demo.sh target/release/imgate
+	./scripts/demo.sh $${CARGO_TARGET_DIR:-$(CURDIR)/target}/release/imgate
 
 # The Python the tests run their independent checkers with: the project
 # virtualenv scripts/install-deps.sh --with-python creates (Debian's system
