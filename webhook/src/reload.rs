@@ -22,6 +22,8 @@ pub(crate) async fn reload_loop(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut policy_watch = PolicyWatch::new(&settings.policy);
+    // What was loaded at start-up is the baseline, not a change.
+    policy_watch.prime(&state);
     let mut ticker =
         tokio::time::interval(settings.reload_interval.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -68,7 +70,9 @@ fn reload_cert(state: &AppState, cert: &ReloadingCert, force: bool) {
 }
 
 /// Notices policy file changes by content (a ConfigMap update swaps a
-/// symlink; mtimes are unreliable) and reports each new content once.
+/// symlink; mtimes are unreliable) and reports each new content once. The
+/// files the policy names (key files, trusted roots) count as its content:
+/// a refreshed `trusted_root.json` or a rotated key is picked up too.
 struct PolicyWatch {
     path: PathBuf,
     seen: Option<Digest>,
@@ -78,8 +82,29 @@ impl PolicyWatch {
     fn new(path: &Path) -> Self {
         PolicyWatch {
             path: path.to_path_buf(),
-            seen: std::fs::read(path).ok().map(|b| Digest::sha256(&b)),
+            seen: None,
         }
+    }
+
+    /// The policy's bytes followed by those of every file it names, each
+    /// with its length (a missing file counts as empty).
+    fn content(bytes: &[u8], state: &AppState) -> Digest {
+        let mut all = Vec::with_capacity(bytes.len());
+        let mut add = |part: &[u8]| {
+            all.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            all.extend_from_slice(part);
+        };
+        add(bytes);
+        for file in state.engine().policy().referenced_files() {
+            add(&std::fs::read(&file).unwrap_or_default());
+        }
+        Digest::sha256(&all)
+    }
+
+    fn prime(&mut self, state: &AppState) {
+        self.seen = std::fs::read(&self.path)
+            .ok()
+            .map(|bytes| Self::content(&bytes, state));
     }
 
     fn check(&mut self, state: &AppState, force: bool) {
@@ -96,7 +121,7 @@ impl PolicyWatch {
                 return;
             }
         };
-        let print = Digest::sha256(&bytes);
+        let print = Self::content(&bytes, state);
         if self.seen.as_ref() == Some(&print) && !force {
             return;
         }

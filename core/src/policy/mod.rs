@@ -498,6 +498,31 @@ impl Policy {
         }
     }
 
+    /// The files the policy reads besides itself: key files and trusted
+    /// roots (paths as resolved at load). A watcher that reloads the policy
+    /// when one of them changes keeps a rotated key or a refreshed trusted
+    /// root from waiting for a restart.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.trust_root.iter().map(PathBuf::from).collect();
+        for rule in &self.rules {
+            files.extend(
+                rule.keyless
+                    .iter()
+                    .filter_map(|a| a.trust_root.as_ref().map(PathBuf::from)),
+            );
+            files.extend(
+                rule.keys
+                    .iter()
+                    .filter_map(|k| k.file.as_deref())
+                    .filter(|f| !f.starts_with(imgate_keys::ENV_PREFIX))
+                    .map(PathBuf::from),
+            );
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Where the policy came from.
     pub fn source_name(&self) -> &str {
         &self.source_name

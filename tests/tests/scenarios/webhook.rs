@@ -448,6 +448,43 @@ fn webhook_keeps_the_old_policy_when_a_reload_is_broken() {
     });
 }
 
+/// A rotated key file (the policy itself unchanged) is picked up by the
+/// reload loop: an image signed by the new key goes from denied to admitted.
+#[test]
+fn webhook_reloads_a_rotated_key_file_named_by_the_policy() {
+    block_on(async {
+        let env = Env::new().await;
+        let (reference, digest) = env.push("team/rotated", "v1").await;
+        let next = SigningKey::generate();
+        let client = RegistryClient::new(env.proxy.client_config()).unwrap();
+        let image = ImageRef::parse(&format!("{reference}@{digest}")).unwrap();
+        sign(&client, &image, &next, &SignOptions::default())
+            .await
+            .unwrap();
+        let policy = env.write_policy("policy.yaml", &env.policy_text("enforce", "deny"));
+        let webhook = env.start(&policy, &["--reload-interval", "200ms"]);
+        let http = webhook.client(false).unwrap();
+        let object = pod("apps", &[&reference]);
+        let (status, body) = webhook
+            .post(&http, "/mutate", &review("k1", "apps", &object))
+            .await
+            .unwrap();
+        assert_eq!(response(status, &body, "k1")["allowed"], false, "{body}");
+
+        env.write_policy("cosign.pub", &next.public_key().to_pem());
+        assert!(
+            webhook.wait_for_log("policy reloaded", Duration::from_secs(10)),
+            "{}",
+            webhook.logs()
+        );
+        let (status, body) = webhook
+            .post(&http, "/mutate", &review("k2", "apps", &object))
+            .await
+            .unwrap();
+        assert_eq!(response(status, &body, "k2")["allowed"], true, "{body}");
+    });
+}
+
 /// A client reaching the webhook by its service name, trusting only `cas`,
 /// opening a new connection (new TLS handshake) for every request.
 fn client_trusting(webhook: &Webhook, cas: &[&Path]) -> reqwest::Client {
