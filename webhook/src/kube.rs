@@ -329,7 +329,17 @@ impl KubeClient {
     }
 }
 
-impl crate::admission::NamespaceLabels for KubeClient {
+/// Looks up a namespace's labels (through the Kubernetes API in a cluster),
+/// for `namespaces.excludeSelector`. `None`: unknown.
+pub trait NamespaceLabels: Send + Sync {
+    /// The labels of `namespace`.
+    fn labels(
+        &self,
+        namespace: &str,
+    ) -> futures::future::BoxFuture<'_, Option<BTreeMap<String, String>>>;
+}
+
+impl NamespaceLabels for KubeClient {
     fn labels(
         &self,
         namespace: &str,
@@ -423,16 +433,12 @@ mod tests {
         );
         let (base, hits) = fake_api(objects).await;
         let client = KubeClient::new(&base, TOKEN.into(), None, Duration::from_secs(2)).unwrap();
-        let labels = crate::admission::NamespaceLabels::labels(&client, "critical")
-            .await
-            .unwrap();
+        let labels = NamespaceLabels::labels(&client, "critical").await.unwrap();
         assert_eq!(
             labels.get("imgate.dev/ignore").map(String::as_str),
             Some("true")
         );
-        assert!(crate::admission::NamespaceLabels::labels(&client, "absent")
-            .await
-            .is_none());
+        assert!(NamespaceLabels::labels(&client, "absent").await.is_none());
         // Cached: a second read costs no request.
         let before = hits.load(std::sync::atomic::Ordering::SeqCst);
         client.namespace_labels("critical").await.unwrap();

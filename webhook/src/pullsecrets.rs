@@ -207,7 +207,19 @@ impl KubeClient {
     }
 }
 
-impl crate::admission::PullSecrets for KubeClient {
+/// Registry credentials from a pod's pull secrets (read through the
+/// Kubernetes API in a cluster). Asked lazily: only when a registry call for
+/// that registry is about to be made, under the review's deadline.
+pub trait PullSecrets: Send + Sync + 'static {
+    /// Credentials for `registry` (`host[:port]`) from `pod`'s pull secrets
+    /// and its service account's; `None` when none apply or none can be read.
+    fn credentials<'a>(
+        &'a self,
+        pod: &'a PodPullSecrets,
+        registry: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<Credentials>>;
+}
+impl PullSecrets for KubeClient {
     fn credentials<'a>(
         &'a self,
         pod: &'a PodPullSecrets,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use imgate_keys::PublicKey;
 
 use super::bundle::{self, COSIGN_SIGN_PREDICATE};
-use super::legacy::LayerAnnotations;
+use super::collect::LayerAnnotations;
 use super::payload::{self, SIMPLE_SIGNING_TYPE};
 use super::requirements::{Requirements, SignatureId, Unmet, Verified};
 use super::Format;

@@ -58,7 +58,7 @@ pub(crate) enum Found {
     Legacy {
         index: usize,
         payload: Vec<u8>,
-        annotations: super::legacy::LayerAnnotations,
+        annotations: LayerAnnotations,
     },
     /// A bundle blob (digest-checked).
     Bundle { index: usize, bundle: Vec<u8> },
@@ -135,4 +135,18 @@ pub(crate) async fn fetch_blob(
         Err(RegistryError::NotFound { .. }) => Ok(Err(BlobProblem::Missing(digest.clone()))),
         Err(err) => Err(err),
     }
+}
+
+/// The annotations of a legacy layer that verification reads (filled in by
+/// `legacy::layer_annotations`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerAnnotations {
+    /// `dev.cosignproject.cosign/signature`.
+    pub signature: Option<String>,
+    /// `dev.sigstore.cosign/certificate`: present on keyless signatures.
+    pub certificate: Option<String>,
+    /// `dev.sigstore.cosign/chain`.
+    pub chain: Option<String>,
+    /// `dev.sigstore.cosign/bundle`: the Rekor entry.
+    pub rekor_bundle: Option<String>,
 }

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use futures::{Stream, StreamExt as _};
 
 use super::collect::{
-    fetch_blob, Found, Listing, FETCH_CONCURRENCY, MAX_PAYLOAD_SIZE, MAX_SIGNATURE_LAYERS,
+    fetch_blob, Found, LayerAnnotations, Listing, FETCH_CONCURRENCY, MAX_PAYLOAD_SIZE,
+    MAX_SIGNATURE_LAYERS,
 };
 use super::requirements::{SignatureId, Unmet};
 use super::tag::{self, TagDocument, TagWriteError};
@@ -51,29 +52,14 @@ pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// Layer annotation holding the Rekor entry with its SET (JSON).
 pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 
-/// The annotations of a legacy layer that verification reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LayerAnnotations {
-    /// `dev.cosignproject.cosign/signature`.
-    pub signature: Option<String>,
-    /// `dev.sigstore.cosign/certificate`: present on keyless signatures.
-    pub certificate: Option<String>,
-    /// `dev.sigstore.cosign/chain`.
-    pub chain: Option<String>,
-    /// `dev.sigstore.cosign/bundle`: the Rekor entry.
-    pub rekor_bundle: Option<String>,
-}
-
-impl LayerAnnotations {
-    /// The annotations of `layer`.
-    pub fn of(layer: &Descriptor) -> LayerAnnotations {
-        let get = |key: &str| layer.annotations.as_ref().and_then(|a| a.get(key)).cloned();
-        LayerAnnotations {
-            signature: get(SIGNATURE_ANNOTATION),
-            certificate: get(CERTIFICATE_ANNOTATION),
-            chain: get(CHAIN_ANNOTATION),
-            rekor_bundle: get(REKOR_BUNDLE_ANNOTATION),
-        }
+/// The annotations of `layer` that verification reads.
+pub fn layer_annotations(layer: &Descriptor) -> LayerAnnotations {
+    let get = |key: &str| layer.annotations.as_ref().and_then(|a| a.get(key)).cloned();
+    LayerAnnotations {
+        signature: get(SIGNATURE_ANNOTATION),
+        certificate: get(CERTIFICATE_ANNOTATION),
+        chain: get(CHAIN_ANNOTATION),
+        rekor_bundle: get(REKOR_BUNDLE_ANNOTATION),
     }
 }
 
@@ -251,7 +237,7 @@ pub(crate) fn signatures<'a>(
                     Ok(payload) => Found::Legacy {
                         index: id.index,
                         payload,
-                        annotations: LayerAnnotations::of(&layer),
+                        annotations: layer_annotations(&layer),
                     },
                     Err(problem) => Found::Unusable(problem.unmet(id)),
                 },

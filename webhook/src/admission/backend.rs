@@ -1,18 +1,18 @@
 //! What the engine asks of the outside world: registry work (the
-//! [`Backend`], typed errors and which of them count as an outage),
-//! namespace labels and pods' pull secrets. Tests substitute fakes for each.
+//! [`Backend`], typed errors and which of them count as an outage). The
+//! other two ports, namespace labels and pods' pull secrets, are declared
+//! beside their Kubernetes implementations (`kube.rs`, `pullsecrets.rs`), so
+//! the engine depends on them and never the other way round. Tests
+//! substitute fakes for each.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
 use imgate_core::digest::Digest;
 use imgate_core::policy::HumanDuration;
 use imgate_core::reference::ImageRef;
-use imgate_core::registry::{Credentials, RegistryClient, RegistryError};
+use imgate_core::registry::{RegistryClient, RegistryError};
 use imgate_core::signature::{Requirements, Verdict, VerifyError};
-
-use crate::pullsecrets::PodPullSecrets;
 
 /// Registry work the engine needs; the real one talks to registries, tests
 /// substitute fakes. Errors stay typed so the engine can tell an outage
@@ -99,24 +99,4 @@ impl Backend for RegistryBackend {
     ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
         async move { imgate_core::signature::verify(&client, &image, &requirements).await }.boxed()
     }
-}
-
-/// Looks up a namespace's labels (through the Kubernetes API in a cluster),
-/// for `namespaces.excludeSelector`. `None`: unknown.
-pub trait NamespaceLabels: Send + Sync {
-    /// The labels of `namespace`.
-    fn labels(&self, namespace: &str) -> BoxFuture<'_, Option<BTreeMap<String, String>>>;
-}
-
-/// Registry credentials from a pod's pull secrets (read through the
-/// Kubernetes API in a cluster). Asked lazily: only when a registry call for
-/// that registry is about to be made, under the review's deadline.
-pub trait PullSecrets: Send + Sync + 'static {
-    /// Credentials for `registry` (`host[:port]`) from `pod`'s pull secrets
-    /// and its service account's; `None` when none apply or none can be read.
-    fn credentials<'a>(
-        &'a self,
-        pod: &'a PodPullSecrets,
-        registry: &'a str,
-    ) -> BoxFuture<'a, Option<Credentials>>;
 }

@@ -455,7 +455,9 @@ mod decision;
 mod image;
 mod report;
 
-pub use backend::{Backend, CheckError, NamespaceLabels, PullSecrets, RegistryBackend};
+pub use crate::kube::NamespaceLabels;
+pub use crate::pullsecrets::PullSecrets;
+pub use backend::{Backend, CheckError, RegistryBackend};
 pub use decision::{Endpoint, ImageDecision, ObjectDecision, PatchOp};
 
 #[cfg(test)]
