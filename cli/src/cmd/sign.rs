@@ -19,7 +19,7 @@ use super::Outcome;
 /// Signature format on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FormatArg {
-    /// cosign's `.sig` tag (cosign v1/v2 layout): read by every verifier in the field.
+    /// cosign's `.sig` tag (cosign v1/v2 layout): a layout every verifier in the field reads.
     Legacy,
     /// Sigstore bundle v0.3 attached as an OCI referrer (cosign v3's default).
     Bundle,
@@ -43,9 +43,11 @@ pub struct Args {
     /// VAULT_ADDR, VAULT_TOKEN, TRANSIT_SECRET_ENGINE_PATH).
     #[arg(long, value_name = "KEY")]
     pub key: String,
-    /// Signature format. `legacy` (the default) is read by every verifier in
-    /// the field today (cosign, Kyverno, policy-controller, Connaisseur);
-    /// `bundle` is what cosign v3 writes by default.
+    /// Signature format. `legacy` (the default) is a layout every verifier in
+    /// the field reads (cosign, Kyverno, policy-controller, Connaisseur);
+    /// `bundle` is what cosign v3 writes by default. Either way a key
+    /// signature carries no transparency-log entry: other verifiers need
+    /// their "ignore tlog" setting (see docs/keyless.md).
     #[arg(long, value_enum, default_value_t = FormatArg::Legacy)]
     pub format: FormatArg,
     /// Annotation signed along with the digest (`KEY=VALUE`, repeatable);
