@@ -14,20 +14,5 @@ if [[ $# -gt 0 && $1 != --* ]]; then
   duration=$1
   shift
 fi
-./scripts/install-deps.sh >&2
-cargo=${CARGO:-cargo}
-# The registry's storage, certificates and logs go to a temporary directory;
-# on a disk that discards on delete, removing 1,000 images' files takes
-# minutes, on tmpfs a moment (IMGATE_PERF_TMPDIR chooses another place).
-if [[ -n ${IMGATE_PERF_TMPDIR:-} ]]; then
-  export TMPDIR=$IMGATE_PERF_TMPDIR
-elif [[ -d /dev/shm && -w /dev/shm ]]; then
-  export TMPDIR=/dev/shm
-fi
-target=${CARGO_TARGET_DIR:-$PWD/target}
-if [[ -z ${IMGATE_BIN:-} ]]; then
-  "$cargo" build --quiet --release -p imgate --bin imgate >&2
-  export IMGATE_BIN=$target/release/imgate
-fi
-"$cargo" build --quiet --release -p imgate-tests --bin imgate-perf >&2
-exec "$target/release/imgate-perf" soak --duration "$duration" "$@"
+. ./scripts/perf-setup.sh
+exec "$perf" soak --duration "$duration" "$@"
