@@ -211,17 +211,21 @@ async fn handle(state: AppState, endpoint: Endpoint, body: Body) -> Response {
             };
         }
     };
-    // One span per review, its fields filled in by the engine once it has
-    // looked at the request (see `admission::report::record_request`).
-    let empty = tracing::field::Empty;
-    let span = tracing::info_span!(
-        "admission",
-        uid = empty,
-        endpoint = empty,
-        kind = empty,
-        namespace = empty,
-        operation = empty,
-    );
+    // One span per review, opened with what identifies the request, so every
+    // line logged during the review, the decision line included, carries
+    // these fields once. Filled at creation: recording them one by one
+    // afterwards makes the JSON formatter re-parse the span's fields each time.
+    let span = match &review.request {
+        Some(request) => tracing::info_span!(
+            "admission",
+            uid = request.uid.as_str(),
+            endpoint = endpoint.as_str(),
+            kind = request.kind.kind.as_str(),
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            operation = request.operation.as_str(),
+        ),
+        None => tracing::info_span!("admission", endpoint = endpoint.as_str()),
+    };
     async move {
         let _in_flight = InFlight::start(state.metrics());
         // The engine logs the decision line and observes the latency.

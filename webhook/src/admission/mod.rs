@@ -32,9 +32,7 @@ use crate::images::{self, ImageSite, PodCarrier};
 use crate::metrics::Metrics;
 use crate::pullsecrets::PodPullSecrets;
 use crate::review::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use report::{
-    assemble, count, log_decision, record_request, registry_failure, to_response, too_many_images,
-};
+use report::{assemble, count, log_decision, registry_failure, to_response, too_many_images};
 
 /// Audit annotation listing what audit mode would have denied. The API
 /// server prefixes it with the webhook's name (`<webhook name>/would-deny`,
@@ -293,7 +291,6 @@ impl Engine {
             self.client.with_credentials(credentials)
         };
         let ctx = self.context(endpoint, client, arrived);
-        record_request(&request, endpoint);
         let decision = self.decide_request(&ctx, &request).await;
         let response = match &decision {
             Err(message) => AdmissionResponse::invalid(&request.uid, message.clone()),

@@ -144,23 +144,9 @@ pub(super) fn count(metrics: &Metrics, policy: &Policy, decision: Option<&Object
     }
 }
 
-/// Fills in the review's span (opened empty by the server's handler, one
-/// per review) with what identifies the request, so every line logged
-/// during the review, the decision line included, carries these once.
-pub(super) fn record_request(request: &AdmissionRequest, endpoint: Endpoint) {
-    let span = tracing::Span::current();
-    span.record("uid", request.uid.as_str());
-    span.record("endpoint", endpoint.as_str());
-    span.record("kind", request.kind.kind.as_str());
-    span.record(
-        "namespace",
-        request.namespace.as_deref().unwrap_or_default(),
-    );
-    span.record("operation", request.operation.as_str());
-}
-
-/// The audit record: one line per review, inside the span that
-/// [`record_request`] filled. Never includes credentials.
+/// The audit record: one line per review, inside the review's span (opened
+/// by the server's handler with the request's uid, endpoint, kind,
+/// namespace and operation). Never includes credentials.
 pub(super) fn log_decision(
     request: &AdmissionRequest,
     response: &AdmissionResponse,
