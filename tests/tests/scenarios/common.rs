@@ -31,4 +31,20 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
+
+    /// A usage or runtime error: exit 2, exactly one `imgate:` line on
+    /// stderr, and that line (or the rest of stderr) says `needle`.
+    pub fn assert_one_line_error(&self, needle: &str) {
+        assert_eq!(self.code, 2, "{self:?}");
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?}: {self:?}"
+        );
+        let lines = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("imgate:"))
+            .count();
+        assert_eq!(lines, 1, "one error line: {self:?}");
+    }
 }

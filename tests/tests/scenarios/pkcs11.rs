@@ -224,17 +224,6 @@ impl Ctx {
     }
 }
 
-fn one_line_error(run: &Run, needle: &str) {
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains(needle), "expected {needle:?}: {run:?}");
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("imgate:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one error line: {run:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_key_signs_both_formats_and_verifies_with_the_printed_key() {
     let ctx = Ctx::new().await;
@@ -367,25 +356,22 @@ async fn wrong_pin_missing_object_and_missing_module_each_say_so() {
         )
     };
     let run = sign(&ctx.hsm.uri("release"), "0000-wrong");
-    one_line_error(&run, "wrong PIN for PKCS#11 token \"imgate-ci\"");
+    run.assert_one_line_error("wrong PIN for PKCS#11 token \"imgate-ci\"");
 
     let run = sign(&ctx.hsm.uri("nope"), PIN);
-    one_line_error(
-        &run,
-        "no private key object=\"nope\" on token \"imgate-ci\"",
-    );
+    run.assert_one_line_error("no private key object=\"nope\" on token \"imgate-ci\"");
 
     let missing =
         format!("pkcs11:token={TOKEN};object=release?module-path=/nonexistent/libpkcs11.so");
     let run = sign(&missing, PIN);
-    one_line_error(&run, "cannot load PKCS#11 module /nonexistent/libpkcs11.so");
+    run.assert_one_line_error("cannot load PKCS#11 module /nonexistent/libpkcs11.so");
 
     let not_a_module = ctx.hsm.path("softhsm2.conf");
     let run = sign(
         &format!("pkcs11:token={TOKEN};object=release?module-path={not_a_module}"),
         PIN,
     );
-    one_line_error(&run, "cannot load PKCS#11 module");
+    run.assert_one_line_error("cannot load PKCS#11 module");
 
     let run = sign(
         &format!(
@@ -394,11 +380,11 @@ async fn wrong_pin_missing_object_and_missing_module_each_say_so() {
         ),
         PIN,
     );
-    one_line_error(&run, "no PKCS#11 token matches");
+    run.assert_one_line_error("no PKCS#11 token matches");
 
     let no_module = format!("pkcs11:token={TOKEN};object=release");
     let run = sign(&no_module, PIN);
-    one_line_error(&run, "IMGATE_PKCS11_MODULE_PATH");
+    run.assert_one_line_error("IMGATE_PKCS11_MODULE_PATH");
     // ... which the environment can supply.
     let module = ctx.hsm.module.display().to_string();
     let run = ctx.run_with(
@@ -421,14 +407,8 @@ async fn wrong_pin_missing_object_and_missing_module_each_say_so() {
             id,
         ]);
     }
-    one_line_error(
-        &sign(&ctx.hsm.uri("rsa"), PIN),
-        "a key of type RSA on the token",
-    );
-    one_line_error(
-        &sign(&ctx.hsm.uri("p384"), PIN),
-        "an EC key on another curve than P-256",
-    );
+    sign(&ctx.hsm.uri("rsa"), PIN).assert_one_line_error("a key of type RSA on the token");
+    sign(&ctx.hsm.uri("p384"), PIN).assert_one_line_error("an EC key on another curve than P-256");
 
     // Without a PIN anywhere and no terminal, signing says where to put one.
     let run = ctx.run_with(
@@ -436,7 +416,7 @@ async fn wrong_pin_missing_object_and_missing_module_each_say_so() {
         &[],
         true,
     );
-    one_line_error(&run, "no PIN for");
+    run.assert_one_line_error("no PIN for");
 
     // Nothing was signed by the failed runs.
     let run = ctx.run(

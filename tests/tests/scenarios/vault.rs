@@ -97,14 +97,7 @@ impl Ctx {
 }
 
 fn one_line_error(run: &Run, needle: &str) {
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains(needle), "expected {needle:?}: {run:?}");
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("imgate:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one error line: {run:?}");
+    run.assert_one_line_error(needle);
     assert!(
         !run.stderr.contains(TOKEN),
         "the Vault token leaked: {run:?}"
