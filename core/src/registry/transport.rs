@@ -151,12 +151,22 @@ impl Shared {
     }
 
     /// Remembers whether `image`'s repository supports the referrers API.
+    /// Whoever writes a Pod chooses how many repositories get named, so the
+    /// memory is bounded: at [`MAX_REMEMBERED_REPOSITORIES`] expired answers
+    /// go, and if that is not enough all do (forgetting costs one request).
     pub(crate) fn remember_referrers_api(&self, image: &ImageRef, supported: bool) {
-        let until = std::time::Instant::now() + super::NO_REFERRERS_API_TTL;
-        self.referrers_api
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(repository_key(image), (supported, until));
+        let now = std::time::Instant::now();
+        let mut known = self.referrers_api.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_REMEMBERED_REPOSITORIES {
+            known.retain(|_, (_, until)| *until > now);
+            if known.len() >= MAX_REMEMBERED_REPOSITORIES {
+                known.clear();
+            }
+        }
+        known.insert(
+            repository_key(image),
+            (supported, now + super::NO_REFERRERS_API_TTL),
+        );
     }
 
     fn settings(&self, image: &ImageRef) -> Option<&super::RegistrySettings> {
@@ -567,6 +577,9 @@ fn host_key(host: &str) -> String {
     host.to_ascii_lowercase()
 }
 
+/// Repositories whose referrers API support is remembered at once.
+const MAX_REMEMBERED_REPOSITORIES: usize = 10_000;
+
 /// How a repository is remembered: its host in lower case, its path as is.
 /// Referrers API support is remembered per repository, not per host, as a
 /// registry may route repositories to different backends.
@@ -755,6 +768,23 @@ mod tests {
         assert!(!is_tls_failure(&std::io::Error::other(
             "connection refused"
         )));
+    }
+
+    #[test]
+    fn referrers_api_memory_is_bounded_and_keeps_recent_answers() {
+        let shared = Shared::new(ClientConfig {
+            use_docker_config: false,
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let image = |i: usize| ImageRef::parse(&format!("r.example/team/app{i}")).unwrap();
+        for i in 0..MAX_REMEMBERED_REPOSITORIES + 5 {
+            shared.remember_referrers_api(&image(i), i % 2 == 0);
+        }
+        let held = shared.referrers_api.lock().unwrap().len();
+        assert!(held <= MAX_REMEMBERED_REPOSITORIES, "{held} remembered");
+        let last = MAX_REMEMBERED_REPOSITORIES + 4;
+        assert_eq!(shared.referrers_api(&image(last)), Some(last % 2 == 0));
     }
 
     #[test]
