@@ -325,39 +325,14 @@ fn status_response(status: StatusCode) -> Response<Body> {
     response
 }
 
-/// Hop-by-hop headers a proxy must not forward.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 async fn forward(state: &State, request: Request<Incoming>) -> anyhow::Result<Response<Body>> {
-    let (parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let url = format!("{}{path_and_query}", state.upstream);
-    let body = axum::body::to_bytes(Body::new(body), MAX_BODY).await?;
-    let mut upstream = state.client.request(parts.method, url);
-    // `Host` goes along, so the registry's upload `Location`s point back here.
-    for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = upstream.body(body).send().await?;
-    let mut response = Response::builder().status(answer.status());
-    for (name, value) in answer.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            response = response.header(name, value);
-        }
-    }
-    let bytes = answer.bytes().await?;
-    Ok(response.body(Body::from(bytes))?)
+    crate::proxy::relay(
+        &state.client,
+        &state.upstream,
+        request.map(Body::new),
+        MAX_BODY,
+    )
+    .await
 }
 
 #[cfg(test)]

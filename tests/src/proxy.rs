@@ -230,16 +230,23 @@ fn error_response(status: u16) -> Response {
 }
 
 async fn pass(state: &ProxyState, request: Request) -> anyhow::Result<Response> {
+    relay(&state.client, &state.upstream, request, 512 * 1024 * 1024).await
+}
+
+/// Sends `request` on to `upstream` (`scheme://host:port`) with its method,
+/// path, headers (`Host` included, so the registry's upload `Location`s
+/// point back at the proxy) and body of at most `max_body` bytes, and
+/// returns the answer, hop-by-hop headers dropped both ways.
+pub(crate) async fn relay(
+    client: &reqwest::Client,
+    upstream: &str,
+    request: Request,
+    max_body: usize,
+) -> anyhow::Result<Response> {
     let (parts, body) = request.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
-    let body = axum::body::to_bytes(body, 512 * 1024 * 1024).await?;
-    let mut upstream = state
-        .client
-        .request(parts.method, format!("{}{path_and_query}", state.upstream));
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let body = axum::body::to_bytes(body, max_body).await?;
+    let mut upstream = client.request(parts.method, format!("{upstream}{path_and_query}"));
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {
             upstream = upstream.header(name, value);
