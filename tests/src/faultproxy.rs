@@ -312,6 +312,10 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAc
             }
         };
         state.counters.connections.fetch_add(1, Ordering::SeqCst);
+        // As registries do (Go's net/http sets it on every connection):
+        // without it, Nagle's algorithm holds an HTTP/2 DATA frame written
+        // apart from its HEADERS until the client's delayed ACK, ~40 ms.
+        let _ = stream.set_nodelay(true);
         let id = state.counters.connection_ids.fetch_add(1, Ordering::SeqCst) + 1;
         let state = state.clone();
         let tls = tls.clone();

@@ -1,7 +1,8 @@
-//! `imgate-perf bench`: cold admission latency and registry round trips
-//! behind a delay proxy, warm throughput against the floor server, CPU per
-//! review, and RSS (idle, after 10,000 warm reviews, after 1,000 distinct
-//! signed images).
+//! `imgate-perf bench`: cold admission and `imgate verify` latency and
+//! registry round trips behind a delay proxy (over TLS with HTTP/2, and over
+//! plain HTTP/1.1 for comparison), warm throughput against the floor server,
+//! CPU per review, and RSS (idle, after 10,000 warm reviews, after 1,000
+//! distinct signed images).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use imgate_core::signature::Format;
-use imgate_tests::Faults;
+use imgate_tests::{Faults, Front};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cold::{self, Case, Cold, Expect, Setting};
 use crate::lab::{pod, review, Lab, Served};
 use crate::load::{self, Until};
 use crate::proc;
@@ -47,19 +49,6 @@ impl Default for Settings {
 }
 
 #[derive(Debug, Serialize)]
-struct Cold {
-    case: &'static str,
-    images: usize,
-    /// Median over the repeats.
-    latency_ms: f64,
-    requests: u64,
-    round_trips: u64,
-    connections: u64,
-    /// The registry requests of the median run, in the order answered.
-    trace: Vec<imgate_tests::Logged>,
-}
-
-#[derive(Debug, Serialize)]
 struct Throughput {
     reviews: usize,
     errors: u64,
@@ -75,7 +64,12 @@ struct Report {
     delay_ms: u64,
     connections: usize,
     duration_s: f64,
+    /// Over TLS, HTTP/2 by ALPN (what public registries serve).
     cold: Vec<Cold>,
+    /// The same registry over plain HTTP/1.1.
+    cold_http1: Vec<Cold>,
+    /// `imgate --version`'s wall time (ms), the floor under the CLI cases.
+    process_start_ms: f64,
     warm_webhook: Throughput,
     warm_floor: Throughput,
     webhook_to_floor: f64,
@@ -92,7 +86,7 @@ struct Report {
 
 pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let lab = Lab::start().await?;
+    let lab = Lab::start(Front::Tls).await?;
     let certs = lab.certs("certs")?;
     let ca = certs.join("ca.crt");
     let policy = lab.write_policy(&lab.policy_text(""))?;
@@ -106,6 +100,7 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
             .rsplit_once(':')
             .map_or(by_digest.as_str(), |(repo, _)| repo)
     );
+    let (unsigned, unsigned_digest) = lab.push("team/unsigned", "v1", None).await?;
     let mut three = Vec::new();
     for name in ["a", "b", "c"] {
         three.push(
@@ -117,26 +112,85 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
     let distinct = lab.push_many("team/many", settings.distinct).await?;
     let setup = started.elapsed();
 
-    // Cold: a fresh webhook per review, the registry `delay` away.
-    lab.proxy.set_faults(Faults {
+    // Cold: a fresh webhook (or CLI process) per review, the registry
+    // `delay` away, through each front.
+    let delayed = Faults {
         delay: settings.delay,
         ..Faults::default()
-    });
-    let three_refs: Vec<&str> = three.iter().map(String::as_str).collect();
-    let cases: [(&'static str, Vec<&str>); 4] = [
-        ("legacy-signed tag", vec![legacy.as_str()]),
-        ("bundle-signed tag", vec![bundle.as_str()]),
-        ("digest reference", vec![by_digest.as_str()]),
-        ("pod of 3 tags", three_refs.clone()),
-    ];
-    let mut cold = Vec::new();
-    for (case, images) in &cases {
-        say(&settings, &format!("cold: {case}"));
-        cold.push(cold_case(&lab, &policy, &certs, &settings, case, images).await?);
+    };
+    let Some(plain) = lab.plain.as_ref() else {
+        bail!("the lab has no plain-HTTP front");
+    };
+    for front in [&lab.proxy, plain] {
+        front.set_faults(delayed);
     }
-    lab.proxy.set_faults(Faults::default());
+    let one = |name, image: &String| Case {
+        name,
+        images: vec![image.clone()],
+        expect: Expect::Allowed,
+    };
+    let unsigned_case = Case {
+        name: "unsigned tag",
+        images: vec![unsigned.clone()],
+        expect: Expect::Denied(format!("no signatures found for {unsigned_digest}")),
+    };
+    let pod_case = Case {
+        name: "pod of 3 tags",
+        images: three.clone(),
+        expect: Expect::Allowed,
+    };
+    let tls_cases = [
+        one("legacy-signed tag", &legacy),
+        one("bundle-signed tag", &bundle),
+        one("digest reference", &by_digest),
+        pod_case.clone(),
+        unsigned_case.clone(),
+    ];
+    let tls = Setting {
+        lab: &lab,
+        front: &lab.proxy,
+        policy: &policy,
+        certs: &certs,
+        repeats: settings.repeats,
+        delay: settings.delay,
+    };
+    let mut cold = Vec::new();
+    for case in &tls_cases {
+        say(&settings, &format!("cold over TLS (h2): {}", case.name));
+        cold.push(cold::review_case(&tls, case).await?);
+    }
+    for (name, image) in [
+        ("cli: legacy-signed tag", &legacy),
+        ("cli: digest reference", &by_digest),
+    ] {
+        say(&settings, &format!("cold over TLS (h2): {name}"));
+        cold.push(cold::verify_case(&tls, name, image).await?);
+    }
+    // The plain-HTTP/1.1 comparison: the cases where the number of
+    // connections can differ.
+    let http1 = Setting {
+        front: plain,
+        ..tls
+    };
+    let via = |case: &Case| Case {
+        images: case.images.iter().map(|i| lab.via(plain, i)).collect(),
+        ..case.clone()
+    };
+    let mut cold_http1 = Vec::new();
+    for case in [&tls_cases[0], &tls_cases[1], &pod_case, &unsigned_case] {
+        say(&settings, &format!("cold over HTTP/1.1: {}", case.name));
+        cold_http1.push(cold::review_case(&http1, &via(case)).await?);
+    }
+    say(&settings, "cold over HTTP/1.1: cli: legacy-signed tag");
+    cold_http1
+        .push(cold::verify_case(&http1, "cli: legacy-signed tag", &lab.via(plain, &legacy)).await?);
+    let process_start_ms = cold::process_start_ms(settings.repeats).await?;
+    for front in [&lab.proxy, plain] {
+        front.set_faults(Faults::default());
+    }
 
     // Warm: one webhook, the 3-container Pod's verdicts cached.
+    let three_refs: Vec<&str> = three.iter().map(String::as_str).collect();
     say(&settings, "warm: webhook");
     let log = lab.dir.path().join("warm.log");
     let served = Served::start(&policy, &certs, &[], &log)?;
@@ -160,7 +214,7 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
     if answer["response"]["allowed"] != true {
         bail!(
             "the warm Pod was not allowed: {answer}\n{}",
-            tail(&served.log_text())
+            cold::tail(&served.log_text())
         );
     }
     let fill = load::closed_loop(
@@ -236,6 +290,8 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
         connections: settings.connections,
         duration_s: settings.duration.as_secs_f64(),
         cold,
+        cold_http1,
+        process_start_ms,
         webhook_to_floor: warm_webhook.per_second / warm_floor.per_second.max(1e-9),
         warm_webhook,
         warm_floor,
@@ -266,11 +322,6 @@ fn say(settings: &Settings, text: &str) {
     }
 }
 
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
 fn check_errors(phase: &str, outcome: &load::Outcome) -> anyhow::Result<()> {
     if outcome.errors > 0 {
         bail!(
@@ -293,69 +344,6 @@ fn throughput(outcome: &load::Outcome, cpu_seconds: f64) -> Throughput {
         p99_ms: outcome.percentile_ms(0.99),
         cpu_us_per_review: cpu_seconds * 1e6 / (reviews.max(1) as f64),
     }
-}
-
-/// Reviews `images` on a fresh webhook `settings.repeats` times; the median
-/// latency, with the counts of that run.
-async fn cold_case(
-    lab: &Lab,
-    policy: &Path,
-    certs: &Path,
-    settings: &Settings,
-    case: &'static str,
-    images: &[&str],
-) -> anyhow::Result<Cold> {
-    let ca = certs.join("ca.crt");
-    let body = serde_json::to_vec(&review("cold", "apps", &pod("apps", images)))?;
-    // An excluded namespace: answered without the registry, it opens the
-    // TLS connection before the clock starts.
-    let opener = serde_json::to_vec(&review("open", "kube-system", &pod("kube-system", images)))?;
-    let mut runs = Vec::new();
-    for repeat in 0..settings.repeats.max(1) {
-        let log = lab.dir.path().join(format!("cold-{repeat}.log"));
-        let served = Served::start(policy, certs, &[], &log)?;
-        let client = load::client(served.admission, &[&ca], true, Duration::from_secs(30))?;
-        let url = load::mutate_url(served.admission);
-        let post = |body: Vec<u8>| {
-            client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-        };
-        post(opener.clone()).await?.bytes().await?;
-        lab.proxy.reset_counts();
-        let sent = Instant::now();
-        let answer = post(body.clone()).await?.bytes().await?;
-        let latency = sent.elapsed();
-        let counts = lab.proxy.counts();
-        let trace = lab.proxy.log();
-        let answer: Value = serde_json::from_slice(&answer)?;
-        if answer["response"]["allowed"] != true {
-            bail!(
-                "cold {case}: not allowed: {answer}\n{}",
-                tail(&served.log_text())
-            );
-        }
-        runs.push((latency, counts, trace));
-    }
-    runs.sort_by_key(|(latency, _, _)| *latency);
-    let (latency, counts, trace) = runs.swap_remove(runs.len() / 2);
-    let delay_ms = settings.delay.as_secs_f64() * 1e3;
-    let latency_ms = latency.as_secs_f64() * 1e3;
-    Ok(Cold {
-        case,
-        images: images.len(),
-        latency_ms,
-        requests: counts.requests,
-        round_trips: if delay_ms > 0.0 {
-            (latency_ms / delay_ms).round() as u64
-        } else {
-            0
-        },
-        connections: counts.connections,
-        trace,
-    })
 }
 
 struct KillOnDrop(std::process::Child);
@@ -411,23 +399,14 @@ fn print_table(r: &Report, trace: bool) {
     );
     println!();
     println!(
-        "{:<20} {:>6} {:>12} {:>9} {:>12} {:>12}",
-        "cold case", "images", "latency ms", "requests", "round trips", "connections"
+        "cold, over TLS (HTTP/2 by ALPN, as public registries serve); the CLI \
+         rows include starting the process ({:.1} ms for imgate --version):",
+        r.process_start_ms
     );
-    for c in &r.cold {
-        println!(
-            "{:<20} {:>6} {:>12.1} {:>9} {:>12} {:>12}",
-            c.case, c.images, c.latency_ms, c.requests, c.round_trips, c.connections
-        );
-        if trace {
-            for logged in &c.trace {
-                println!(
-                    "    {:>5}..{:<5} ms  {} {}",
-                    logged.start_ms, logged.end_ms, logged.status, logged.request
-                );
-            }
-        }
-    }
+    print_cold(&r.cold, trace);
+    println!();
+    println!("cold, over plain HTTP/1.1 (for comparison):");
+    print_cold(&r.cold_http1, trace);
     println!();
     println!(
         "warm, {} connections, {:.0}s each, 3-container Pod (cached):",
@@ -461,4 +440,50 @@ fn print_table(r: &Report, trace: bool) {
         "RSS after {:>6} distinct signed images:   {:>7.1} MiB ({} allowed)",
         r.distinct_images, r.rss_after_distinct_mib, r.distinct_allowed
     );
+}
+
+fn print_cold(cases: &[Cold], trace: bool) {
+    println!(
+        "{:<24} {:>6} {:>11} {:>9} {:>12} {:>12} {:>5} {:>5}",
+        "cold case", "images", "latency ms", "requests", "round trips", "connections", "h2", "used"
+    );
+    for c in cases {
+        // The median run's count, and the range over the repeats if it varied.
+        let connections = if c.connections_min == c.connections_max {
+            c.connections.to_string()
+        } else {
+            format!(
+                "{} ({}-{})",
+                c.connections, c.connections_min, c.connections_max
+            )
+        };
+        println!(
+            "{:<24} {:>6} {:>11.1} {:>9} {:>12} {:>12} {:>5} {:>5}",
+            c.case,
+            c.images,
+            c.latency_ms,
+            c.requests,
+            c.round_trips,
+            connections,
+            c.h2_connections,
+            c.connections_used
+        );
+        if trace {
+            // Connections numbered from 1 within the case.
+            let mut seen: Vec<u64> = Vec::new();
+            for logged in &c.trace {
+                let number = match seen.iter().position(|id| *id == logged.connection) {
+                    Some(at) => at + 1,
+                    None => {
+                        seen.push(logged.connection);
+                        seen.len()
+                    }
+                };
+                println!(
+                    "    {:>5}..{:<5} ms  conn {number} {:<8} {} {}",
+                    logged.start_ms, logged.end_ms, logged.protocol, logged.status, logged.request
+                );
+            }
+        }
+    }
 }

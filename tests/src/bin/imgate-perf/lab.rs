@@ -1,5 +1,5 @@
 //! What the benchmark and the soak share: the real registry behind the
-//! fault proxy, a signing key, signed and unsigned test images, a policy,
+//! fault proxy (over TLS with HTTP/2, or plain HTTP/1.1), a signing key, signed and unsigned test images, a policy,
 //! webhook certificates, and the real `imgate webhook` process with its
 //! JSON log written to a file (as a container runtime would collect it).
 
@@ -16,7 +16,7 @@ use imgate_core::signature::{self, Format, SignOptions};
 use imgate_core::ImageRef;
 use imgate_keys::SigningKey;
 use imgate_tests::webhook::{generate_certs, WebhookOptions};
-use imgate_tests::{FaultProxy, Faults, ImageBuilder, PushWith, Registry, Variant};
+use imgate_tests::{FaultProxy, Faults, Front, ImageBuilder, PushWith, Registry, Variant};
 use serde_json::{json, Value};
 
 /// How many pushes and signatures run at once while setting up.
@@ -25,26 +25,38 @@ const SETUP_CONCURRENCY: usize = 16;
 /// A registry behind a fault proxy, a key, a scratch directory.
 pub struct Lab {
     pub registry: Registry,
+    /// The front images are pushed, signed and named through.
     pub proxy: FaultProxy,
+    /// With a TLS `proxy`: a second, plain-HTTP/1.1 proxy in front of the
+    /// same registry, for comparison (images reached through it with [`Lab::via`]).
+    pub plain: Option<FaultProxy>,
     key: SigningKey,
     signer: RegistryClient,
     pub dir: tempfile::TempDir,
 }
 
 impl Lab {
-    /// Starts the registry and the proxy (no delay, no faults yet).
-    pub async fn start() -> anyhow::Result<Lab> {
+    /// Starts the registry and the proxy reached through `front` (no delay,
+    /// no faults yet); a TLS front comes with a plain one too.
+    pub async fn start(front: Front) -> anyhow::Result<Lab> {
         let registry = Registry::start(Variant::Http)
             .await
             .context("starting docker-registry (is it installed? scripts/install-deps.sh)")?;
-        let proxy = FaultProxy::start(&registry.url(""), Faults::default())?;
+        let proxy = FaultProxy::start_with(&registry.url(""), Faults::default(), front)?;
+        let plain = match front {
+            Front::Tls => Some(FaultProxy::start(&registry.url(""), Faults::default())?),
+            Front::Plain => None,
+        };
         let signer = RegistryClient::new(proxy.client_config())?;
         let dir = tempfile::tempdir()?;
         let key = SigningKey::generate();
         std::fs::write(dir.path().join("cosign.pub"), key.public_key().to_pem())?;
+        // The CLI cases read credentials from here, never the user's own.
+        std::fs::write(dir.path().join("docker-config.json"), b"{\"auths\":{}}")?;
         Ok(Lab {
             registry,
             proxy,
+            plain,
             key,
             signer,
             dir,
@@ -91,20 +103,54 @@ impl Lab {
         pushes.collect::<Vec<_>>().await.into_iter().collect()
     }
 
-    /// The policy: enforce, fail closed, the proxy's `team/**` signed by the key.
-    /// `extra` is appended to the rules (the soak's reloads use it).
+    /// The public key the images are signed with (PEM).
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("cosign.pub")
+    }
+
+    /// `reference` (named through [`Lab::proxy`]) named through `front` instead.
+    pub fn via(&self, front: &FaultProxy, reference: &str) -> String {
+        let host = self.proxy.host();
+        match reference.strip_prefix(host.as_str()) {
+            Some(rest) => format!("{}{rest}", front.host()),
+            None => reference.to_string(),
+        }
+    }
+
+    /// The policy: enforce, fail closed, every front's `team/**` signed by
+    /// the key (the TLS front's CA trusted, plain HTTP allowed for a plain
+    /// one). `extra` is appended to the rules (the soak's reloads use it).
     pub fn policy_text(&self, extra: &str) -> String {
-        let proxy = self.proxy.host();
-        let key = self.dir.path().join("cosign.pub");
+        let fronts: Vec<&FaultProxy> = std::iter::once(&self.proxy)
+            .chain(self.plain.as_ref())
+            .collect();
+        let patterns: Vec<String> = fronts
+            .iter()
+            .map(|front| format!("\"{}/team/**\"", front.host()))
+            .collect();
+        let patterns = patterns.join(", ");
+        let mut registries = String::new();
+        for front in &fronts {
+            let settings = match front.ca_file() {
+                Some(ca) => format!("{{caFile: \"{}\"}}", ca.display()),
+                None => "{http: true}".to_string(),
+            };
+            registries.push_str(&format!("  \"{}\": {settings}\n", front.host()));
+        }
         format!(
             "mode: enforce\n\
              onRegistryError: deny\n\
              namespaces:\n  exclude: [kube-system, imgate-system]\n\
-             trustedRegistries: [\"{proxy}/team/**\"]\n\
-             registries:\n  \"{proxy}\": {{http: true}}\n\
-             rules:\n  - name: team\n    images: [\"{proxy}/team/**\"]\n    keys: [{{file: {}}}]\n{extra}",
-            key.display()
+             trustedRegistries: [{patterns}]\n\
+             registries:\n{registries}\
+             rules:\n  - name: team\n    images: [{patterns}]\n    keys: [{{file: {}}}]\n{extra}",
+            self.key_file().display()
         )
+    }
+
+    /// An empty docker config (no credentials) for the `imgate` CLI.
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config.json")
     }
 
     /// Writes the policy atomically (a rename, as a ConfigMap update does).

@@ -14,6 +14,7 @@
 //! proxy, the webhook and the floor server; every phase is bounded in time.
 
 mod bench;
+mod cold;
 mod floor;
 mod lab;
 mod load;

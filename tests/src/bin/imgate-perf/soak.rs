@@ -134,7 +134,7 @@ impl Mix {
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<bool> {
-    let lab = Lab::start().await?;
+    let lab = Lab::start(imgate_tests::Front::Plain).await?;
     let say = |text: &str| {
         if !settings.json {
             eprintln!("imgate-perf soak: {text}");
