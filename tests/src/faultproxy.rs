@@ -663,7 +663,11 @@ mod tests {
             .send()
             .await
             .is_err());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(proxy.counts().handshake_failures, 1);
+        // The proxy sees the client's alert on its own task: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.counts().handshake_failures == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(proxy.counts().handshake_failures, 1, "{:?}", proxy.counts());
     }
 }
