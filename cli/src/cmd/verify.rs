@@ -167,6 +167,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 None => client.resolve(image).await?.pinned,
             };
             let verdict = signature::verify(&client, &pinned, &req).await?;
+            if image.digest.is_some() && found_nothing(&verdict) {
+                ensure_manifest_exists(&client, &pinned).await?;
+            }
             anyhow::Ok(Checked::Done {
                 image: pinned,
                 verdict,
@@ -203,6 +206,31 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         return Err(last);
     }
     Ok(if denied { Outcome::No } else { Outcome::Ok })
+}
+
+/// Whether nothing at all was found that claims to sign the digest.
+fn found_nothing(verdict: &Verdict) -> bool {
+    match verdict {
+        Verdict::Denied { unmet, .. } => {
+            !unmet.is_empty()
+                && unmet
+                    .iter()
+                    .all(|u| matches!(u, signature::Unmet::NoSignatures { .. }))
+        }
+        Verdict::Verified(_) => false,
+    }
+}
+
+/// For a digest reference with no signatures: "no such image" is the more
+/// useful answer when it is the true one (a mistyped digest, the wrong
+/// repository), so only then is the manifest asked for. A signed digest
+/// never pays this request.
+async fn ensure_manifest_exists(client: &RegistryClient, image: &ImageRef) -> anyhow::Result<()> {
+    let Some(digest) = &image.digest else {
+        return Ok(());
+    };
+    client.get_manifest(image, &digest.to_string()).await?;
+    Ok(())
 }
 
 fn print_text(results: &[Checked]) {

@@ -22,6 +22,7 @@ use crate::common::Run;
 
 mod cold_path;
 mod tamper;
+mod tls_roots;
 
 const PASSWORD: &str = "correct horse";
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
