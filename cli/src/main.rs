@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
+mod jsonlog;
 mod telemetry;
 
 /// Sign, pin and admit container images. cosign-compatible.
