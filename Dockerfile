@@ -9,10 +9,12 @@
 #
 # The build stage runs on the build machine's own platform and cross-compiles
 # for the target (no QEMU: a Rust build under emulation takes an hour):
-#   arm64: clang + rust-lld; ring, the only C dependency, builds for
-#          aarch64-unknown-linux-musl without a musl sysroot under clang.
-#   amd64: musl-gcc from Debian's musl-tools (needs an amd64 build machine,
-#          as GitHub's and most CI runners are).
+#   arm64: clang + rust-lld; ring, the only C dependency on this target,
+#          builds for aarch64-unknown-linux-musl without a musl sysroot
+#          under clang (mimalloc would need one: cli/Cargo.toml leaves it
+#          out here, so this image uses musl's allocator).
+#   amd64: musl-gcc from Debian's musl-tools builds ring and mimalloc
+#          (needs an amd64 build machine, as GitHub's and most CI runners are).
 # docs/building-imgate-image.md has the whole build, push and sign flow.
 
 ARG RUST_VERSION=1

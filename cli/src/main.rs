@@ -7,7 +7,16 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
+mod jsonlog;
 mod telemetry;
+
+// Every command, the webhook above all, allocates in small, short-lived
+// pieces; mimalloc serves those with less CPU than the C library's malloc
+// (about 15% of the webhook's CPU per cached review). See cli/Cargo.toml
+// for the one target without it.
+#[cfg(not(all(target_arch = "aarch64", target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Sign, pin and admit container images. cosign-compatible.
 ///

@@ -160,11 +160,8 @@ pub fn init(format: LogFormat, background: bool) -> LogGuard {
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            // The review's one span once, not again in a span list.
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(crate::jsonlog::JsonSpanFields)
+            .event_format(crate::jsonlog::JsonLines)
             .try_init(),
     };
     guard

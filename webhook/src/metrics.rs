@@ -24,33 +24,33 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    result: String,
+    result: &'static str,
     rule: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
-    endpoint: String,
+    endpoint: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
-    cache: String,
+    cache: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
-    result: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
-    operation: String,
+    operation: &'static str,
 }
 
 /// All metrics of one process.
@@ -200,11 +200,9 @@ impl Metrics {
 
     /// A request refused before review: `body_timeout`, `body_budget` or
     /// `body_too_large`.
-    pub fn refused(&self, reason: &str) {
+    pub fn refused(&self, reason: &'static str) {
         self.refused_requests
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_string(),
-            })
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
@@ -219,31 +217,29 @@ impl Metrics {
 
     /// Counts one per-image decision. `result`: `allowed`, `denied`,
     /// `audit_denied` or `excluded`; `rule` empty when no rule applied.
-    pub fn decision(&self, result: &str, rule: &str) {
+    pub fn decision(&self, result: &'static str, rule: &str) {
         self.decisions
             .get_or_create(&DecisionLabels {
-                result: result.to_string(),
+                result,
                 rule: rule.to_string(),
             })
             .inc();
     }
 
     /// How many decisions were counted with this result and rule (for tests).
-    pub fn decision_count(&self, result: &str, rule: &str) -> u64 {
+    pub fn decision_count(&self, result: &'static str, rule: &str) -> u64 {
         self.decisions
             .get_or_create(&DecisionLabels {
-                result: result.to_string(),
+                result,
                 rule: rule.to_string(),
             })
             .get()
     }
 
     /// Records the time one review took on `endpoint` (`mutate`, `validate`).
-    pub fn observe_review(&self, endpoint: &str, seconds: f64) {
+    pub fn observe_review(&self, endpoint: &'static str, seconds: f64) {
         self.review_latency
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.to_string(),
-            })
+            .get_or_create(&EndpointLabels { endpoint })
             .observe(seconds);
     }
 
@@ -263,30 +259,20 @@ impl Metrics {
     }
 
     /// A cache (`verified`, `tag`) answered from memory.
-    pub fn cache_hit(&self, cache: &str) {
-        self.cache_hits
-            .get_or_create(&CacheLabels {
-                cache: cache.to_string(),
-            })
-            .inc();
+    pub fn cache_hit(&self, cache: &'static str) {
+        self.cache_hits.get_or_create(&CacheLabels { cache }).inc();
     }
 
     /// A cache (`verified`, `tag`) had to go to the registry.
-    pub fn cache_miss(&self, cache: &str) {
+    pub fn cache_miss(&self, cache: &'static str) {
         self.cache_misses
-            .get_or_create(&CacheLabels {
-                cache: cache.to_string(),
-            })
+            .get_or_create(&CacheLabels { cache })
             .inc();
     }
 
     /// Cache hits so far for `cache` (for tests).
-    pub fn cache_hit_count(&self, cache: &str) -> u64 {
-        self.cache_hits
-            .get_or_create(&CacheLabels {
-                cache: cache.to_string(),
-            })
-            .get()
+    pub fn cache_hit_count(&self, cache: &'static str) -> u64 {
+        self.cache_hits.get_or_create(&CacheLabels { cache }).get()
     }
 
     /// One signature verification went to the registry.
@@ -300,11 +286,9 @@ impl Metrics {
     }
 
     /// A registry operation (`resolve`, `verify`, `deadline`) failed.
-    pub fn registry_error(&self, operation: &str) {
+    pub fn registry_error(&self, operation: &'static str) {
         self.registry_errors
-            .get_or_create(&OperationLabels {
-                operation: operation.to_string(),
-            })
+            .get_or_create(&OperationLabels { operation })
             .inc();
     }
 
@@ -358,7 +342,7 @@ fn latency_histogram() -> Histogram {
 
 fn result_label(ok: bool) -> ResultLabels {
     ResultLabels {
-        result: if ok { "success" } else { "failure" }.to_string(),
+        result: if ok { "success" } else { "failure" },
     }
 }
 

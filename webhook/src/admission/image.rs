@@ -138,6 +138,12 @@ impl Engine {
         if let Some(digest) = &image.digest {
             return Ok(digest.clone());
         }
+        let key = image.to_string();
+        // A hit needs no computation, timer or credentials: the warm path.
+        if let Some(digest) = ctx.caches.tags.get(&key) {
+            self.metrics.cache_hit("tag");
+            return Ok(digest);
+        }
         let backend = Arc::clone(&self.backend);
         let client = ctx.client_for(&image.registry);
         let target = image.clone();
@@ -153,7 +159,7 @@ impl Engine {
         };
         let lookup = tokio::time::timeout_at(
             ctx.deadline_at,
-            ctx.caches.tags.get_or_compute(image.to_string(), compute),
+            ctx.caches.tags.get_or_compute(key, compute),
         );
         match lookup.await {
             Err(_) => {
@@ -194,6 +200,10 @@ impl Engine {
             return Err(CheckError::Internal("verifying an unpinned reference"));
         };
         let key = (subject.name(), digest, rule.fingerprint().to_string());
+        if let Some(verdict) = ctx.caches.verified.get(&key) {
+            self.metrics.cache_hit("verified");
+            return Ok(verdict);
+        }
         let backend = Arc::clone(&self.backend);
         let client = ctx.client_for(&subject.registry);
         let target = subject.clone();
