@@ -214,5 +214,6 @@ pub use dockerconfig::{normalise_host, parse_auths};
 mod auth;
 mod client;
 mod dockerconfig;
+mod origins;
 mod tls;
 mod transport;

@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     /// Credential helper answers per registry (helpers are slow processes).
     helper_answers: tokio::sync::Mutex<HashMap<String, Option<Credentials>>>,
     requests: AtomicU64,
+    /// First contact with each HTTPS origin goes alone (see `origins`).
+    origins: super::origins::Origins,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +130,7 @@ impl Shared {
             referrers_api: Mutex::new(HashMap::new()),
             helper_answers: tokio::sync::Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
+            origins: super::origins::Origins::default(),
         })
     }
 
@@ -503,7 +506,7 @@ impl Shared {
             let backoff = BACKOFF_BASE
                 .saturating_mul(1u32 << attempt.min(16))
                 .min(MAX_RETRY_DELAY);
-            match build().send().await {
+            match self.origins.send(build()).await {
                 Ok(resp) if retryable(resp.status()) && attempt < retries => {
                     let delay = retry_after(resp.headers())
                         .unwrap_or(backoff)

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::common::Run;
 
 mod cold_path;
+mod first_contact;
 mod tamper;
 mod tls_roots;
 
