@@ -1,6 +1,8 @@
-//! `imgate-perf bench`: cold admission and `imgate verify` latency and
-//! registry round trips behind a delay proxy (over TLS with HTTP/2, and over
-//! plain HTTP/1.1 for comparison), warm throughput against the floor server,
+//! `imgate-perf bench`: cold admission latency and registry round trips
+//! behind a delay proxy, for a new image on a running webhook (over TLS with
+//! HTTP/2, and over plain HTTP/1.1 for comparison) and for a fresh webhook's
+//! or `imgate verify`'s first contact with the registry, warm throughput
+//! against the floor server,
 //! CPU per review, and RSS (idle, after 10,000 warm reviews, after 1,000
 //! distinct signed images).
 
@@ -64,10 +66,14 @@ struct Report {
     delay_ms: u64,
     connections: usize,
     duration_s: f64,
-    /// Over TLS, HTTP/2 by ALPN (what public registries serve).
+    /// A new image on a running webhook (registry connection open), over
+    /// TLS, HTTP/2 by ALPN (what public registries serve).
     cold: Vec<Cold>,
-    /// The same registry over plain HTTP/1.1.
+    /// The same over plain HTTP/1.1.
     cold_http1: Vec<Cold>,
+    /// A fresh webhook's first review and `imgate verify`, over TLS; the
+    /// last CLI row over plain HTTP/1.1.
+    first_contact: Vec<Cold>,
     /// `imgate --version`'s wall time (ms), the floor under the CLI cases.
     process_start_ms: f64,
     warm_webhook: Throughput,
@@ -101,6 +107,8 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
             .map_or(by_digest.as_str(), |(repo, _)| repo)
     );
     let (unsigned, unsigned_digest) = lab.push("team/unsigned", "v1", None).await?;
+    // Reviewed before each running-webhook case, to open the connection.
+    let (primer, _) = lab.push("team/primer", "v1", Some(Format::Legacy)).await?;
     let mut three = Vec::new();
     for name in ["a", "b", "c"] {
         three.push(
@@ -112,8 +120,8 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
     let distinct = lab.push_many("team/many", settings.distinct).await?;
     let setup = started.elapsed();
 
-    // Cold: a fresh webhook (or CLI process) per review, the registry
-    // `delay` away, through each front.
+    // Cold: a fresh webhook per review (primed with another image, or not),
+    // or a CLI process, the registry `delay` away, through each front.
     let delayed = Faults {
         delay: settings.delay,
         ..Faults::default()
@@ -153,23 +161,19 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
         certs: &certs,
         repeats: settings.repeats,
         delay: settings.delay,
+        primer: Some(&primer),
     };
     let mut cold = Vec::new();
     for case in &tls_cases {
         say(&settings, &format!("cold over TLS (h2): {}", case.name));
         cold.push(cold::review_case(&tls, case).await?);
     }
-    for (name, image) in [
-        ("cli: legacy-signed tag", &legacy),
-        ("cli: digest reference", &by_digest),
-    ] {
-        say(&settings, &format!("cold over TLS (h2): {name}"));
-        cold.push(cold::verify_case(&tls, name, image).await?);
-    }
     // The plain-HTTP/1.1 comparison: the cases where the number of
     // connections can differ.
+    let primer_http1 = lab.via(plain, &primer);
     let http1 = Setting {
         front: plain,
+        primer: Some(&primer_http1),
         ..tls
     };
     let via = |case: &Case| Case {
@@ -181,8 +185,32 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
         say(&settings, &format!("cold over HTTP/1.1: {}", case.name));
         cold_http1.push(cold::review_case(&http1, &via(case)).await?);
     }
-    say(&settings, "cold over HTTP/1.1: cli: legacy-signed tag");
-    cold_http1
+    // First contact: the same cases with no primer, and the CLI, which is
+    // always a new process.
+    let first = Setting {
+        primer: None,
+        ..tls
+    };
+    let mut first_contact = Vec::new();
+    for case in &tls_cases {
+        say(
+            &settings,
+            &format!("first contact over TLS (h2): {}", case.name),
+        );
+        first_contact.push(cold::review_case(&first, case).await?);
+    }
+    for (name, image) in [
+        ("cli: legacy-signed tag", &legacy),
+        ("cli: digest reference", &by_digest),
+    ] {
+        say(&settings, &format!("first contact over TLS (h2): {name}"));
+        first_contact.push(cold::verify_case(&first, name, image).await?);
+    }
+    say(
+        &settings,
+        "first contact over HTTP/1.1: cli: legacy-signed tag",
+    );
+    first_contact
         .push(cold::verify_case(&http1, "cli: legacy-signed tag", &lab.via(plain, &legacy)).await?);
     let process_start_ms = cold::process_start_ms(settings.repeats).await?;
     for front in [&lab.proxy, plain] {
@@ -291,6 +319,7 @@ pub async fn run(settings: Settings, floor_exe: &Path) -> anyhow::Result<()> {
         duration_s: settings.duration.as_secs_f64(),
         cold,
         cold_http1,
+        first_contact,
         process_start_ms,
         webhook_to_floor: warm_webhook.per_second / warm_floor.per_second.max(1e-9),
         warm_webhook,
@@ -399,14 +428,21 @@ fn print_table(r: &Report, trace: bool) {
     );
     println!();
     println!(
-        "cold, over TLS (HTTP/2 by ALPN, as public registries serve); the CLI \
-         rows include starting the process ({:.1} ms for imgate --version):",
-        r.process_start_ms
+        "cold: a new image on a running webhook (empty caches, registry \
+         connection open), over TLS (HTTP/2 by ALPN, as public registries serve):"
     );
     print_cold(&r.cold, trace);
     println!();
-    println!("cold, over plain HTTP/1.1 (for comparison):");
+    println!("cold: a new image on a running webhook, over plain HTTP/1.1 (for comparison):");
     print_cold(&r.cold_http1, trace);
+    println!();
+    println!(
+        "first contact: a fresh webhook's first review (caches empty, no registry \
+         connection); the reviews over TLS only; each CLI row is a new process and \
+         includes starting it ({:.1} ms for imgate --version):",
+        r.process_start_ms
+    );
+    print_cold(&r.first_contact, trace);
     println!();
     println!(
         "warm, {} connections, {:.0}s each, 3-container Pod (cached):",
@@ -444,8 +480,17 @@ fn print_table(r: &Report, trace: bool) {
 
 fn print_cold(cases: &[Cold], trace: bool) {
     println!(
-        "{:<24} {:>6} {:>11} {:>9} {:>12} {:>12} {:>5} {:>5}",
-        "cold case", "images", "latency ms", "requests", "round trips", "connections", "h2", "used"
+        "{:<24} {:<8} {:>6} {:>11} {:>9} {:>12} {:>8} {:>12} {:>5} {:>5}",
+        "case",
+        "front",
+        "images",
+        "latency ms",
+        "requests",
+        "round trips",
+        "in turn",
+        "connections",
+        "h2",
+        "used"
     );
     for c in cases {
         // The median run's count, and the range over the repeats if it varied.
@@ -458,12 +503,14 @@ fn print_cold(cases: &[Cold], trace: bool) {
             )
         };
         println!(
-            "{:<24} {:>6} {:>11.1} {:>9} {:>12} {:>12} {:>5} {:>5}",
+            "{:<24} {:<8} {:>6} {:>11.1} {:>9} {:>12} {:>8} {:>12} {:>5} {:>5}",
             c.case,
+            c.front,
             c.images,
             c.latency_ms,
             c.requests,
             c.round_trips,
+            c.in_turn,
             connections,
             c.h2_connections,
             c.connections_used

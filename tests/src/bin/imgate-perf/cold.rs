@@ -1,8 +1,14 @@
-//! The cold cases of `imgate-perf bench`: one review by a fresh
-//! `imgate webhook` process (empty caches, no registry connection yet), or
-//! one `imgate verify` process, against the registry behind a fault proxy
-//! that adds a fixed delay to every request; what each costs in latency,
-//! registry requests, sequential round trips and TCP connections.
+//! The cold cases of `imgate-perf bench`: one review of an image new to an
+//! `imgate webhook` process (empty caches), or one `imgate verify` process,
+//! against the registry behind a fault proxy that adds a fixed delay to every
+//! request; what each costs in latency, registry requests, sequential round
+//! trips and TCP connections.
+//!
+//! A review runs on a fresh webhook process in one of two ways: as a *running*
+//! webhook, which has already reviewed another image in the same registry and
+//! so holds an open connection to it (the usual case in production: a new
+//! image rolled out to a long-running webhook), or as *first contact*, where
+//! the measured review is the process's first registry request.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -29,8 +35,14 @@ pub struct Cold {
     /// Median over the repeats.
     pub latency_ms: f64,
     pub requests: u64,
-    /// Latency ÷ delay, rounded: the registry requests waited for in turn.
+    /// Latency ÷ delay, rounded: the registry requests waited for in turn,
+    /// plus the review's own work and the proxy's hop when they add up to
+    /// half a delay.
     pub round_trips: u64,
+    /// The longest chain of registry requests of the median run in which
+    /// each began after the one before was answered (from the trace): the
+    /// round trips the review could not overlap, free of its own work.
+    pub in_turn: u64,
     /// TCP connections the proxy accepted.
     pub connections: u64,
     /// The fewest and most connections of any repeat (they can differ when
@@ -72,6 +84,11 @@ pub struct Setting<'a> {
     pub certs: &'a Path,
     pub repeats: usize,
     pub delay: Duration,
+    /// A running webhook: before each measured review, a Pod of this image
+    /// (signed, in the same registry, reached through `front`) is reviewed
+    /// and must be allowed, so the registry connection is open and only the
+    /// primer's own verdict is cached. `None`: first contact.
+    pub primer: Option<&'a str>,
 }
 
 impl Setting<'_> {
@@ -115,13 +132,15 @@ impl Setting<'_> {
             connections_min,
             connections_max,
             h2_connections: counts.h2_connections,
+            in_turn: in_turn(&trace),
             connections_used: connections_used(&trace),
             trace,
         })
     }
 }
 
-/// Reviews `case`'s Pod on a fresh webhook `repeats` times; the median.
+/// Reviews `case`'s Pod on a fresh webhook `repeats` times (primed first
+/// when the setting has a primer); the median.
 pub async fn review_case(setting: &Setting<'_>, case: &Case) -> anyhow::Result<Cold> {
     let lab = setting.lab;
     let ca = setting.certs.join("ca.crt");
@@ -130,6 +149,19 @@ pub async fn review_case(setting: &Setting<'_>, case: &Case) -> anyhow::Result<C
     // An excluded namespace: answered without the registry, it opens the
     // TLS connection to the webhook before the clock starts.
     let opener = serde_json::to_vec(&review("open", "kube-system", &pod("kube-system", &images)))?;
+    let primer = match setting.primer {
+        Some(image) => Some(serde_json::to_vec(&review(
+            "primer",
+            "apps",
+            &pod("apps", &[image]),
+        ))?),
+        None => None,
+    };
+    let primer_case = Case {
+        name: "primer",
+        images: setting.primer.iter().map(|i| i.to_string()).collect(),
+        expect: Expect::Allowed,
+    };
     let mut runs = Vec::new();
     for repeat in 0..setting.repeats.max(1) {
         let log = lab.dir.path().join(format!("cold-{repeat}.log"));
@@ -144,6 +176,13 @@ pub async fn review_case(setting: &Setting<'_>, case: &Case) -> anyhow::Result<C
                 .send()
         };
         post(opener.clone()).await?.bytes().await?;
+        if let Some(primer) = &primer {
+            let answer = post(primer.clone()).await?.bytes().await?;
+            let answer: Value = serde_json::from_slice(&answer).with_context(|| {
+                format!("cold {}: the webhook's answer to the primer", case.name)
+            })?;
+            check_answer(&primer_case, &answer, &served.log_text())?;
+        }
         setting.front.reset_counts();
         let sent = Instant::now();
         let answer = post(body.clone()).await?.bytes().await?;
@@ -153,6 +192,15 @@ pub async fn review_case(setting: &Setting<'_>, case: &Case) -> anyhow::Result<C
         let answer: Value = serde_json::from_slice(&answer)
             .with_context(|| format!("cold {}: the webhook's answer", case.name))?;
         check_answer(case, &answer, &served.log_text())?;
+        // A review answered without the registry (a verdict cached by the
+        // primer, say) would measure nothing.
+        if counts.requests == 0 {
+            bail!(
+                "cold {}: the review made no registry request\n{}",
+                case.name,
+                tail(&served.log_text())
+            );
+        }
         runs.push((latency, counts, trace));
     }
     setting.median(case.name, images.len(), runs)
@@ -266,4 +314,64 @@ fn connections_used(trace: &[Logged]) -> u64 {
 pub fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The longest chain of requests in `trace` where each one arrived at the
+/// proxy no earlier than the one before it was answered.
+fn in_turn(trace: &[Logged]) -> u64 {
+    let mut by_start: Vec<&Logged> = trace.iter().collect();
+    by_start.sort_by_key(|l| (l.start_ms, l.end_ms));
+    // chain[i]: the longest chain ending with by_start[i]. A cold trace holds
+    // a few dozen requests, so the quadratic walk costs nothing.
+    let mut chain: Vec<u64> = Vec::with_capacity(by_start.len());
+    for (i, request) in by_start.iter().enumerate() {
+        let before = by_start[..i]
+            .iter()
+            .zip(&chain)
+            .filter(|(earlier, _)| earlier.end_ms <= request.start_ms)
+            .map(|(_, length)| *length)
+            .max()
+            .unwrap_or(0);
+        chain.push(before + 1);
+    }
+    chain.into_iter().max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged(start_ms: u64, end_ms: u64, connection: u64) -> Logged {
+        Logged {
+            request: format!("GET /{start_ms}"),
+            connection,
+            protocol: "h2",
+            status: 200,
+            start_ms,
+            end_ms,
+        }
+    }
+
+    #[test]
+    fn in_turn_counts_the_requests_waited_for_one_after_another() {
+        // A tag, three signature lookups at once, then the signature blob,
+        // answered out of order.
+        let trace = [
+            logged(28, 57, 1),
+            logged(0, 28, 1),
+            logged(56, 85, 2),
+            logged(28, 56, 1),
+            logged(29, 56, 3),
+        ];
+        assert_eq!(in_turn(&trace), 3);
+        // Requests that overlap count once.
+        assert_eq!(in_turn(&[logged(0, 30, 1), logged(1, 29, 1)]), 1);
+        assert_eq!(in_turn(&[]), 0);
+    }
+
+    #[test]
+    fn connections_used_counts_distinct_connections() {
+        let trace = [logged(0, 1, 7), logged(0, 1, 9), logged(2, 3, 7)];
+        assert_eq!(connections_used(&trace), 2);
+    }
 }
