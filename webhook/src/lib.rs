@@ -14,5 +14,6 @@ mod reload;
 pub mod review;
 pub mod server;
 mod shutdown;
+mod sparse;
 mod state;
 pub mod tls;

@@ -136,11 +136,20 @@ pub struct AdmissionRequest {
     /// The requesting user.
     #[serde(default)]
     pub user_info: UserInfo,
-    /// The new object (absent on DELETE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The new object (absent on DELETE), only the members the engine
+    /// reads ([`crate::sparse`]).
+    #[serde(
+        default,
+        deserialize_with = "crate::sparse::object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub object: Option<serde_json::Value>,
-    /// The existing object (UPDATE, DELETE).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The existing object (UPDATE, DELETE), read as sparsely.
+    #[serde(
+        default,
+        deserialize_with = "crate::sparse::object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub old_object: Option<serde_json::Value>,
     /// Server-side dry run: must have no side effects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
