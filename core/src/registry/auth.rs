@@ -19,6 +19,9 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Tokens are dropped this much before they expire, so a request never
 /// leaves with a token that dies in flight.
 const TOKEN_EXPIRY_SLACK: Duration = Duration::from_secs(10);
+/// Tokens kept at most: a token's scope names the repository, which Pods
+/// choose, and a token server's JWT is often over a kilobyte.
+const MAX_TOKENS: usize = 4096;
 
 /// One parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +199,7 @@ impl TokenCache {
             .unwrap_or_default();
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        tokens.retain(|_, (_, until)| now < *until);
+        super::make_room(&mut tokens, MAX_TOKENS, |_, (_, until)| now < *until);
         tokens.insert(
             (registry.to_string(), scope.to_string(), creds.to_string()),
             (token, now + keep),
@@ -286,5 +289,27 @@ mod tests {
         // A token that lives no longer than the slack is never served.
         cache.put("r", "short", &alice, "t2".into(), Duration::from_millis(0));
         assert_eq!(cache.get("r", "short", &alice), None);
+    }
+
+    #[test]
+    fn token_cache_is_bounded_and_keeps_the_newest() {
+        let cache = TokenCache::default();
+        let scope = |i: usize| format!("repository:team/app{i}:pull");
+        for i in 0..MAX_TOKENS + 5 {
+            cache.put(
+                "r",
+                &scope(i),
+                "",
+                format!("t{i}"),
+                Duration::from_secs(300),
+            );
+        }
+        let held = cache.tokens.lock().unwrap().len();
+        assert!(held <= MAX_TOKENS, "{held} tokens kept");
+        let last = MAX_TOKENS + 4;
+        assert_eq!(
+            cache.get("r", &scope(last), "").as_deref(),
+            Some(format!("t{last}").as_str())
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! plain HTTP only for registries named insecure, timeouts and retries on
 //! 429/5xx live here too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -217,3 +217,22 @@ mod dockerconfig;
 mod origins;
 mod tls;
 mod transport;
+
+/// Makes room for one more entry in a memory keyed by what image references
+/// name (registries, repositories, token scopes), which whoever writes a Pod
+/// chooses: at `max` entries it forgets those `live` rejects, then all of
+/// them if that is not enough. Forgetting costs a request later; a memory
+/// without a bound costs RAM without end.
+pub(crate) fn make_room<K, V>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    live: impl FnMut(&K, &mut V) -> bool,
+) {
+    if map.len() < max {
+        return;
+    }
+    map.retain(live);
+    if map.len() >= max {
+        map.clear();
+    }
+}

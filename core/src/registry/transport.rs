@@ -160,12 +160,9 @@ impl Shared {
     pub(crate) fn remember_referrers_api(&self, image: &ImageRef, supported: bool) {
         let now = std::time::Instant::now();
         let mut known = self.referrers_api.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() >= MAX_REMEMBERED_REPOSITORIES {
-            known.retain(|_, (_, until)| *until > now);
-            if known.len() >= MAX_REMEMBERED_REPOSITORIES {
-                known.clear();
-            }
-        }
+        super::make_room(&mut known, MAX_REMEMBERED_REPOSITORIES, |_, (_, until)| {
+            *until > now
+        });
         known.insert(
             repository_key(image),
             (supported, now + super::NO_REFERRERS_API_TTL),
@@ -314,15 +311,19 @@ impl Shared {
                 });
             };
             refreshed = true;
-            self.challenges
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(registry.to_string(), challenge.clone());
+            self.remember_challenge(registry, &challenge);
             auth = Some(
                 self.authorize(extra, image, &scope, &challenge, true, &mut creds_cache)
                     .await?,
             );
         }
+    }
+
+    fn remember_challenge(&self, registry: &str, challenge: &Challenge) {
+        let mut challenges = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        // A forgotten challenge costs one 401 round trip, nothing more.
+        super::make_room(&mut challenges, MAX_REMEMBERED_REGISTRIES, |_, _| false);
+        challenges.insert(registry.to_string(), challenge.clone());
     }
 
     fn known_challenge(&self, registry: &str) -> Option<Challenge> {
@@ -582,6 +583,9 @@ fn host_key(host: &str) -> String {
 
 /// Repositories whose referrers API support is remembered at once.
 const MAX_REMEMBERED_REPOSITORIES: usize = 10_000;
+/// Registries whose auth challenge is remembered at most (a trusted
+/// wildcard such as `*.example.com` lets Pods name any number of hosts).
+const MAX_REMEMBERED_REGISTRIES: usize = 1024;
 
 /// How a repository is remembered: its host in lower case, its path as is.
 /// Referrers API support is remembered per repository, not per host, as a
