@@ -22,9 +22,10 @@ impl Engine {
     /// The verdict on one image field.
     pub(super) async fn check_site(&self, ctx: &Ctx, site: &ImageSite) -> ImageDecision {
         let policy = &ctx.policy;
+        let who = site.describe();
         let mut decision = ImageDecision {
             pointer: site.pointer.clone(),
-            container: site.describe(),
+            container: who.clone(),
             image: site.image.clone(),
             rule: None,
             digest: None,
@@ -34,7 +35,6 @@ impl Engine {
             pinned: None,
             registry_error: false,
         };
-        let who = site.describe();
         let Some(written) = &site.image else {
             decision.reason = Some(format!("{who}: has no image"));
             return decision;

@@ -160,21 +160,22 @@ pub(super) fn log_decision(
     };
     let name = request
         .name
-        .clone()
+        .as_deref()
         .or_else(|| {
-            let object = request.object.as_ref()?;
-            let metadata = object.get("metadata")?;
+            let metadata = request.object.as_ref()?.get("metadata")?;
             metadata
                 .get("name")
                 .or_else(|| metadata.get("generateName"))
                 .and_then(Value::as_str)
-                .map(str::to_string)
         })
         .unwrap_or_default();
-    let reason = match (decision, &response.status) {
-        (_, Some(status)) => status.message.clone().unwrap_or_default(),
-        (Some(d), None) => d.skipped.clone().unwrap_or_else(|| d.warnings.join("; ")),
-        (None, None) => String::new(),
+    let reason: std::borrow::Cow<'_, str> = match (decision, &response.status) {
+        (_, Some(status)) => status.message.as_deref().unwrap_or_default().into(),
+        (Some(d), None) => match &d.skipped {
+            Some(skipped) => skipped.as_str().into(),
+            None => d.warnings.join("; ").into(),
+        },
+        (None, None) => "".into(),
     };
     tracing::info!(
         target: "imgate::decision",
