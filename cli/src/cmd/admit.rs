@@ -10,11 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use imgate_core::policy::{HumanDuration, Policy};
-use imgate_core::registry::RegistryClient;
-use imgate_webhook::admission::{
-    Endpoint, Engine, EngineOptions, ObjectDecision, DEFAULT_DEADLINE,
-};
-use imgate_webhook::metrics::Metrics;
+use imgate_webhook::admission::{Endpoint, ObjectDecision, DEFAULT_DEADLINE};
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -90,16 +86,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         .collect();
     hosts.sort();
     hosts.dedup();
-    let config = policy.client_config(args.registry.config(&hosts)?);
-    let client = RegistryClient::new(config).context("configuring the registry client")?;
-    let engine = Engine::new(
-        policy,
-        EngineOptions {
-            client,
-            deadline: args.deadline.get().max(MIN_DEADLINE),
-            metrics: Metrics::new(),
-        },
-    );
+    let engine =
+        args.registry
+            .policy_engine(policy, &hosts, args.deadline.get().max(MIN_DEADLINE))?;
     let endpoint = match args.endpoint {
         EndpointArg::Mutate => Endpoint::Mutate,
         EndpointArg::Validate => Endpoint::Validate,

@@ -51,6 +51,27 @@ impl RegistryArgs {
         Ok(RegistryClient::new(self.config(registries)?)?)
     }
 
+    /// The admission engine for `policy`, reaching registries with these
+    /// options merged with the policy's `registries:`; `registries` are the
+    /// hosts that `--username` applies to.
+    pub fn policy_engine(
+        &self,
+        policy: imgate_core::policy::Policy,
+        registries: &[String],
+        deadline: std::time::Duration,
+    ) -> anyhow::Result<imgate_webhook::admission::Engine> {
+        let config = policy.client_config(self.config(registries)?);
+        let client = RegistryClient::new(config).context("configuring the registry client")?;
+        Ok(imgate_webhook::admission::Engine::new(
+            policy,
+            imgate_webhook::admission::EngineOptions {
+                client,
+                deadline,
+                metrics: imgate_webhook::metrics::Metrics::new(),
+            },
+        ))
+    }
+
     /// The client configuration these options describe (for callers that
     /// merge in more settings, e.g. a policy's registries, before building).
     pub fn config(&self, registries: &[String]) -> anyhow::Result<ClientConfig> {

@@ -28,10 +28,7 @@ use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, Requirements, Verdict};
 use imgate_core::sigstore::{TlogMode, TrustRoot};
 use imgate_core::ImageRef;
-use imgate_webhook::admission::{
-    Endpoint, Engine, EngineOptions, ObjectDecision, DEFAULT_DEADLINE,
-};
-use imgate_webhook::metrics::Metrics;
+use imgate_webhook::admission::{Endpoint, ObjectDecision, DEFAULT_DEADLINE};
 use serde_json::json;
 
 use super::common::{OutputFormat, RegistryArgs};
@@ -314,16 +311,9 @@ async fn run_policy(args: &Args, path: &std::path::Path) -> anyhow::Result<Outco
         .collect();
     hosts.sort();
     hosts.dedup();
-    let config = policy.client_config(args.registry.config(&hosts)?);
-    let client = RegistryClient::new(config).context("configuring the registry client")?;
-    let engine = Engine::new(
-        policy,
-        EngineOptions {
-            client,
-            deadline: DEFAULT_DEADLINE,
-            metrics: Metrics::new(),
-        },
-    );
+    let engine = args
+        .registry
+        .policy_engine(policy, &hosts, DEFAULT_DEADLINE)?;
     let mut results = Vec::new();
     for image in &args.images {
         let pod = json!({
