@@ -179,6 +179,16 @@ impl std::fmt::Debug for VaultSigner {
     }
 }
 
+/// `hashivault://NAME` for a valid transit key name, the name it is known by.
+fn reference_name(key_name: &str) -> Result<String, KeyError> {
+    let name = format!("{HASHIVAULT_PREFIX}{key_name}");
+    validate_vault_key_name(key_name).map_err(|detail| KeyError::Malformed {
+        key: name.clone(),
+        detail,
+    })?;
+    Ok(name)
+}
+
 impl VaultSigner {
     /// Reads the newest version of transit key `key_name` (which must be
     /// `ecdsa-p256`).
@@ -189,11 +199,7 @@ impl VaultSigner {
     /// let signer = VaultSigner::open(config, "release").unwrap();
     /// ```
     pub fn open(config: VaultConfig, key_name: &str) -> Result<VaultSigner, KeyError> {
-        let name = format!("{HASHIVAULT_PREFIX}{key_name}");
-        validate_vault_key_name(key_name).map_err(|detail| KeyError::Malformed {
-            key: name.clone(),
-            detail,
-        })?;
+        let name = reference_name(key_name)?;
         let client = Client {
             config,
             key: name.clone(),
@@ -212,11 +218,7 @@ impl VaultSigner {
     /// hashivault://NAME` does (type `ecdsa-p256`; an existing key is left
     /// as it is) and returns a signer for it.
     pub fn create(config: VaultConfig, key_name: &str) -> Result<VaultSigner, KeyError> {
-        let name = format!("{HASHIVAULT_PREFIX}{key_name}");
-        validate_vault_key_name(key_name).map_err(|detail| KeyError::Malformed {
-            key: name.clone(),
-            detail,
-        })?;
+        let name = reference_name(key_name)?;
         let client = Client { config, key: name };
         client.call(
             reqwest::Method::POST,
