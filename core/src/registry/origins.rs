@@ -17,7 +17,8 @@
 //! Plain-HTTP origins are never gated (no ALPN: HTTP/1.1 only).
 //!
 //! Origins come from image references Pod authors write, so the memory is
-//! bounded ([`MAX_ORIGINS`]); past the bound, new origins go ungated.
+//! bounded ([`MAX_ORIGINS`]): at the bound, origins nothing waits on and
+//! with no fresh answer are forgotten first, then all.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -98,7 +99,7 @@ impl Origins {
         outcome
     }
 
-    /// The state of `url`'s origin, if it is HTTPS and there is room.
+    /// The state of `url`'s origin, if it is HTTPS.
     fn origin(&self, url: &url::Url) -> Option<Arc<Origin>> {
         if url.scheme() != "https" {
             return None;
@@ -112,14 +113,12 @@ impl Origins {
         if let Some(origin) = map.get(&key) {
             return Some(Arc::clone(origin));
         }
-        if map.len() >= MAX_ORIGINS {
-            let now = Instant::now();
-            // Forget origins nothing is waiting on whose answer is stale.
-            map.retain(|_, origin| Arc::strong_count(origin) > 1 || origin.is_free(now));
-            if map.len() >= MAX_ORIGINS {
-                return None;
-            }
-        }
+        let now = Instant::now();
+        // Origins in use or with a fresh answer go last; forgetting one
+        // costs at most a connection more on its next first contact.
+        super::make_room(&mut map, MAX_ORIGINS, |_, origin| {
+            Arc::strong_count(origin) > 1 || origin.is_free(now)
+        });
         let origin = Arc::new(Origin::default());
         map.insert(key, Arc::clone(&origin));
         Some(origin)
@@ -156,7 +155,8 @@ mod tests {
         // Full of stale origins: they are forgotten for a new one.
         let fresh = origins.origin(&url("https://new.example/v2/")).unwrap();
         assert_eq!(origins.len(), 1);
-        // Full of origins with a fresh answer: a new one goes ungated.
+        // Full of origins with a fresh answer: all are forgotten, so the
+        // memory stays bounded.
         fresh.free_for(SHARED_FOR);
         for n in 1..MAX_ORIGINS {
             let origin = origins
@@ -164,6 +164,8 @@ mod tests {
                 .unwrap();
             origin.free_for(SHARED_FOR);
         }
-        assert!(origins.origin(&url("https://late.example/v2/")).is_none());
+        assert_eq!(origins.len(), MAX_ORIGINS);
+        assert!(origins.origin(&url("https://late.example/v2/")).is_some());
+        assert_eq!(origins.len(), 1);
     }
 }
