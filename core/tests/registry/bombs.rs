@@ -46,11 +46,7 @@ async fn denied(f: &Fake, image: &ImageRef, key: &SigningKey) -> Vec<Unmet> {
 #[tokio::test]
 async fn twelve_layers_on_one_huge_blob_are_refused_unread() {
     let f = Fake::start().await;
-    let image = f.image("team/app", "bomb").await;
-    let key = SigningKey::generate();
-    sign(&f.client, &image, &key, &SignOptions::default())
-        .await
-        .unwrap();
+    let (image, key) = f.signed_image("team/app", "bomb").await;
     let good = sig_manifest(&f, &image).await.layers[0].clone();
     let big = vec![b'x'; 64 << 20];
     let big_digest = Digest::sha256(&big);
@@ -92,11 +88,7 @@ async fn twelve_layers_on_one_huge_blob_are_refused_unread() {
 #[tokio::test]
 async fn a_blob_that_never_ends_is_cut_off_at_the_cap() {
     let f = Fake::start().await;
-    let image = f.image("endless", "v1").await;
-    let key = SigningKey::generate();
-    sign(&f.client, &image, &key, &SignOptions::default())
-        .await
-        .unwrap();
+    let (image, key) = f.signed_image("endless", "v1").await;
     let unmet = denied(&f, &image, &key).await;
     assert!(
         matches!(&unmet[..], [Unmet::TooLarge { size: None, .. }]),

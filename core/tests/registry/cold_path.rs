@@ -43,11 +43,7 @@ async fn cold_verify(f: &Fake, image: &ImageRef, key: &SigningKey) -> (RegistryC
 #[tokio::test]
 async fn a_legacy_signed_tag_costs_tag_then_sig_and_referrers_then_payload() {
     let f = Fake::start().await;
-    let image = f.image("team/app", "legacy").await;
-    let key = SigningKey::generate();
-    sign(&f.client, &image, &key, &SignOptions::default())
-        .await
-        .unwrap();
+    let (image, key) = f.signed_image("team/app", "legacy").await;
 
     let (client, pinned) = cold_verify(&f, &image, &key).await;
     let reg = &f.server.registry;
@@ -120,11 +116,7 @@ async fn a_bundle_signed_tag_adds_the_bundle_manifest_and_404s_keep_connections(
 async fn without_the_referrers_api_the_tag_schema_is_asked_and_the_api_is_not_asked_again() {
     let f = Fake::start().await;
     f.server.registry.set_referrers_api(false);
-    let image = f.image("team/app", "schema").await;
-    let key = SigningKey::generate();
-    sign(&f.client, &image, &key, &SignOptions::default())
-        .await
-        .unwrap();
+    let (image, key) = f.signed_image("team/app", "schema").await;
 
     let (client, pinned) = cold_verify(&f, &image, &key).await;
     let reg = &f.server.registry;

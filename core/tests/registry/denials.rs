@@ -52,11 +52,7 @@ async fn rewrite_sig_layers(f: &Fake, image: &ImageRef, layers: Vec<oci::Descrip
 #[tokio::test]
 async fn an_oversized_signature_blob_denies() {
     let f = Fake::start().await;
-    let image = f.image("team/app", "bomb").await;
-    let key = SigningKey::generate();
-    sign(&f.client, &image, &key, &SignOptions::default())
-        .await
-        .unwrap();
+    let (image, key) = f.signed_image("team/app", "bomb").await;
     let tag = signature_tag(image.digest.as_ref().unwrap());
     let fetched = f.client.get_manifest(&image, &tag).await.unwrap();
     let m: oci::ImageManifest = serde_json::from_slice(&fetched.bytes).unwrap();

@@ -60,6 +60,16 @@ impl Fake {
         image.pinned(digest)
     }
 
+    /// [`Fake::image`], signed (legacy format) with a fresh key.
+    pub async fn signed_image(&self, repo: &str, label: &str) -> (ImageRef, SigningKey) {
+        let image = self.image(repo, label).await;
+        let key = SigningKey::generate();
+        sign(&self.client, &image, &key, &SignOptions::default())
+            .await
+            .unwrap();
+        (image, key)
+    }
+
     /// Attaches a DSSE bundle over `statement` signed by `key` (as any tool would).
     pub async fn attach_statement(&self, image: &ImageRef, key: &SigningKey, statement: &[u8]) {
         let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, statement));
