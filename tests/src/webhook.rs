@@ -361,6 +361,50 @@ fn listening_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     Some((field("admission")?, field("metrics")?))
 }
 
+/// Who [`review`] says made the request.
+pub const REVIEW_USER: &str = "system:serviceaccount:ci:deployer";
+
+/// A Pod named `web` in `namespace` with one container `cN` per image.
+pub fn pod(namespace: &str, images: &[&str]) -> serde_json::Value {
+    let containers: Vec<serde_json::Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"containers": containers}
+    })
+}
+
+/// An AdmissionReview v1 of [`REVIEW_USER`] creating `object` (a Pod or a
+/// Deployment) in `namespace`, as the API server sends it.
+pub fn review(uid: &str, namespace: &str, object: &serde_json::Value) -> serde_json::Value {
+    let kind = object["kind"].as_str().unwrap_or("Pod");
+    let (group, resource) = match kind {
+        "Deployment" => ("apps", "deployments"),
+        _ => ("", "pods"),
+    };
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "requestKind": {"group": group, "version": "v1", "kind": kind},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": REVIEW_USER, "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -16,7 +16,7 @@ use imgate_core::signature::{sign, signature_tag, SignOptions, SIMPLE_SIGNING_ME
 use imgate_keys::SigningKey;
 use imgate_tests::image::{Blob, ImageBuilder};
 use imgate_tests::push::RawClient;
-use imgate_tests::webhook::{generate_certs, Webhook, WebhookOptions};
+use imgate_tests::webhook::{generate_certs, pod, review, Webhook, WebhookOptions};
 use imgate_tests::{block_on, PushWith, Registry, Variant};
 use serde_json::{json, Value};
 
@@ -97,29 +97,10 @@ impl Env {
     }
 }
 
-fn review(uid: &str, images: &[String]) -> Value {
-    let containers: Vec<Value> = images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
-        .collect();
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team",
-            "operation": "CREATE",
-            "userInfo": {"username": "tenant"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "web", "namespace": "team"},
-                "spec": {"containers": containers}
-            }
-        }
-    })
+/// A review of a Pod in `team` running `images`.
+fn pod_review(uid: &str, images: &[String]) -> Value {
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    review(uid, "team", &pod("team", &images))
 }
 
 /// Posts a review; returns its `response` and how long the answer took.
@@ -127,7 +108,7 @@ async fn post(webhook: &Webhook, uid: &str, images: &[String]) -> (Value, Durati
     let client = webhook.client(true).unwrap();
     let started = Instant::now();
     let (status, body) = webhook
-        .post(&client, "/mutate", &review(uid, images))
+        .post(&client, "/mutate", &pod_review(uid, images))
         .await
         .unwrap();
     let took = started.elapsed();

@@ -12,14 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use imgate_tests::block_on;
-use imgate_tests::webhook::{generate_certs, Webhook, WebhookOptions, SERVICE_NAME};
-use serde_json::{json, Value};
+use imgate_tests::webhook::{
+    generate_certs, pod, review, Webhook, WebhookOptions, REVIEW_USER, SERVICE_NAME,
+};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The webhook Deployment's memory limit (deploy/base).
 const POD_MEMORY_LIMIT_KIB: u64 = 256 * 1024;
 /// The largest body the webhook accepts (3 MiB): attackers send just that.
 const BODY: usize = 3 * 1024 * 1024;
+/// The legitimate review's images: untrusted, so it is denied without a registry.
+const EVIL: [&str; 3] = ["evil.example/a:1", "evil.example/b:1", "evil.example/c:1"];
 const SLOW_CLIENTS: usize = 100;
 const IDLE_CLIENTS: usize = 1100;
 
@@ -39,37 +43,17 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (dir, policy)
 }
 
-fn review(uid: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "web", "namespace": "team"},
-                "spec": {"containers": [
-                    {"name": "a", "image": "evil.example/a:1"},
-                    {"name": "b", "image": "evil.example/b:1"},
-                    {"name": "c", "image": "evil.example/c:1"}
-                ]}
-            }
-        }
-    })
-}
-
 /// Posts one review on a fresh connection; the answer must be a denial
 /// echoing the uid. Returns how long it took.
 async fn legitimate_review(webhook: &Webhook, uid: &str) -> Result<Duration, String> {
     let client = webhook.client(true).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let (status, body) = webhook
-        .post(&client, "/mutate", &review(uid))
+        .post(
+            &client,
+            "/mutate",
+            &review(uid, "team", &pod("team", &EVIL)),
+        )
         .await
         .map_err(|e| format!("{e:#}"))?;
     let elapsed = started.elapsed();
@@ -357,7 +341,7 @@ fn decision_line_carries_each_field_once() {
     assert_eq!(span["namespace"], "team", "{line}");
     assert_eq!(span["operation"], "CREATE", "{line}");
     // The decision itself.
-    assert_eq!(value["user"], "alice", "{line}");
+    assert_eq!(value["user"], REVIEW_USER, "{line}");
     assert_eq!(value["name"], "web", "{line}");
     assert_eq!(value["allowed"], false, "{line}");
     assert_eq!(

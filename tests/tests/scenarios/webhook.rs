@@ -16,11 +16,11 @@ use imgate_core::reference::ImageRef;
 use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{sign, SignOptions};
 use imgate_keys::SigningKey;
-use imgate_tests::webhook::{generate_certs, Webhook, WebhookOptions, SERVICE_NAME};
+use imgate_tests::webhook::{generate_certs, pod, review, Webhook, WebhookOptions, SERVICE_NAME};
 use imgate_tests::{
     block_on, run_imgate, CountingProxy, ImageBuilder, ProxyMode, PushWith, Registry, Variant,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A registry behind a counting proxy, a signing key, certificates.
 struct Env {
@@ -98,44 +98,6 @@ impl Env {
         Webhook::start(&WebhookOptions::new(policy, &self.certs()).args(args.iter().copied()))
             .unwrap()
     }
-}
-
-fn pod(namespace: &str, containers: &[&str]) -> Value {
-    let containers: Vec<Value> = containers
-        .iter()
-        .enumerate()
-        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
-        .collect();
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {"containers": containers}
-    })
-}
-
-fn review(uid: &str, namespace: &str, object: &Value) -> Value {
-    let kind = object["kind"].as_str().unwrap_or("Pod");
-    let (group, version, resource) = match kind {
-        "Deployment" => ("apps", "v1", "deployments"),
-        _ => ("", "v1", "pods"),
-    };
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": resource},
-            "requestKind": {"group": group, "version": version, "kind": kind},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:ci:deployer", "groups": ["system:authenticated"]},
-            "object": object,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
 }
 
 /// The response of a 200 answer, checked to echo `uid`.

@@ -16,8 +16,9 @@ use imgate_core::signature::{self, Format, SignOptions};
 use imgate_core::ImageRef;
 use imgate_keys::SigningKey;
 use imgate_tests::webhook::{generate_certs, WebhookOptions};
+pub use imgate_tests::webhook::{pod, review};
 use imgate_tests::{FaultProxy, Faults, Front, ImageBuilder, PushWith, Registry, Variant};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// How many pushes and signatures run at once while setting up.
 const SETUP_CONCURRENCY: usize = 16;
@@ -168,40 +169,6 @@ impl Lab {
         generate_certs(&dir, false)?;
         Ok(dir)
     }
-}
-
-/// A Pod with one container per image.
-pub fn pod(namespace: &str, images: &[&str]) -> Value {
-    let containers: Vec<Value> = images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
-        .collect();
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {"containers": containers}
-    })
-}
-
-/// An AdmissionReview v1 of creating `object` in `namespace`.
-pub fn review(uid: &str, namespace: &str, object: &Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:ci:deployer"},
-            "object": object,
-            "oldObject": null,
-            "dryRun": false
-        }
-    })
 }
 
 /// The real `imgate webhook` (the binary of `IMGATE_BIN`); killed when dropped.
