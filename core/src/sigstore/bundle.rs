@@ -63,6 +63,20 @@ pub struct VerifiedSignature {
     pub trust_root: String,
 }
 
+impl VerifiedSignature {
+    /// A signature verified by the key `name` alone, with no log entry.
+    pub(crate) fn by_key(name: &str, root: &TrustRoot) -> VerifiedSignature {
+        VerifiedSignature {
+            identity: None,
+            issuer: None,
+            key: Some(name.to_string()),
+            signed_at: None,
+            tlog_verified: false,
+            trust_root: root.fingerprint().to_string(),
+        }
+    }
+}
+
 /// Verify a bundle's JSON bytes for `artifact` under `policy` with `root`.
 pub fn verify_bundle_bytes(
     bundle: &[u8],
@@ -246,14 +260,7 @@ fn verify_key_only(
             ))
         }
     }
-    Ok(VerifiedSignature {
-        identity: None,
-        issuer: None,
-        key: Some(name.to_string()),
-        signed_at: None,
-        tlog_verified: false,
-        trust_root: root.fingerprint().to_string(),
-    })
+    Ok(VerifiedSignature::by_key(name, root))
 }
 
 /// The SubjectPublicKeyInfo DER of a PEM `PUBLIC KEY` (any algorithm the

@@ -138,14 +138,7 @@ pub fn verify_legacy_key(
                         "the signature does not verify with key {name}"
                     ))
                 })?;
-            VerifiedSignature {
-                identity: None,
-                issuer: None,
-                key: Some(name.to_string()),
-                signed_at: None,
-                tlog_verified: false,
-                trust_root: root.fingerprint().to_string(),
-            }
+            VerifiedSignature::by_key(name, root)
         }
     };
     check_payload_names(payload, digest)?;
