@@ -12,6 +12,7 @@ pub mod reference;
 pub mod registry;
 pub mod signature;
 pub mod sigstore;
+pub mod workload;
 
 pub use digest::Digest;
 pub use reference::ImageRef;

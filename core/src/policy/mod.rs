@@ -562,7 +562,7 @@ impl Policy {
             ));
         }
         for (i, name) in self.namespaces.exclude.iter().enumerate() {
-            if !valid_dns_label(name) {
+            if !crate::workload::is_dns1123_label(name) {
                 return Err(self.invalid(
                     format!("namespaces.exclude[{i}]"),
                     format!("{name:?} is not a namespace name"),
@@ -764,17 +764,6 @@ impl Policy {
     pub fn uses_namespace_labels(&self) -> bool {
         self.namespaces.exclude_selector.is_some()
     }
-}
-
-/// RFC 1123 label: what namespace names are.
-fn valid_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 #[cfg(test)]
