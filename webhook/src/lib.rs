@@ -5,7 +5,6 @@ pub mod admission;
 pub mod cache;
 pub mod certs;
 mod handlers;
-pub mod images;
 pub mod kube;
 pub mod limits;
 pub mod metrics;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use imgate_core::policy::{Policy, PolicyError};
 use imgate_core::registry::{ClientConfig, RegistryClient, RegistryError, DEFAULT_REQUEST_TIMEOUT};
 
-use crate::admission::{Engine, EngineOptions, DEFAULT_DEADLINE};
+use crate::admission::{Engine, DEFAULT_DEADLINE};
 use crate::kube::{KubeClient, KubeError};
 use crate::limits::{BodyBudget, Limits};
 use crate::metrics::Metrics;
@@ -198,37 +198,16 @@ struct Inner {
 }
 
 impl AppState {
-    /// State around an engine. `kube`, when given, supplies pods' pull secrets.
-    pub fn new(engine: Engine, metrics: Arc<Metrics>, kube: Option<Arc<KubeClient>>) -> Self {
-        Self::build(
-            engine,
-            metrics,
-            kube,
-            DEFAULT_BODY_LIMIT,
-            &Limits::default(),
-        )
+    /// State around an engine (built with every port it uses).
+    pub fn new(engine: Engine, metrics: Arc<Metrics>) -> Self {
+        Self::build(engine, metrics, DEFAULT_BODY_LIMIT, &Limits::default())
     }
 
-    fn with_limits(
-        engine: Engine,
-        metrics: Arc<Metrics>,
-        kube: Option<Arc<KubeClient>>,
-        settings: &Settings,
-    ) -> Self {
-        Self::build(engine, metrics, kube, settings.body_limit, &settings.limits)
+    fn with_limits(engine: Engine, metrics: Arc<Metrics>, settings: &Settings) -> Self {
+        Self::build(engine, metrics, settings.body_limit, &settings.limits)
     }
 
-    fn build(
-        engine: Engine,
-        metrics: Arc<Metrics>,
-        kube: Option<Arc<KubeClient>>,
-        body_limit: usize,
-        limits: &Limits,
-    ) -> Self {
-        // The engine reads pull secrets lazily, under the review deadline.
-        if let Some(kube) = kube {
-            engine.set_pull_secrets(kube);
-        }
+    fn build(engine: Engine, metrics: Arc<Metrics>, body_limit: usize, limits: &Limits) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 engine,
@@ -250,7 +229,6 @@ impl AppState {
         }
         let metrics = Metrics::new();
         let client = registry_client(settings, &policy)?;
-        metrics.track_client(&client);
         // In a cluster the API client also serves namespace labels for
         // `namespaces.excludeSelector`; pull secrets only when asked for,
         // since that needs RBAC to read secrets.
@@ -265,23 +243,17 @@ impl AppState {
         if settings.kube_pull_secrets && cluster.is_none() {
             return Err(ServerError::NotInCluster);
         }
-        let engine = Engine::new(
-            policy,
-            EngineOptions {
-                client,
-                deadline: settings.deadline,
-                metrics: metrics.clone(),
-            },
-        );
+        let mut engine = Engine::builder(policy, client)
+            .deadline(settings.deadline)
+            .metrics(metrics.clone());
         if let Some(cluster) = &cluster {
-            engine.set_namespace_labels(cluster.clone());
+            engine = engine.namespace_labels(cluster.clone());
+            // Pull secrets only when asked for: that needs RBAC to read secrets.
+            if settings.kube_pull_secrets {
+                engine = engine.pull_secrets(cluster.clone());
+            }
         }
-        let kube = if settings.kube_pull_secrets {
-            cluster
-        } else {
-            None
-        };
-        let state = AppState::with_limits(engine, metrics, kube, settings);
+        let state = AppState::with_limits(engine.build(), metrics, settings);
         state.readiness().set_policy_loaded(true);
         Ok(state)
     }

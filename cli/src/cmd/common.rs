@@ -62,14 +62,9 @@ impl RegistryArgs {
     ) -> anyhow::Result<imgate_webhook::admission::Engine> {
         let config = policy.client_config(self.config(registries)?);
         let client = RegistryClient::new(config).context("configuring the registry client")?;
-        Ok(imgate_webhook::admission::Engine::new(
-            policy,
-            imgate_webhook::admission::EngineOptions {
-                client,
-                deadline,
-                metrics: imgate_webhook::metrics::Metrics::new(),
-            },
-        ))
+        Ok(imgate_webhook::admission::Engine::builder(policy, client)
+            .deadline(deadline)
+            .build())
     }
 
     /// The client configuration these options describe (for callers that

@@ -28,7 +28,7 @@ use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, Requirements, Verdict};
 use imgate_core::sigstore::{TlogMode, TrustRoot};
 use imgate_core::ImageRef;
-use imgate_webhook::admission::{Endpoint, ObjectDecision, DEFAULT_DEADLINE};
+use imgate_webhook::admission::{Admission, Endpoint, ObjectDecision, DEFAULT_DEADLINE};
 use serde_json::json;
 
 use super::common::{OutputFormat, RegistryArgs};
@@ -323,8 +323,13 @@ async fn run_policy(args: &Args, path: &std::path::Path) -> anyhow::Result<Outco
             "spec": {"containers": [{"name": POD, "image": image}]},
         });
         let decision = engine
-            .admit_object(&pod, &args.namespace, Endpoint::Mutate)
-            .await;
+            .decide(&Admission::manifest(
+                &pod,
+                &args.namespace,
+                Endpoint::Mutate,
+            ))
+            .await
+            .unwrap_or_else(ObjectDecision::invalid);
         results.push((image.as_str(), decision));
     }
     match args.output {

@@ -13,6 +13,7 @@ mod pin;
 mod pkcs11;
 mod resolve;
 mod sign_verify;
+mod tenancy;
 mod trust_root;
 mod vault;
 mod verify_policy;
