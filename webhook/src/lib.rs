@@ -1,6 +1,8 @@
 //! imgate-webhook: the admission engine shared by `imgate admit` and the
 //! webhook server, plus the HTTPS server, caches and metrics.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod cache;
 pub mod certs;
