@@ -87,7 +87,7 @@ pub async fn sign(
     opts: &SignOptions,
 ) -> Result<Digest, SignError> {
     let name = image.to_string();
-    let Some(digest) = super::pinned_digest(image) else {
+    let Some(digest) = image.digest.clone() else {
         return Err(SignError::NotPinned { image: name });
     };
     let registry_err = |source| SignError::Registry {

@@ -146,7 +146,7 @@ pub async fn verify(
     image: &ImageRef,
     req: &Requirements,
 ) -> Result<Verdict, VerifyError> {
-    let Some(digest) = super::pinned_digest(image) else {
+    let Some(digest) = image.digest.clone() else {
         return Err(VerifyError::NotPinned {
             image: image.to_string(),
         });
