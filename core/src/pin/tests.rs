@@ -216,7 +216,7 @@ fn sample_with_crlf_rewrites_only_image_values() {
     check_sample(&crlf);
     let sites = find_yaml_images(&crlf).unwrap();
     let lf = find_yaml_images(SAMPLE).unwrap();
-    let lines = |s: &[ImageSite]| s.iter().map(|s| (s.line, s.column)).collect::<Vec<_>>();
+    let lines = |s: &[ImageSpan]| s.iter().map(|s| (s.line, s.column)).collect::<Vec<_>>();
     assert_eq!(
         lines(&sites),
         lines(&lf),

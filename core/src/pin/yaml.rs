@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 
-use super::{is_templated, ImageSite, Lines, PinError, ScalarStyle};
+use super::{is_templated, ImageSpan, Lines, PinError, ScalarStyle};
 use crate::workload::{self, Workload};
 
 /// How deep `List`s may nest and merge keys may chain (guards against alias cycles).
@@ -24,7 +24,7 @@ const MAX_DEPTH: usize = 16;
 /// templates of controllers), and in the `items` of `List` kinds; in each
 /// pod spec, every field of [`workload::IMAGE_FIELDS`] (container images and
 /// image volumes). Sites are in the order of the lines where they are used.
-pub fn find_yaml_images(text: &str) -> Result<Vec<ImageSite>, PinError> {
+pub fn find_yaml_images(text: &str) -> Result<Vec<ImageSpan>, PinError> {
     // yaml-rust2 would read a byte order mark as part of the first key
     // (`\u{feff}kind`), hiding the object: scan after it, then shift the spans.
     let Some(body) = text.strip_prefix('\u{feff}') else {
@@ -38,7 +38,7 @@ pub fn find_yaml_images(text: &str) -> Result<Vec<ImageSite>, PinError> {
     Ok(sites)
 }
 
-fn find_in(text: &str) -> Result<Vec<ImageSite>, PinError> {
+fn find_in(text: &str) -> Result<Vec<ImageSpan>, PinError> {
     let tree = Tree::parse(text)?;
     let lines = Lines::new(text);
     let mut finder = Finder {
@@ -52,7 +52,7 @@ fn find_in(text: &str) -> Result<Vec<ImageSite>, PinError> {
     }
     let mut sites = finder.sites;
     // Stable: sites on one line keep the order of the pod spec.
-    sites.sort_by_key(ImageSite::use_line);
+    sites.sort_by_key(ImageSpan::use_line);
     Ok(sites)
 }
 
@@ -236,7 +236,7 @@ struct Finder<'a> {
     text: &'a str,
     lines: &'a Lines,
     tree: &'a Tree,
-    sites: Vec<ImageSite>,
+    sites: Vec<ImageSpan>,
 }
 
 impl Finder<'_> {
@@ -359,7 +359,7 @@ impl Finder<'_> {
         if self.lines.line_of(start) != line {
             return Err(locate());
         }
-        self.sites.push(ImageSite {
+        self.sites.push(ImageSpan {
             image: value.clone(),
             span: start..start + len,
             line,
