@@ -507,3 +507,57 @@ async fn a_key_signature_with_a_rekor_entry_is_checked_per_tlog() {
         .unwrap();
     assert!(verdict.is_verified(), "{verdict:?}");
 }
+
+/// A regex with an unbalanced `)` would, pasted into `^(?:…)$`, close the
+/// anchoring group early and accept any identity. It is refused on the
+/// command line, by `policy check` and by `admit`, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_regex_that_would_escape_its_anchors_is_refused() {
+    const ESCAPING: &str = r"https://nobody\.example/x)|(.*";
+    let env = Env::new().await;
+    let (image, digest) = env.push("team/app", "v1").await;
+    env.sign_keyless(Format::Legacy, "team/app", &digest).await;
+
+    let root = env.root_path().display().to_string();
+    let mut args = vec![
+        "verify".to_string(),
+        "--certificate-identity-regexp".into(),
+        ESCAPING.into(),
+        "--certificate-oidc-issuer".into(),
+        ISSUER.into(),
+        "--trusted-root".into(),
+        root,
+    ];
+    args.extend(env.proxy.cli_args());
+    args.push(image.clone());
+    let out = run_imgate(&args, &[], None).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("--certificate-identity-regexp"), "{stderr}");
+
+    let proxy = env.proxy.host();
+    let policy = env.dir.path().join("escaping.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "mode: enforce\n\
+             trustRoot: {root}\n\
+             trustedRegistries: [\"{proxy}/team/**\"]\n\
+             registries:\n  \"{proxy}\": {{http: true}}\n\
+             rules:\n  - name: team\n    images: [\"{proxy}/team/**\"]\n    keyless:\n      - subjectRegExp: '{ESCAPING}'\n        issuer: {ISSUER:?}\n",
+            root = env.root_path().display(),
+        ),
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let out = run_imgate(["policy", "check", &policy], &[], None).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("subjectRegExp"), "{stderr}");
+
+    let manifest = env.dir.path().join("pod.json");
+    std::fs::write(&manifest, serde_json::to_vec(&pod(&image)).unwrap()).unwrap();
+    let manifest = manifest.display().to_string();
+    let out = run_imgate(["admit", "--policy", &policy, "-f", &manifest], &[], None).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
