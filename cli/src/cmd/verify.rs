@@ -64,8 +64,8 @@ pub struct Args {
     #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = parse_annotation, conflicts_with = "policy")]
     pub annotations: Vec<(String, String)>,
     /// Also require the signature to name the image's repository (off by
-    /// default, as in cosign, so mirrored images keep verifying; applies to
-    /// legacy signatures: bundles name no repository).
+    /// default, as in cosign, so mirrored images keep verifying). Only a
+    /// legacy signature can: a bundle names no repository, so it is unmet.
     #[arg(long, conflicts_with = "policy")]
     pub match_repository: bool,
     /// Decide as the webhook would under this policy file, instead of
