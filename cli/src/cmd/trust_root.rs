@@ -4,7 +4,7 @@
 //! it. Exit 0 when written, 2 when the update failed (nothing is written).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use imgate_core::sigstore::{fetch_trusted_root, PUBLIC_GOOD_TUF_URL};
@@ -66,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
-fn read_bounded(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open TUF root {}", path.display()))?;
@@ -82,18 +82,65 @@ fn read_bounded(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Write through a temporary file in the same directory and rename, so a
-/// webhook reading the file never sees half a root.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => std::path::Path::new("."),
+/// Write through a temporary file beside the destination and rename, so a
+/// webhook reading the file never sees half a root. A symlink at `path` is
+/// followed (the link stays, the file it names is replaced), and an existing
+/// file keeps its permission bits: a root another user's webhook reads must
+/// stay readable to it. A new file gets the usual 0666 less the umask.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let target = follow_links(path)?;
+    let existing = match std::fs::metadata(&target) {
+        Ok(meta) => Some(meta.permissions()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", target.display())),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // Created with 0666 less the umask; an existing file's bits were chosen
+    // by someone on purpose, so they are set exactly.
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let written = || format!("cannot write {}", target.display());
+    if let Some(mode) = existing {
+        tmp.as_file().set_permissions(mode).with_context(written)?;
+    }
+    tmp.write_all(bytes).with_context(written)?;
+    tmp.as_file().sync_all().with_context(written)?;
+    tmp.persist(&target).with_context(written)?;
     Ok(())
+}
+
+/// Links followed before giving up, as the kernel does (`ELOOP`).
+const MAX_LINKS: usize = 40;
+
+/// The file `path` names once every symlink in its last component is
+/// followed; a dangling link names the file it would create.
+fn follow_links(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let next = std::fs::read_link(&current)
+                    .with_context(|| format!("cannot read the link {}", current.display()))?;
+                current = match current.parent() {
+                    Some(dir) if next.is_relative() => dir.join(next),
+                    _ => next,
+                };
+            }
+            Ok(_) => return Ok(current),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(current),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", current.display()))
+            }
+        }
+    }
+    anyhow::bail!(
+        "{}: more than {MAX_LINKS} symbolic links to follow",
+        path.display()
+    )
 }

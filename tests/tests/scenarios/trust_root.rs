@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
 use imgate_core::sigstore::{verify_legacy_keyless, IdentityPolicy, LegacyKeyless, TrustRoot};
 use imgate_tests::bin::run_imgate;
 use imgate_tests::sigstore::{simple_signing_payload, LeafSpec, TestSigstore};
@@ -22,9 +25,14 @@ struct Run {
 
 fn update(repo: &TufRepo, anchor: &[u8]) -> Run {
     let dir = tempfile::tempdir().unwrap();
+    update_to(repo, anchor, &dir.path().join("trusted_root.json"))
+}
+
+/// `imgate trust-root update` from `repo`, anchored at `anchor`, writing `out`.
+fn update_to(repo: &TufRepo, anchor: &[u8], out: &Path) -> Run {
+    let dir = tempfile::tempdir().unwrap();
     let anchor_path = dir.path().join("root.json");
     std::fs::write(&anchor_path, anchor).unwrap();
-    let out = dir.path().join("trusted_root.json");
     let output = run_imgate(
         [
             "trust-root",
@@ -43,7 +51,7 @@ fn update(repo: &TufRepo, anchor: &[u8]) -> Run {
     Run {
         code: output.status.code(),
         stderr: String::from_utf8_lossy(&output.stderr).to_string(),
-        written: std::fs::read(&out).ok(),
+        written: std::fs::read(out).ok(),
     }
 }
 
@@ -132,4 +140,49 @@ fn root_rotation_is_followed_and_new_targets_arrive() {
     let run = update(&repo, &anchor);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert_eq!(run.written.unwrap(), second.as_bytes());
+}
+
+/// `--out` replaces the file's content, not its nature: an existing file
+/// keeps its mode (a webhook running as another user must still read it),
+/// and a symlink stays a link to the refreshed file.
+#[test]
+fn out_keeps_the_mode_and_writes_through_a_symlink() {
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let sigstore = TestSigstore::new().unwrap();
+    let published = sigstore.trusted_root_json();
+    let repo = TufRepo::serve(published.as_bytes()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.json");
+    std::fs::write(&plain, b"old").unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    let real = dir.path().join("real/trusted_root.json");
+    std::fs::write(&real, b"old").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink("real/trusted_root.json", &link).unwrap();
+
+    for out in [&plain, &link] {
+        let run = update_to(&repo, repo.first_root(), out);
+        assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+        assert_eq!(run.written.unwrap(), published.as_bytes());
+    }
+    assert_eq!(mode(&plain), 0o640);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("real/trusted_root.json")
+    );
+    assert_eq!(std::fs::read(&real).unwrap(), published.as_bytes());
+    assert_eq!(mode(&real), 0o644);
+    // Nothing but the two files and the link is left behind.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("real"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["trusted_root.json"]);
 }
