@@ -1,7 +1,8 @@
 //! `imgate trust-root update`: fetch Sigstore's trusted root through its TUF
-//! repository (or a private instance's), verified from the embedded TUF root,
-//! and write it where `--trusted-root` or the policy's `trustRoot:` can use
-//! it. Exit 0 when written, 2 when the update failed (nothing is written).
+//! repository (or a private instance's), verified from the embedded TUF root
+//! and the metadata versions accepted before (the state directory), and write
+//! it where `--trusted-root` or the policy's `trustRoot:` can use it. Exit 0
+//! when written, 2 when the update failed (nothing is written).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,13 @@ pub enum Command {
         /// embedded in imgate). Needed for a private instance.
         #[arg(long, value_name = "FILE", env = "IMGATE_TUF_ROOT")]
         tuf_root: Option<PathBuf>,
+        /// Where the TUF metadata accepted so far is kept between runs
+        /// (one subdirectory per repository); a repository serving older
+        /// versions than those is refused as a rollback. Keep it on
+        /// persistent storage only the updater can write. Default:
+        /// $XDG_STATE_HOME/imgate/tuf, else ~/.local/state/imgate/tuf.
+        #[arg(long, value_name = "DIR", env = "IMGATE_TUF_STATE")]
+        tuf_state: Option<PathBuf>,
     },
 }
 
@@ -43,12 +51,17 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             out,
             tuf_url,
             tuf_root,
+            tuf_state,
         } => {
             let anchor = match &tuf_root {
                 Some(path) => Some(read_bounded(path)?),
                 None => None,
             };
-            let bytes = fetch_trusted_root(&tuf_url, anchor.as_deref()).await?;
+            let state = match tuf_state {
+                Some(dir) => dir,
+                None => default_state_dir()?,
+            };
+            let bytes = fetch_trusted_root(&tuf_url, anchor.as_deref(), &state).await?;
             match out {
                 Some(path) => {
                     write_atomically(&path, &bytes)?;
@@ -64,6 +77,20 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// The XDG state directory for imgate's TUF metadata.
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let base = match (nonempty("XDG_STATE_HOME"), nonempty("HOME")) {
+        (Some(state), _) => PathBuf::from(state),
+        (None, Some(home)) => PathBuf::from(home).join(".local/state"),
+        (None, None) => anyhow::bail!(
+            "no directory for the TUF state: neither XDG_STATE_HOME nor HOME is set; \
+             give --tuf-state DIR"
+        ),
+    };
+    Ok(base.join("imgate/tuf"))
 }
 
 fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -25,6 +25,7 @@ mod provider;
 mod rekor;
 mod trust;
 mod tuf;
+mod tuf_state;
 
 pub use bundle::{
     public_key_from_pem, verify_bundle_bytes, ArtifactInput, BundlePolicy, VerifiedSignature,

@@ -1,7 +1,9 @@
 //! `imgate trust-root update` (the real binary) against a TUF repository made
 //! in the test and served on loopback: the private Sigstore's trusted root
 //! arrives intact and verifies signatures; a changed target, metadata from a
-//! stranger's root, and a root rotation are handled as TUF says.
+//! stranger's root, and a root rotation are handled as TUF says; the
+//! metadata accepted is remembered, so a mirror replaying older versions is
+//! refused; `--out` keeps the destination's mode and links.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,13 +25,21 @@ struct Run {
     written: Option<Vec<u8>>,
 }
 
+/// `imgate trust-root update` with a fresh TUF state.
 fn update(repo: &TufRepo, anchor: &[u8]) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    update_to(repo, anchor, &dir.path().join("trusted_root.json"))
+    update_to(
+        repo,
+        anchor,
+        &dir.path().join("trusted_root.json"),
+        &dir.path().join("state"),
+    )
 }
 
-/// `imgate trust-root update` from `repo`, anchored at `anchor`, writing `out`.
-fn update_to(repo: &TufRepo, anchor: &[u8], out: &Path) -> Run {
+/// `imgate trust-root update` from `repo`, anchored at `anchor`, writing
+/// `out`, with its TUF state in `state` (given through the environment
+/// twin, `IMGATE_TUF_STATE`).
+fn update_to(repo: &TufRepo, anchor: &[u8], out: &Path, state: &Path) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let anchor_path = dir.path().join("root.json");
     std::fs::write(&anchor_path, anchor).unwrap();
@@ -44,7 +54,7 @@ fn update_to(repo: &TufRepo, anchor: &[u8], out: &Path) -> Run {
             "--out",
             out.to_str().unwrap(),
         ],
-        &[],
+        &[("IMGATE_TUF_STATE", state.to_str().unwrap())],
         None,
     )
     .unwrap();
@@ -120,8 +130,16 @@ fn metadata_not_signed_by_the_anchor_is_refused() {
     assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
     assert!(run.written.is_none());
     // And the embedded public-good TUF root does not vouch for it either.
+    let state = tempfile::tempdir().unwrap();
     let output = run_imgate(
-        ["trust-root", "update", "--tuf-url", &repo.url()],
+        [
+            "trust-root",
+            "update",
+            "--tuf-url",
+            &repo.url(),
+            "--tuf-state",
+            state.path().to_str().unwrap(),
+        ],
         &[],
         None,
     )
@@ -163,7 +181,7 @@ fn out_keeps_the_mode_and_writes_through_a_symlink() {
     std::os::unix::fs::symlink("real/trusted_root.json", &link).unwrap();
 
     for out in [&plain, &link] {
-        let run = update_to(&repo, repo.first_root(), out);
+        let run = update_to(&repo, repo.first_root(), out, &dir.path().join("state"));
         assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
         assert_eq!(run.written.unwrap(), published.as_bytes());
     }
@@ -185,4 +203,93 @@ fn out_keeps_the_mode_and_writes_through_a_symlink() {
         .collect();
     names.sort();
     assert_eq!(names, ["trusted_root.json"]);
+}
+
+/// A mirror that serves version 2, then replays version 1 (still unexpired,
+/// validly signed, from before a root rotation): the second run remembers
+/// version 2 and refuses, writing nothing; the mirror catching up is
+/// accepted again.
+#[test]
+fn a_mirror_replaying_older_metadata_is_refused_as_a_rollback() {
+    let first = TestSigstore::new().unwrap().trusted_root_json();
+    let mut repo = TufRepo::serve(first.as_bytes()).unwrap();
+    let anchor = repo.first_root().to_vec();
+    let version_1 = repo.served().unwrap();
+    repo.rotate_root().unwrap();
+    let second = TestSigstore::new().unwrap().trusted_root_json();
+    repo.publish(second.as_bytes()).unwrap();
+    let version_2 = repo.served().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trusted_root.json");
+    let state = dir.path().join("state");
+    let run = update_to(&repo, &anchor, &out, &state);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.written.unwrap(), second.as_bytes());
+
+    repo.serve_again(&version_1).unwrap();
+    let run = update_to(&repo, &anchor, &out, &state);
+    assert_eq!(run.code, Some(2), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "rollback refused: the repository offers timestamp version 1, older than version 2"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(state.to_str().unwrap()),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.written.unwrap(), second.as_bytes(), "nothing written");
+
+    // Without the memory (a new state), the replay would pass: the state is
+    // what holds the floor.
+    let fresh = tempfile::tempdir().unwrap();
+    let run = update_to(&repo, &anchor, &fresh.path().join("t.json"), fresh.path());
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.written.unwrap(), first.as_bytes());
+
+    // The mirror catches up and moves on: accepted with the same state.
+    repo.serve_again(&version_2).unwrap();
+    let third = TestSigstore::new().unwrap().trusted_root_json();
+    repo.publish(third.as_bytes()).unwrap();
+    let run = update_to(&repo, &anchor, &out, &state);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.written.unwrap(), third.as_bytes());
+}
+
+/// A state that cannot be kept fails the update before anything is
+/// fetched or written: a floor that does not persist protects nothing.
+#[test]
+fn an_unusable_state_fails_the_update_and_writes_nothing() {
+    let repo = TufRepo::serve(TestSigstore::new().unwrap().trusted_root_json().as_bytes()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("root.json");
+    std::fs::write(&anchor, repo.first_root()).unwrap();
+    let not_a_dir = dir.path().join("state");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let out = dir.path().join("trusted_root.json");
+    let output = run_imgate(
+        [
+            "trust-root",
+            "update",
+            "--tuf-url",
+            &repo.url(),
+            "--tuf-root",
+            anchor.to_str().unwrap(),
+            "--tuf-state",
+            not_a_dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("TUF state"), "{stderr}");
+    assert!(!out.exists());
 }
