@@ -323,10 +323,11 @@ fn bundle_signer(
             return Err(malformed(id, format!("{digest} is not a sha256 digest")));
         };
         return first_keyless(id, digest, req, |policy, root| {
-            sigstore::verify_bundle_bytes(
+            sigstore::verify_keyless_bundle(
                 bundle_bytes,
                 ArtifactInput::Sha256(sha256),
-                &BundlePolicy::Keyless(policy.clone()),
+                policy,
+                req.tlog,
                 root,
             )
         });

@@ -38,14 +38,16 @@ pub struct Requirements {
     pub keys: Vec<imgate_keys::PublicKey>,
     /// Allowed keyless signers (Fulcio certificate identities): any one of
     /// them may have signed. A keyless signature always needs a verified
-    /// transparency-log entry or timestamp, whatever [`Requirements::tlog`] says.
+    /// signing time: a transparency-log entry, or (for a bundle, unless
+    /// [`Requirements::tlog`] is `Required`) a trusted RFC 3161 timestamp.
     pub keyless: Vec<KeylessAuthority>,
     /// The Sigstore trust root keyless signatures and log entries are
     /// verified against, unless an authority names its own; `None` is the
     /// embedded public-good root.
     pub trust_root: Option<Arc<TrustRoot>>,
-    /// What a key signature must show of the transparency log (default:
-    /// verified when present).
+    /// What a signature must show of the transparency log (default:
+    /// verified when present). For keyless bundles, `Required` demands a
+    /// log entry where the others accept a trusted timestamp instead.
     pub tlog: TlogMode,
     /// Annotations the signature must carry (legacy: `optional`; bundle: the subject's annotations).
     pub annotations: BTreeMap<String, String>,
