@@ -32,6 +32,7 @@ pub mod server;
 pub mod sigstore;
 pub mod skopeo;
 pub mod token;
+pub mod tsa;
 pub mod tuf;
 pub mod vault;
 

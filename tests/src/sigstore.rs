@@ -466,7 +466,7 @@ pub fn simple_signing_payload(repo: &str, digest: &str) -> Vec<u8> {
 }
 
 /// DER tag-length-value.
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {

@@ -2,7 +2,8 @@
 //! timestamp, snapshot and targets roles with their own ECDSA P-256 keys,
 //! metadata signed over securesystemslib's canonical JSON, and one target,
 //! `trusted_root.json`. Tests can publish new versions, rotate the root key,
-//! or change served bytes behind the metadata's back.
+//! change served bytes behind the metadata's back, or serve an earlier
+//! moment's files again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,11 @@ impl RoleKey {
         json!({"keyid": self.id, "sig": hex::encode(sig.to_der().as_bytes())})
     }
 }
+
+/// Every file a repository served at one moment, to serve again later: a
+/// mirror replaying old (still unexpired) metadata.
+#[derive(Debug, Clone)]
+pub struct Served(HashMap<String, Vec<u8>>);
 
 /// The repository and its server.
 pub struct TufRepo {
@@ -149,6 +155,26 @@ impl TufRepo {
         self.root_keys.push(RoleKey::generate()?);
         let signers: Vec<usize> = vec![self.root_keys.len() - 2, self.root_keys.len() - 1];
         self.publish_root(&signers)?;
+        Ok(())
+    }
+
+    /// What the repository serves now.
+    pub fn served(&self) -> anyhow::Result<Served> {
+        let files = self
+            .files
+            .lock()
+            .map_err(|_| anyhow::anyhow!("TUF file map poisoned"))?;
+        Ok(Served(files.clone()))
+    }
+
+    /// Serve exactly `served` again, as a mirror stuck at (or replaying)
+    /// that moment would; later publications continue from the newest
+    /// version made so far.
+    pub fn serve_again(&self, served: &Served) -> anyhow::Result<()> {
+        *self
+            .files
+            .lock()
+            .map_err(|_| anyhow::anyhow!("TUF file map poisoned"))? = served.0.clone();
         Ok(())
     }
 

@@ -217,7 +217,8 @@ pub struct Rule {
     /// `signature` (default) or `none`.
     #[serde(default)]
     pub verify: VerifyMode,
-    /// Also require the signed payload to name the image's own repository.
+    /// Also require the signed payload to name the image's own repository
+    /// (a bundle names none, so only legacy signatures can qualify).
     #[serde(default)]
     pub match_repository: bool,
     /// The keys, loaded by [`Policy::validate`].

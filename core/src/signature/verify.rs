@@ -69,7 +69,9 @@ impl Findings<'_> {
                 &self.repository,
                 self.req,
             ),
-            Found::Bundle { index, bundle } => check::bundle(*index, bundle, self.digest, self.req),
+            Found::Bundle { index, bundle } => {
+                check::bundle(*index, bundle, self.digest, &self.repository, self.req)
+            }
             Found::Unusable(u) => Err(vec![u.clone()]),
         };
         match result {

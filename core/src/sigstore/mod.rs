@@ -9,7 +9,8 @@
 //! - [`TrustRoot`]: the embedded public-good root or a private one from a file;
 //!   its [`TrustRoot::fingerprint`] belongs in every verdict cache key.
 //! - [`verify_bundle_bytes`]: a Sigstore bundle for an artifact's bytes or
-//!   SHA-256, under a [`BundlePolicy`] (an [`IdentityPolicy`] or a key).
+//!   SHA-256, under a [`BundlePolicy`] (an [`IdentityPolicy`] or a key);
+//!   [`verify_keyless_bundle`] for a keyless one under a rule's `tlog`.
 //! - [`verify_legacy_keyless`]: a legacy `.sig` layer's certificate, chain and
 //!   Rekor annotations, for an image digest.
 //!
@@ -25,10 +26,11 @@ mod provider;
 mod rekor;
 mod trust;
 mod tuf;
+mod tuf_state;
 
 pub use bundle::{
-    public_key_from_pem, verify_bundle_bytes, ArtifactInput, BundlePolicy, VerifiedSignature,
-    MAX_BUNDLE_BYTES,
+    public_key_from_pem, verify_bundle_bytes, verify_keyless_bundle, ArtifactInput, BundlePolicy,
+    VerifiedSignature, MAX_BUNDLE_BYTES,
 };
 pub use error::SigstoreError;
 pub use identity::{IdentityPolicy, Matcher, EXTENSION_NAMES};
@@ -37,15 +39,19 @@ pub use rekor::{RekorBundle, RekorPayload};
 pub use trust::{TrustRoot, EMBEDDED_TRUSTED_ROOT, MAX_TRUSTED_ROOT_BYTES};
 pub use tuf::{fetch_trusted_root, PUBLIC_GOOD_TUF_ROOT, PUBLIC_GOOD_TUF_URL};
 
-/// What a key signature must show of the transparency log.
+/// What a signature must show of the transparency log. A keyless signature
+/// always needs a verified signing time; see [`verify_keyless_bundle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlogMode {
-    /// A verified log entry or timestamp is required (cosign's default).
+    /// A verified log entry or timestamp is required (cosign's default); a
+    /// keyless bundle needs a log entry.
     Required,
-    /// Verified when present; a signature without one is still accepted
-    /// (imgate's default for keys: offline signing writes none).
+    /// Verified when present; a key signature without one is still accepted
+    /// (imgate's default for keys: offline signing writes none), a keyless
+    /// bundle without one on a trusted timestamp.
     #[default]
     IfPresent,
-    /// Entries are not checked for inclusion (consistency still is).
+    /// Key signatures' entries are not checked for inclusion (consistency
+    /// still is); keyless bundles as `IfPresent`.
     Ignore,
 }

@@ -499,3 +499,55 @@ async fn a_pin_in_the_uri_never_reaches_the_output() {
         runs[2]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_spelt_otherwise_or_split_by_an_ampersand_never_reaches_the_output() {
+    let ctx = Ctx::new().await;
+    let img = ctx.push("hsm-pin-spelling", "v1").await;
+    let key = |query: &str| {
+        format!(
+            "pkcs11:token={TOKEN};object=release?module-path={}&{query}",
+            ctx.hsm.module.display()
+        )
+    };
+    let debug = [("IMGATE_LOG", "debug")];
+    // Upper case or percent-encoded, the attribute is still the PIN: it
+    // logs in, signs, is warned about and is redacted.
+    for name in ["PIN-VALUE", "pin%2Dvalue"] {
+        let run = ctx.run_with(
+            &[
+                "sign",
+                "--key",
+                &key(&format!("{name}={PIN}")),
+                &img.reference,
+            ],
+            &debug,
+            true,
+        );
+        assert_eq!(run.code, 0, "{name}: {run:?}");
+        assert!(
+            !run.stdout.contains(PIN) && !run.stderr.contains(PIN),
+            "the PIN leaked: {run:?}"
+        );
+        assert!(run.stderr.contains("pin-value"), "not warned: {run:?}");
+    }
+    // A PIN holding an unencoded '&' is cut in two; neither half is echoed.
+    let run = ctx.run_with(
+        &[
+            "sign",
+            "--key",
+            &key("pin-value=Zq7x&Tail8k"),
+            &img.reference,
+        ],
+        &debug,
+        true,
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("has no '='"), "{run:?}");
+    for fragment in ["Zq7x", "Tail8k"] {
+        assert!(
+            !run.stdout.contains(fragment) && !run.stderr.contains(fragment),
+            "part of the PIN leaked: {run:?}"
+        );
+    }
+}
