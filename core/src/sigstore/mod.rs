@@ -17,14 +17,30 @@
 //! - [`fetch_trusted_root`]: refresh the trusted root through TUF.
 //!
 //! Verification is offline: only [`fetch_trusted_root`] opens connections.
+//!
+//! Signing with Sigstore evidence (keyless, or a key whose signature is
+//! logged) is [`SigstoreSigner`]: identity token
+//! ([`SigningServices::identity_token`]),
+//! Fulcio, Rekor and timestamp authority as a [`SigningConfig`] names them,
+//! and a self-check by the verifier above before anything is returned. It
+//! and [`fetch_signing_config`] are the only parts that talk to Sigstore
+//! services.
 
 mod bundle;
 mod error;
+mod fulcio;
 mod identity;
 mod legacy;
 mod provider;
 mod rekor;
+mod rekor_upload;
+mod services;
+mod sign;
+mod sign_error;
+mod signing_config;
+mod token;
 mod trust;
+mod tsa;
 mod tuf;
 mod tuf_state;
 
@@ -36,6 +52,11 @@ pub use error::SigstoreError;
 pub use identity::{IdentityPolicy, Matcher, EXTENSION_NAMES};
 pub use legacy::{check_payload_names, verify_legacy_key, verify_legacy_keyless, LegacyKeyless};
 pub use rekor::{RekorBundle, RekorPayload};
+pub use services::{ServiceOptions, DEFAULT_SERVICE_BUDGET};
+pub use sign::{LegacyEvidence, Payload, Signed, SigningServices, SigstoreSigner};
+pub use sign_error::{Service, SigningError};
+pub use signing_config::{fetch_signing_config, SigningConfig, MAX_SIGNING_CONFIG_BYTES};
+pub use token::{IdentityToken, SIGSTORE_AUDIENCE};
 pub use trust::{TrustRoot, EMBEDDED_TRUSTED_ROOT, MAX_TRUSTED_ROOT_BYTES};
 pub use tuf::{fetch_trusted_root, PUBLIC_GOOD_TUF_ROOT, PUBLIC_GOOD_TUF_URL};
 
