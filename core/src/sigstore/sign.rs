@@ -353,6 +353,51 @@ impl<'k> SigstoreSigner<'k> {
         Ok(Material::Keyless(eph))
     }
 
+    /// Verify the legacy `.sig` layer made of `payload` and `evidence` for
+    /// the image `digest` (`sha256:…`) the way imgate reads it back, with a
+    /// log entry required; what [`SigstoreSigner::sign`] checked was the
+    /// bundle form of the same signature.
+    pub fn check_legacy(
+        &self,
+        payload: &[u8],
+        evidence: &LegacyEvidence,
+        digest: &str,
+    ) -> Result<(), SigningError> {
+        let root = &self.services.root;
+        let checked = match (&self.who, &evidence.certificate_pem) {
+            (Who::Keyless { expected, .. }, Some(cert)) => super::verify_legacy_keyless(
+                &super::LegacyKeyless {
+                    payload,
+                    signature_b64: &evidence.signature_b64,
+                    certificate_pem: cert,
+                    chain_pem: evidence.chain_pem.as_deref(),
+                    rekor_bundle: evidence.rekor_bundle.as_deref(),
+                },
+                digest,
+                expected,
+                root,
+            ),
+            (Who::Key(key), None) => super::verify_legacy_key(
+                payload,
+                &evidence.signature_b64,
+                evidence.rekor_bundle.as_deref(),
+                (key.public_key().to_spki_der(), key.name()),
+                TlogMode::Required,
+                digest,
+                root,
+            ),
+            _ => Err(super::SigstoreError::rejected(
+                "the layer's certificate does not match how it was signed",
+            )),
+        };
+        checked
+            .map(|_| ())
+            .map_err(|source| SigningError::SelfCheck {
+                what: "the legacy .sig layer",
+                source,
+            })
+    }
+
     /// Verify `bundle` as any verifier would, with the policy the signer
     /// stands for and a log entry required.
     fn self_check(&self, bundle: &[u8], artifact: ArtifactInput<'_>) -> Result<(), SigningError> {
