@@ -242,6 +242,9 @@ impl TestSigstore {
         }];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        // X.509 path builders with the web PKI profile (sigstore-python's)
+        // require it on every certificate a CA issues, as Fulcio sets it.
+        params.use_authority_key_identifier_extension = true;
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
         let serial = self.next_serial.get();

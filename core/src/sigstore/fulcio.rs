@@ -29,6 +29,8 @@ pub(crate) struct SigningCertificate {
     /// Intermediates and root as Fulcio sent them, DER (informational:
     /// trust comes from the trusted root).
     pub chain: Vec<Vec<u8>>,
+    /// The start of the leaf's validity, Unix seconds.
+    pub not_before: i64,
     /// The end of the leaf's validity, Unix seconds.
     pub not_after: i64,
 }
@@ -87,6 +89,7 @@ pub(crate) async fn request_certificate(
     Ok(SigningCertificate {
         leaf: leaf.clone(),
         chain: rest.to_vec(),
+        not_before: info.not_before.as_second(),
         not_after: info.not_after.as_second(),
     })
 }

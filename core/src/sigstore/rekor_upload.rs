@@ -43,10 +43,24 @@ pub(crate) enum Verifier {
 impl Verifier {
     fn pem(&self) -> String {
         match self {
-            Verifier::Certificate(der) => DerCertificate::new(der.clone()).to_pem(),
-            Verifier::Key(der) => DerPublicKey::new(der.clone()).to_pem(),
+            Verifier::Certificate(der) => pem("CERTIFICATE", der),
+            Verifier::Key(der) => pem("PUBLIC KEY", der),
         }
     }
+}
+
+/// PEM as Go's `encoding/pem` (and so cosign and Rekor) writes it: 64-column
+/// lines, LF. Verifiers compare the PEM in a log entry with their own
+/// encoding of the certificate, byte for byte.
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// What is logged.

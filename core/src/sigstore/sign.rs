@@ -2,8 +2,8 @@
 //!
 //! - **keyless**: a fresh P-256 key in memory, a Fulcio certificate for it
 //!   (proof of possession over the identity token's subject), the
-//!   signature, a Rekor entry, and an RFC 3161 timestamp where the signing
-//!   configuration names a timestamp authority. The key is generated per
+//!   signature, an RFC 3161 timestamp where the signing configuration names
+//!   a timestamp authority, and a Rekor entry. The key is generated per
 //!   signer and reused while its certificate has time left; it is never
 //!   written anywhere and its `Debug` is redacted.
 //! - **a key with its signature logged** (`--tlog-upload`): the same Rekor
@@ -32,7 +32,7 @@ use sigstore_verify::types::{
 };
 
 use super::fulcio::{request_certificate, SigningCertificate};
-use super::rekor_upload::{upload, Entry, Verifier};
+use super::rekor_upload::{pem, upload, Entry, Verifier};
 use super::services::{ServiceClient, ServiceOptions};
 use super::sign_error::{Service, SigningError};
 use super::signing_config::{Endpoints, SigningConfig};
@@ -223,7 +223,7 @@ impl<'k> SigstoreSigner<'k> {
         }
     }
 
-    /// Sign `payload`, log it, timestamp it where configured, and verify the
+    /// Sign `payload`, timestamp it where configured, log it, and verify the
     /// result for `artifact` (the payload's bytes for a message; for an
     /// in-toto statement, the subject digest) before returning it.
     pub async fn sign(
@@ -280,12 +280,22 @@ impl<'k> SigstoreSigner<'k> {
         };
         let endpoints = &self.services.endpoints;
         let client = &self.services.client;
-        let (log_url, log_version) = &endpoints.rekor;
-        let tlog = upload(client, (log_url, *log_version), entry, material.verifier()).await?;
+        // The timestamp first, as cosign does, and checked at once: a
+        // refused, untrusted or mistimed timestamp stops the signing before
+        // anything reaches the public log.
         let timestamp = match &endpoints.tsa {
-            Some(url) => Some(super::tsa::timestamp(client, url, &signature).await?),
+            Some(url) => {
+                let answer = super::tsa::timestamp(client, url, &signature).await?;
+                let window = material
+                    .certificate()
+                    .map(|cert| (cert.not_before, cert.not_after));
+                super::tsa::check(url, &answer, &signature, &self.services.root, window)?;
+                Some(answer)
+            }
             None => None,
         };
+        let (log_url, log_version) = &endpoints.rekor;
+        let tlog = upload(client, (log_url, *log_version), entry, material.verifier()).await?;
 
         let mut bundle =
             BundleV03::new(material.bundle_material(), content).with_tlog_entry(tlog.clone());
@@ -306,13 +316,9 @@ impl<'k> SigstoreSigner<'k> {
             bundle: bundle.into_bytes(),
             legacy: LegacyEvidence {
                 signature_b64: b64.encode(&signature),
-                certificate_pem: cert.map(|c| DerCertificate::new(c.leaf.clone()).to_pem()),
-                chain_pem: cert.map(|c| {
-                    c.chain
-                        .iter()
-                        .map(|der| DerCertificate::new(der.clone()).to_pem())
-                        .collect()
-                }),
+                certificate_pem: cert.map(|c| pem("CERTIFICATE", &c.leaf)),
+                chain_pem: cert
+                    .map(|c| c.chain.iter().map(|der| pem("CERTIFICATE", der)).collect()),
                 rekor_bundle: rekor_annotation(&tlog),
                 rfc3161_timestamp: timestamp.map(|ts| {
                     serde_json::json!({"SignedRFC3161Timestamp": b64.encode(ts)}).to_string()

@@ -184,7 +184,7 @@ impl IdentityToken {
     }
 }
 
-fn timestamp_text(seconds: i64) -> String {
+pub(crate) fn timestamp_text(seconds: i64) -> String {
     jiff::Timestamp::from_second(seconds)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| seconds.to_string())

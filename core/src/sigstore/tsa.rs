@@ -6,14 +6,19 @@
 //! The request is written here because `sigstore-tsa` builds it only inside
 //! its HTTP client (a second reqwest major version). The answer's status is
 //! read here so a refusal is named; its signature, certificate chain and
-//! time are checked by the verifier in the self-check, against the trusted
-//! root's timestamp authorities.
+//! time are checked with `sigstore-tsa` against the trusted root's
+//! timestamp authorities as soon as it arrives ([`check`]), so an untrusted
+//! or mistimed timestamp stops the signing before anything is logged.
 
 use ring::rand::SecureRandom as _;
 use sha2::{Digest as _, Sha256};
 
+use sigstore_verify::tsa::verify_timestamp_for_authority;
+use sigstore_verify::types::{SignatureBytes, TimestampToken};
+
 use super::services::{Body, Call, ServiceClient};
 use super::sign_error::{Service, SigningError};
+use super::TrustRoot;
 
 /// Largest answer read (a token with a two-certificate chain is ~3 KiB).
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
@@ -56,6 +61,58 @@ pub(crate) async fn timestamp(
         .await?;
     check_granted(&answer).map_err(bad)?;
     Ok(answer)
+}
+
+/// Check a timestamp of `signature` from the authority at `url`: it must
+/// verify with one of `root`'s timestamp authorities and, when `window`
+/// (Unix seconds, inclusive) is given, fall inside it.
+pub(crate) fn check(
+    url: &str,
+    answer: &[u8],
+    signature: &[u8],
+    root: &TrustRoot,
+    window: Option<(i64, i64)>,
+) -> Result<(), SigningError> {
+    let bad = |answer: String| SigningError::Service {
+        service: Service::Tsa,
+        url: url.to_string(),
+        answer,
+    };
+    let token = TimestampToken::new(answer.to_vec());
+    let signature = SignatureBytes::new(signature.to_vec());
+    let mut refusals = Vec::new();
+    let mut time = None;
+    for authority in root.root.tsa_authorities() {
+        match verify_timestamp_for_authority(&token, &signature, &authority) {
+            Ok(t) => {
+                time = Some(t.as_second());
+                break;
+            }
+            Err(err) => refusals.push(err.to_string()),
+        }
+    }
+    let Some(time) = time else {
+        return Err(bad(format!(
+            "answered a timestamp that no timestamp authority of trusted root {} signed ({})",
+            root.name(),
+            if refusals.is_empty() {
+                "it lists none".to_string()
+            } else {
+                refusals.join("; ")
+            }
+        )));
+    };
+    if let Some((start, end)) = window {
+        if time < start || time > end {
+            return Err(bad(format!(
+                "answered a timestamp ({}) outside the signing certificate's validity ({} to {})",
+                super::token::timestamp_text(time),
+                super::token::timestamp_text(start),
+                super::token::timestamp_text(end)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `TimeStampReq { v1, messageImprint { sha256, digest }, nonce, certReq TRUE }`.

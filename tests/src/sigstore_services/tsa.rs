@@ -69,6 +69,7 @@ impl Signer {
         leaf.distinguished_name.push(DnType::CommonName, name);
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf.serial_number = Some(SerialNumber::from_slice(&[0x31, 0x41]));
+        leaf.use_authority_key_identifier_extension = true;
         (leaf.not_before, leaf.not_after) = (start, end);
         // RFC 3161 2.3: the only extended key usage, and critical.
         let mut eku =

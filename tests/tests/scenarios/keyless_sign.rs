@@ -87,6 +87,11 @@ impl Ctx {
     /// `imgate sign` against the private instance with `config` (a signing
     /// configuration path) and `extra` arguments, the image last.
     fn sign_with(&self, config: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        self.sign_image(&self.image.reference, config, extra, env)
+    }
+
+    /// [`Ctx::sign_with`] for another image of the registry.
+    fn sign_image(&self, image: &str, config: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
         let root = self.sigstore.trusted_root_path();
         let mut args = vec![
             "sign",
@@ -96,12 +101,23 @@ impl Ctx {
             root.to_str().unwrap(),
             "--allow-http",
             "127.0.0.1",
-            "--sigstore-timeout",
-            "5s",
         ];
+        if !extra.contains(&"--sigstore-timeout") {
+            args.extend(["--sigstore-timeout", "5s"]);
+        }
         args.extend_from_slice(extra);
-        args.push(&self.image.reference);
+        args.push(image);
         self.run(&args, env)
+    }
+
+    /// Push another image to the registry under [`REPO`].
+    fn push(&self, label: &str, tag: &str) -> PushedImage {
+        block_on(
+            ImageBuilder::new(label)
+                .image()
+                .push(&self.registry, REPO, tag, PushWith::Http),
+        )
+        .expect("push")
     }
 
     /// Keyless `imgate sign` with the default configuration (Rekor v1, TSA),
@@ -394,4 +410,114 @@ fn help_says_what_goes_public() {
         help.contains("the certificate (your CI identity: repository, workflow, ref)"),
         "{help}"
     );
+}
+
+#[test]
+fn trust_root_update_fetches_the_signing_configuration_and_imgate_signs_with_it() {
+    let ctx = Ctx::new("tuf-signing-config");
+    let root = ctx.sigstore.trusted_root_json().unwrap();
+    let spec = ConfigSpec {
+        rekor_v1: true,
+        rekor_v2: false,
+        tsa: true,
+    };
+    let config = ctx.sigstore.signing_config_json(spec).to_string();
+    let mut repo = imgate_tests::tuf::TufRepo::serve(root.as_bytes()).unwrap();
+    repo.publish_targets(&[
+        ("trusted_root.json", root.as_bytes()),
+        ("signing_config.v0.2.json", config.as_bytes()),
+    ])
+    .unwrap();
+    let anchor = ctx.path("root.json");
+    std::fs::write(&anchor, repo.first_root()).unwrap();
+    let (root_out, config_out) = (
+        ctx.path("trusted_root.json"),
+        ctx.path("signing_config.json"),
+    );
+    let update = || {
+        let out = run_imgate(
+            [
+                "trust-root",
+                "update",
+                "--tuf-url",
+                &repo.url(),
+                "--tuf-root",
+                anchor.to_str().unwrap(),
+                "--out",
+                root_out.to_str().unwrap(),
+                "--signing-config-out",
+                config_out.to_str().unwrap(),
+            ],
+            &[],
+            None,
+        );
+        Run::from_output(&out.expect("imgate runs"))
+    };
+    let run = update();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(&config_out).unwrap(), config);
+    assert_eq!(std::fs::read_to_string(&root_out).unwrap(), root);
+
+    // What TUF delivered is what signing uses.
+    let token = ctx.token();
+    let run = ctx.sign_with(
+        config_out.to_str().unwrap(),
+        &["--identity-token", &token],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    ctx.assert_verified_keyless("legacy");
+
+    // Bytes that are not the ones the targets metadata pins are refused,
+    // and the file written before stays as it was.
+    repo.tamper("targets/signing_config.v0.2.json", b"{}".to_vec())
+        .unwrap();
+    let run = update();
+    run.assert_one_line_error("signing_config.v0.2.json");
+    assert_eq!(std::fs::read_to_string(&config_out).unwrap(), config);
+}
+
+#[test]
+fn neither_token_nor_key_reach_the_logs_or_the_disk() {
+    let ctx = Ctx::new("keyless-secrets");
+    let token = ctx.token();
+    let config = ctx.sigstore.signing_config_path();
+    let root = ctx.sigstore.trusted_root_path();
+    // An empty home, working and temp dir: still empty afterwards.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(imgate_tests::imgate_bin());
+    command
+        .args([
+            "sign",
+            "--signing-config",
+            config.to_str().unwrap(),
+            "--trusted-root",
+            root.to_str().unwrap(),
+            "--allow-http",
+            "127.0.0.1",
+            "--format",
+            "bundle",
+        ])
+        .args(ctx.registry.cli_args())
+        .arg(&ctx.image.reference)
+        .current_dir(scratch.path())
+        .env("HOME", scratch.path())
+        .env("TMPDIR", scratch.path())
+        .env("SIGSTORE_ID_TOKEN", &token)
+        .env("IMGATE_LOG", "trace");
+    let out =
+        imgate_tests::bin::run_bounded(command, None, std::time::Duration::from_secs(60)).unwrap();
+    let run = Run::from_output(&out);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("TRACE") || run.stderr.contains("DEBUG"),
+        "trace logs were on: {run:?}"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !run.stderr.contains(signature) && !run.stdout.contains(signature),
+        "the token leaked: {run:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
+    assert!(left.is_empty(), "files written: {left:?}");
 }
