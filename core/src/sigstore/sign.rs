@@ -161,11 +161,15 @@ struct Ephemeral {
 /// Who signs.
 enum Who<'k> {
     Key(&'k dyn Signer),
-    Keyless {
-        token: IdentityToken,
-        expected: IdentityPolicy,
-        current: tokio::sync::Mutex<Option<Arc<Ephemeral>>>,
-    },
+    Keyless(Box<Keyless>),
+}
+
+/// A keyless signer's token, the identity its certificates must name, and
+/// the current key and certificate.
+struct Keyless {
+    token: IdentityToken,
+    expected: IdentityPolicy,
+    current: tokio::sync::Mutex<Option<Arc<Ephemeral>>>,
 }
 
 /// Signs payloads and records them with the configured services.
@@ -178,7 +182,7 @@ impl std::fmt::Debug for SigstoreSigner<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let who = match &self.who {
             Who::Key(key) => key.name().to_string(),
-            Who::Keyless { token, .. } => format!("keyless ({})", token.origin()),
+            Who::Keyless(keyless) => format!("keyless ({})", keyless.token.origin()),
         };
         f.debug_struct("SigstoreSigner")
             .field("services", &self.services.describe())
@@ -199,11 +203,11 @@ impl<'k> SigstoreSigner<'k> {
         let expected = expected.unwrap_or_else(|| token.expected_identity());
         SigstoreSigner {
             services,
-            who: Who::Keyless {
+            who: Who::Keyless(Box::new(Keyless {
                 token,
                 expected,
                 current: tokio::sync::Mutex::new(None),
-            },
+            })),
         }
     }
 
@@ -218,7 +222,7 @@ impl<'k> SigstoreSigner<'k> {
     /// The identity keyless certificates must name (`None` for a key).
     pub fn expected_identity(&self) -> Option<&IdentityPolicy> {
         match &self.who {
-            Who::Keyless { expected, .. } => Some(expected),
+            Who::Keyless(keyless) => Some(&keyless.expected),
             Who::Key(_) => None,
         }
     }
@@ -330,15 +334,11 @@ impl<'k> SigstoreSigner<'k> {
     /// What signs: the key, or (keyless) the current key and certificate,
     /// renewed when the certificate is about to expire.
     async fn material(&self) -> Result<Material<'k>, SigningError> {
-        let (token, expected, current) = match &self.who {
+        let keyless = match &self.who {
             Who::Key(key) => return Ok(Material::Key(*key)),
-            Who::Keyless {
-                token,
-                expected,
-                current,
-            } => (token, expected, current),
+            Who::Keyless(keyless) => keyless,
         };
-        let mut current = current.lock().await;
+        let mut current = keyless.current.lock().await;
         let now = jiff::Timestamp::now().as_second();
         if let Some(eph) = current.as_ref() {
             if eph.cert.not_after - now > CERTIFICATE_MARGIN_SECONDS {
@@ -352,8 +352,14 @@ impl<'k> SigstoreSigner<'k> {
             });
         };
         let key = SigningKey::generate().with_name("ephemeral key");
-        let cert =
-            request_certificate(&self.services.client, fulcio, token, &key, expected).await?;
+        let cert = request_certificate(
+            &self.services.client,
+            fulcio,
+            &keyless.token,
+            &key,
+            &keyless.expected,
+        )
+        .await?;
         let eph = Arc::new(Ephemeral { key, cert });
         *current = Some(eph.clone());
         Ok(Material::Keyless(eph))
@@ -371,7 +377,7 @@ impl<'k> SigstoreSigner<'k> {
     ) -> Result<(), SigningError> {
         let root = &self.services.root;
         let checked = match (&self.who, &evidence.certificate_pem) {
-            (Who::Keyless { expected, .. }, Some(cert)) => super::verify_legacy_keyless(
+            (Who::Keyless(keyless), Some(cert)) => super::verify_legacy_keyless(
                 &super::LegacyKeyless {
                     payload,
                     signature_b64: &evidence.signature_b64,
@@ -380,7 +386,7 @@ impl<'k> SigstoreSigner<'k> {
                     rekor_bundle: evidence.rekor_bundle.as_deref(),
                 },
                 digest,
-                expected,
+                &keyless.expected,
                 root,
             ),
             (Who::Key(key), None) => super::verify_legacy_key(
@@ -408,7 +414,7 @@ impl<'k> SigstoreSigner<'k> {
     /// stands for and a log entry required.
     fn self_check(&self, bundle: &[u8], artifact: ArtifactInput<'_>) -> Result<(), SigningError> {
         let policy = match &self.who {
-            Who::Keyless { expected, .. } => BundlePolicy::Keyless(expected.clone()),
+            Who::Keyless(keyless) => BundlePolicy::Keyless(keyless.expected.clone()),
             Who::Key(key) => BundlePolicy::Key {
                 spki_der: key.public_key().to_spki_der().to_vec(),
                 name: key.name().to_string(),

@@ -107,7 +107,7 @@ async fn signing_cert(
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|der| p256::ecdsa::Signature::from_der(&der).ok());
     let verifying = p256::ecdsa::VerifyingKey::from(public);
-    if !proof.is_some_and(|sig| verifying.verify(challenge.as_bytes(), &sig).is_ok()) {
+    if proof.is_none_or(|sig| verifying.verify(challenge.as_bytes(), &sig).is_err()) {
         return error(
             StatusCode::BAD_REQUEST,
             "The signature supplied in the request could not be verified",

@@ -9,7 +9,7 @@
 //!   a `TransparencyLogEntry` with inclusion proof and checkpoint, no SET
 //!   and no integrated time.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::State as AxumState;
@@ -260,9 +260,8 @@ fn other_body(body: &serde_json::Value) -> serde_json::Value {
     other
 }
 
-fn locked(log: &Mutex<Log>) -> Result<std::sync::MutexGuard<'_, Log>, Response> {
-    log.lock()
-        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "log lock poisoned").into_response())
+fn poisoned() -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, "log lock poisoned").into_response()
 }
 
 async fn create_v1(
@@ -282,9 +281,8 @@ async fn create_v1(
         body
     };
     let body = body.to_string();
-    let mut log = match locked(&state.rekor_v1) {
-        Ok(log) => log,
-        Err(answer) => return answer,
+    let Ok(mut log) = state.rekor_v1.lock() else {
+        return poisoned();
     };
     let at = log.append(body.as_bytes());
     let integrated = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -367,9 +365,8 @@ async fn create_v2(
         body
     };
     let body = body.to_string();
-    let mut log = match locked(&state.rekor_v2) {
-        Ok(log) => log,
-        Err(answer) => return answer,
+    let Ok(mut log) = state.rekor_v2.lock() else {
+        return poisoned();
     };
     let at = log.append(body.as_bytes());
     (
