@@ -434,7 +434,8 @@ fn trust_root_update_fetches_the_signing_configuration_and_imgate_signs_with_it(
         ctx.path("trusted_root.json"),
         ctx.path("signing_config.json"),
     );
-    let update = || {
+    let update = |state: &str| {
+        let state = ctx.path(state);
         let out = run_imgate(
             [
                 "trust-root",
@@ -443,6 +444,8 @@ fn trust_root_update_fetches_the_signing_configuration_and_imgate_signs_with_it(
                 &repo.url(),
                 "--tuf-root",
                 anchor.to_str().unwrap(),
+                "--tuf-state",
+                state.to_str().unwrap(),
                 "--out",
                 root_out.to_str().unwrap(),
                 "--signing-config-out",
@@ -453,7 +456,7 @@ fn trust_root_update_fetches_the_signing_configuration_and_imgate_signs_with_it(
         );
         Run::from_output(&out.expect("imgate runs"))
     };
-    let run = update();
+    let run = update("tuf-state");
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(std::fs::read_to_string(&config_out).unwrap(), config);
     assert_eq!(std::fs::read_to_string(&root_out).unwrap(), root);
@@ -468,11 +471,12 @@ fn trust_root_update_fetches_the_signing_configuration_and_imgate_signs_with_it(
     assert_eq!(run.code, 0, "{run:?}");
     ctx.assert_verified_keyless("legacy");
 
-    // Bytes that are not the ones the targets metadata pins are refused,
-    // and the file written before stays as it was.
+    // Bytes that are not the ones the targets metadata pins are refused (a
+    // fresh TUF state, so nothing cached answers instead), and the file
+    // written before stays as it was.
     repo.tamper("targets/signing_config.v0.2.json", b"{}".to_vec())
         .unwrap();
-    let run = update();
+    let run = update("fresh-tuf-state");
     run.assert_one_line_error("signing_config.v0.2.json");
     assert_eq!(std::fs::read_to_string(&config_out).unwrap(), config);
 }
