@@ -108,18 +108,16 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     // The key (or identity token) before the registry: a wrong key,
     // password or token fails fast.
     let key = args.key.as_deref().map(open_signer).transpose()?;
-    let sigstore = match (&key, args.sigstore.tlog_upload) {
-        (Some(key), true) => Some(
+    let sigstore = if key.is_none() || args.sigstore.tlog_upload {
+        Some(
             args.sigstore
-                .signer(Some(key.as_ref()), needs_set(&args))
+                .signer(key.as_deref(), needs_set(&args))
                 .await?,
-        ),
-        (Some(_), false) => None,
-        (None, _) => Some(args.sigstore.signer(None, needs_set(&args)).await?),
+        )
+    } else {
+        args.sigstore.check_key_only()?;
+        None
     };
-    if key.is_some() && sigstore.is_none() && args.sigstore.identity.given() {
-        bail!("--certificate-identity applies to keyless signing; drop it or --key");
-    }
 
     let mut hosts: Vec<String> = distinct.iter().map(|i| i.registry.clone()).collect();
     hosts.sort();

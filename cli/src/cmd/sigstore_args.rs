@@ -53,6 +53,16 @@ pub struct SigstoreArgs {
 }
 
 impl SigstoreArgs {
+    /// For a key signature made without Sigstore: refuse options that would
+    /// otherwise be silently ignored.
+    pub fn check_key_only(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.identity.given(),
+            "--certificate-identity applies to keyless signing; drop it or --key"
+        );
+        Ok(())
+    }
+
     /// The signer these options describe: keyless when `key` is `None`,
     /// else `key` with its signatures logged. `needs_set` asks for a Rekor
     /// v1 log (the legacy layout carries its signed entry timestamp).
@@ -61,6 +71,9 @@ impl SigstoreArgs {
         key: Option<&'k dyn Signer>,
         needs_set: bool,
     ) -> anyhow::Result<SigstoreSigner<'k>> {
+        if key.is_some() {
+            self.check_key_only()?;
+        }
         let config = match &self.signing_config {
             Some(path) => SigningConfig::from_file(path)?,
             None => SigningConfig::public_good()?,
@@ -81,16 +94,10 @@ impl SigstoreArgs {
         for (what, url) in services.describe() {
             tracing::info!(service = %what, %url, config = config.name(), "signing with");
         }
-        let expected = self.identity.policy()?;
         match key {
-            Some(key) => {
-                anyhow::ensure!(
-                    expected.is_none(),
-                    "--certificate-identity applies to keyless signing; drop it or --key"
-                );
-                Ok(SigstoreSigner::with_key(services, key))
-            }
+            Some(key) => Ok(SigstoreSigner::with_key(services, key)),
             None => {
+                let expected = self.identity.policy()?;
                 let token = services
                     .identity_token(self.identity_token.as_deref(), &|name| {
                         std::env::var(name).ok()

@@ -376,6 +376,34 @@ fn identity_token_from_a_file_is_read_and_a_flag_beats_the_environment() {
 }
 
 #[test]
+fn the_self_check_holds_the_certificate_to_the_identity_given_on_the_command_line() {
+    let ctx = Ctx::new("keyless-expected-identity");
+    let before = ctx.tags();
+    let issuer = ctx.sigstore.issuer();
+    let run = ctx.sign_keyless(&[
+        "--certificate-identity",
+        "release@imgate.test",
+        "--certificate-oidc-issuer",
+        &issuer,
+    ]);
+    run.assert_one_line_error("another identity");
+    assert!(
+        run.stderr.contains("release@imgate.test") && run.stderr.contains(EMAIL),
+        "{run:?}"
+    );
+    assert_eq!(ctx.sigstore.calls(Svc::RekorV1), 0);
+    assert_eq!(ctx.tags(), before);
+    // The identity the token stands for, stated explicitly, passes.
+    let run = ctx.sign_keyless(&[
+        "--certificate-identity",
+        EMAIL,
+        "--certificate-oidc-issuer",
+        &issuer,
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
 fn without_any_token_the_error_names_every_source() {
     let ctx = Ctx::new("keyless-no-token");
     let config = ctx.sigstore.signing_config_path();

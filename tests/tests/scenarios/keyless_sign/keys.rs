@@ -98,11 +98,39 @@ fn without_tlog_upload_a_key_signature_is_not_logged_and_fails_tlog_required() {
 }
 
 #[test]
-fn tlog_upload_needs_a_key() {
+fn tlog_upload_needs_a_key_and_keyless_options_refuse_one() {
     let ctx = Ctx::new("tlog-no-key");
     let run = ctx.run(&["sign", "--tlog-upload", &ctx.image.reference], &[]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("--key"), "{run:?}");
+    // Keyless-only options are refused with a key, never silently ignored.
+    let (private, _) = ctx.key_pair();
+    let run = ctx.run(
+        &[
+            "sign",
+            "--key",
+            &private,
+            "--certificate-identity",
+            EMAIL,
+            "--certificate-oidc-issuer",
+            "https://issuer.test",
+            &ctx.image.reference,
+        ],
+        &[("IMGATE_PASSWORD", PASSWORD)],
+    );
+    run.assert_one_line_error("--certificate-identity applies to keyless signing");
+    let run = ctx.run(
+        &[
+            "sign",
+            "--key",
+            &private,
+            "--identity-token",
+            "x.y.z",
+            &ctx.image.reference,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
 }
 
 #[test]
