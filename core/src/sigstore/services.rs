@@ -318,6 +318,66 @@ mod tests {
             .is_err());
     }
 
+    /// Serve `router` on loopback; its base URL.
+    async fn serve(router: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}")
+    }
+
+    fn client() -> ServiceClient {
+        ServiceClient::new(ServiceOptions {
+            budget: Duration::from_secs(5),
+            allow_http: vec!["127.0.0.1".into()],
+        })
+        .unwrap()
+    }
+
+    fn get(url: &str, max_bytes: usize) -> Call<'_> {
+        Call {
+            service: Service::Rekor,
+            url,
+            body: Body::None,
+            bearer: None,
+            accept: "application/json",
+            max_bytes,
+            retry_server_errors: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_bound_are_refused() {
+        use axum::routing::get as route;
+        let base =
+            serve(axum::Router::new().route("/big", route(|| async { vec![b'x'; 4096] }))).await;
+        let url = format!("{base}/big");
+        let err = client()
+            .send(get(&url, 1024))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the 1024 bytes"), "{err}");
+        assert_eq!(client().send(get(&url, 4096)).await.unwrap().len(), 4096);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use axum::routing::get as route;
+        let base = serve(axum::Router::new().route(
+            "/moved",
+            route(|| async { axum::response::Redirect::temporary("http://example.invalid/") }),
+        ))
+        .await;
+        let url = format!("{base}/moved");
+        let err = client()
+            .send(get(&url, 1024))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("answered 307"), "{err}");
+    }
+
     #[test]
     fn excerpts_are_one_bounded_line() {
         assert_eq!(excerpt(b""), "(empty body)");
