@@ -122,14 +122,27 @@ impl TufRepo {
     /// Publish `trusted_root` as the next version of targets, snapshot and
     /// timestamp.
     pub fn publish(&mut self, trusted_root: &[u8]) -> anyhow::Result<()> {
+        self.publish_targets(&[("trusted_root.json", trusted_root)])
+    }
+
+    /// Publish these targets (name, bytes) as the next version of targets,
+    /// snapshot and timestamp.
+    pub fn publish_targets(&mut self, files: &[(&str, &[u8])]) -> anyhow::Result<()> {
         self.version += 1;
         let v = self.version;
+        let listed: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|(name, bytes)| {
+                let meta = json!({
+                    "length": bytes.len(),
+                    "hashes": {"sha256": hex::encode(Sha256::digest(bytes))},
+                });
+                (name.to_string(), meta)
+            })
+            .collect();
         let targets = json!({
             "_type": "targets", "spec_version": "1.0.31", "version": v, "expires": expires(),
-            "targets": {"trusted_root.json": {
-                "length": trusted_root.len(),
-                "hashes": {"sha256": hex::encode(Sha256::digest(trusted_root))},
-            }},
+            "targets": listed,
         });
         let targets = self.envelope(targets, &[&self.targets]);
         let snapshot = json!({
@@ -142,7 +155,9 @@ impl TufRepo {
             "meta": {"snapshot.json": {"version": v}},
         });
         let timestamp = self.envelope(timestamp, &[&self.timestamp]);
-        self.put("targets/trusted_root.json", trusted_root.to_vec())?;
+        for (name, bytes) in files {
+            self.put(&format!("targets/{name}"), bytes.to_vec())?;
+        }
         self.put("targets.json", targets)?;
         self.put("snapshot.json", snapshot)?;
         self.put("timestamp.json", timestamp)?;

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use imgate_core::sigstore::{fetch_trusted_root, PUBLIC_GOOD_TUF_URL};
+use imgate_core::sigstore::{fetch_signing_config, fetch_trusted_root, PUBLIC_GOOD_TUF_URL};
 
 use super::Outcome;
 
@@ -39,6 +39,11 @@ pub enum Command {
         /// $XDG_STATE_HOME/imgate/tuf, else ~/.local/state/imgate/tuf.
         #[arg(long, value_name = "DIR", env = "IMGATE_TUF_STATE")]
         tuf_state: Option<PathBuf>,
+        /// Also fetch the signing configuration (signing_config.v0.2.json,
+        /// the services `imgate sign --signing-config` uses) from the same
+        /// repository and write it here (atomically).
+        #[arg(long, value_name = "FILE")]
+        signing_config_out: Option<PathBuf>,
     },
 }
 
@@ -52,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             tuf_url,
             tuf_root,
             tuf_state,
+            signing_config_out,
         } => {
             let anchor = match &tuf_root {
                 Some(path) => Some(read_bounded(path)?),
@@ -62,6 +68,14 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 None => default_state_dir()?,
             };
             let bytes = fetch_trusted_root(&tuf_url, anchor.as_deref(), &state).await?;
+            if let Some(path) = &signing_config_out {
+                let config = fetch_signing_config(&tuf_url, anchor.as_deref(), &state).await?;
+                write_atomically(path, &config)?;
+                eprintln!(
+                    "imgate: signing configuration from {tuf_url} written to {}",
+                    path.display()
+                );
+            }
             match out {
                 Some(path) => {
                     write_atomically(&path, &bytes)?;

@@ -33,7 +33,7 @@ mod verify;
 
 pub use collect::{MAX_BUNDLE_SIZE, MAX_PAYLOAD_SIZE, MAX_REFERRERS, MAX_SIGNATURE_LAYERS};
 pub use requirements::{KeylessAuthority, Requirements, SignatureId, Unmet, Verdict, Verified};
-pub use sign::{sign, SignError, SignOptions};
+pub use sign::{sign, sign_with_sigstore, SignError, SignOptions};
 pub use verify::{verify, VerifyError};
 
 /// Layer media type of a legacy signature (the simple-signing payload).

@@ -109,6 +109,19 @@ pub async fn fetch_trusted_root(
     tuf_root: Option<&[u8]>,
     state: &Path,
 ) -> Result<Vec<u8>, SigstoreError> {
+    let bytes = fetch_target(url, tuf_root, state, TRUSTED_ROOT_TARGET).await?;
+    TrustRoot::from_json(&format!("{url} {TRUSTED_ROOT_TARGET}"), &bytes)?;
+    Ok(bytes)
+}
+
+/// Refresh the TUF metadata at `url` (as [`fetch_trusted_root`] does) and
+/// fetch the verified bytes of the target `name`.
+pub(crate) async fn fetch_target(
+    url: &str,
+    tuf_root: Option<&[u8]>,
+    state: &Path,
+    name: &str,
+) -> Result<Vec<u8>, SigstoreError> {
     super::provider::ensure_installed();
     let fail = |reason: String| SigstoreError::Update {
         url: url.to_string(),
@@ -142,11 +155,10 @@ pub async fn fetch_trusted_root(
         .await
         .map_err(|err| fail(refresh_failure(err, store.dir())))?;
     let bytes = updater
-        .get_target(TRUSTED_ROOT_TARGET, now)
+        .get_target(name, now)
         .await
-        .map_err(|err| fail(format!("{TRUSTED_ROOT_TARGET}: {err}")))?;
+        .map_err(|err| fail(format!("{name}: {err}")))?;
     store.check().map_err(&fail)?;
-    TrustRoot::from_json(&format!("{url} {TRUSTED_ROOT_TARGET}"), &bytes)?;
     Ok(bytes)
 }
 

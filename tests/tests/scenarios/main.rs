@@ -8,6 +8,7 @@ mod deploy;
 mod interop;
 mod keyless;
 mod keyless_images;
+mod keyless_sign;
 mod limits;
 mod pin;
 mod pkcs11;

@@ -25,7 +25,7 @@ const MODULES: &[&str] = &[
 ];
 const TOKEN: &str = "imgate-ci";
 /// Distinctive, so a grep for it in the output cannot match by chance.
-const PIN: &str = "pin-Zq7x9W";
+pub(crate) const PIN: &str = "pin-Zq7x9W";
 const SO_PIN: &str = "so-pin-1234";
 
 fn module() -> PathBuf {
@@ -38,14 +38,14 @@ fn module() -> PathBuf {
 
 /// A SoftHSM2 token in a temp dir with a generated P-256 key pair
 /// (`release`, id 01).
-struct Hsm {
+pub(crate) struct Hsm {
     dir: tempfile::TempDir,
-    conf: String,
+    pub(crate) conf: String,
     module: PathBuf,
 }
 
 impl Hsm {
-    fn new() -> Hsm {
+    pub(crate) fn new() -> Hsm {
         let dir = tempfile::tempdir().expect("tempdir");
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).expect("token dir");
@@ -112,7 +112,7 @@ impl Hsm {
     }
 
     /// The token's public key `label`, as `pkcs11-tool` reads it (SPKI DER).
-    fn public_der(&self, label: &str) -> Vec<u8> {
+    pub(crate) fn public_der(&self, label: &str) -> Vec<u8> {
         let out = self.path(&format!("{label}.pub.der"));
         self.pkcs11_tool(&[
             "--read-object",
@@ -156,7 +156,7 @@ impl Hsm {
         pem
     }
 
-    fn uri(&self, object: &str) -> String {
+    pub(crate) fn uri(&self, object: &str) -> String {
         format!(
             "pkcs11:token={TOKEN};object={object}?module-path={}",
             self.module.display()
