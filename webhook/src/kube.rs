@@ -226,13 +226,20 @@ impl KubeClient {
     /// The in-cluster client, or `None` when not running in a pod
     /// (no `KUBERNETES_SERVICE_HOST` or no service account token mounted).
     pub fn in_cluster(timeout: Duration) -> Result<Option<Self>, KubeError> {
+        Self::in_cluster_at(Path::new(SERVICE_ACCOUNT_DIR), timeout)
+    }
+
+    /// [`KubeClient::in_cluster`] with the service account's token and CA
+    /// mounted in `dir` rather than [`SERVICE_ACCOUNT_DIR`] (a projected
+    /// token volume of its own).
+    pub fn in_cluster_at(dir: &Path, timeout: Duration) -> Result<Option<Self>, KubeError> {
         let (Ok(host), Ok(port)) = (
             std::env::var("KUBERNETES_SERVICE_HOST"),
             std::env::var("KUBERNETES_SERVICE_PORT"),
         ) else {
             return Ok(None);
         };
-        Self::from_parts(&host, &port, Path::new(SERVICE_ACCOUNT_DIR), timeout)
+        Self::from_parts(&host, &port, dir, timeout)
     }
 
     fn from_parts(

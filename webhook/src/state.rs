@@ -77,9 +77,20 @@ pub enum ServerError {
     /// `--kube-pull-secrets` outside a cluster.
     #[error(
         "--kube-pull-secrets needs a Kubernetes service account (KUBERNETES_SERVICE_HOST and {})",
-        crate::kube::SERVICE_ACCOUNT_DIR
+        dir.display()
     )]
-    NotInCluster,
+    NotInCluster {
+        /// Where the service account was looked for.
+        dir: PathBuf,
+    },
+    /// `--kube-pull-secrets` while any TLS client may post reviews.
+    #[error(
+        "--kube-pull-secrets without --client-ca would let any client that reaches the admission \
+         port make imgate read the pull secrets of any namespace; set --client-ca to the CA of the \
+         API server's client certificate (docs/operations.md, \"Client authentication\") or, \
+         knowingly, --allow-unauthenticated-pull-secrets"
+    )]
+    UnauthenticatedPullSecrets,
 }
 
 /// Everything the server needs, from flags or their `IMGATE_*` twins.
@@ -101,6 +112,17 @@ pub struct Settings {
     pub docker_config: Option<PathBuf>,
     /// Read pods' and service accounts' pull secrets from the Kubernetes API.
     pub kube_pull_secrets: bool,
+    /// Where the webhook's own service account token and cluster CA are
+    /// mounted.
+    pub kube_service_account_dir: PathBuf,
+    /// PEM CA bundle whose certificates clients of the admission port must
+    /// present (watched with the serving certificate); `None`: any TLS
+    /// client may post reviews.
+    pub client_ca: Option<PathBuf>,
+    /// Read pull secrets even though any TLS client may post reviews (no
+    /// `client_ca`): whoever reaches the port can then have imgate use any
+    /// namespace's pull secrets.
+    pub allow_unauthenticated_pull_secrets: bool,
     /// How often the policy and certificate files are checked for changes.
     pub reload_interval: Duration,
     /// How long in-flight reviews may take to finish after SIGTERM.
@@ -123,6 +145,9 @@ impl Settings {
             deadline: DEFAULT_DEADLINE,
             docker_config: None,
             kube_pull_secrets: false,
+            kube_service_account_dir: PathBuf::from(crate::kube::SERVICE_ACCOUNT_DIR),
+            client_ca: None,
+            allow_unauthenticated_pull_secrets: false,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             grace: DEFAULT_SHUTDOWN_GRACE,
             body_limit: DEFAULT_BODY_LIMIT,
@@ -144,6 +169,21 @@ impl Settings {
             operation_timeout: self.deadline,
             ..ClientConfig::default()
         }
+    }
+}
+
+impl Settings {
+    /// Whether reviews may make imgate read pull secrets: only when asked
+    /// for, and only when clients must authenticate (or the operator
+    /// explicitly accepts that anyone reaching the port may have them read).
+    pub fn pull_secrets(&self) -> Result<bool, ServerError> {
+        if !self.kube_pull_secrets {
+            return Ok(false);
+        }
+        if self.client_ca.is_none() && !self.allow_unauthenticated_pull_secrets {
+            return Err(ServerError::UnauthenticatedPullSecrets);
+        }
+        Ok(true)
     }
 }
 
@@ -193,6 +233,8 @@ struct Inner {
     body_limit: usize,
     /// Time for a whole request body.
     body_timeout: Duration,
+    /// Bytes per second a request body must keep arriving at.
+    min_body_rate: usize,
     /// Request-body bytes buffered at once.
     body_budget: BodyBudget,
 }
@@ -236,7 +278,11 @@ impl AppState {
                 readiness: Readiness::default(),
                 body_limit,
                 body_timeout: limits.body_timeout,
-                body_budget: BodyBudget::new(limits.max_buffered_bytes),
+                min_body_rate: limits.min_body_rate,
+                body_budget: BodyBudget::new(
+                    limits.max_buffered_bytes,
+                    limits.max_buffered_bytes_per_source,
+                ),
             }),
         }
     }
@@ -244,6 +290,14 @@ impl AppState {
     /// Loads the policy and builds the clients and engine for `settings`.
     /// Each failure names the file or field, before anything is bound.
     pub fn load(settings: &Settings) -> Result<AppState, ServerError> {
+        let pull_secrets = settings.pull_secrets()?;
+        if pull_secrets && settings.client_ca.is_none() {
+            tracing::warn!(
+                "pull secrets are read for reviews from any client of the admission port \
+                 (--allow-unauthenticated-pull-secrets without --client-ca): whoever reaches it \
+                 can have imgate use another namespace's pull secrets"
+            );
+        }
         let policy = load_policy(&settings.policy)?;
         for warning in policy.warnings() {
             tracing::warn!(policy = %settings.policy.display(), "{warning}");
@@ -254,16 +308,21 @@ impl AppState {
         // In a cluster the API client also serves namespace labels for
         // `namespaces.excludeSelector`; pull secrets only when asked for,
         // since that needs RBAC to read secrets.
-        let cluster = match KubeClient::in_cluster(Duration::from_secs(2)) {
+        let cluster = match KubeClient::in_cluster_at(
+            &settings.kube_service_account_dir,
+            Duration::from_secs(2),
+        ) {
             Ok(client) => client.map(Arc::new),
-            Err(err) if settings.kube_pull_secrets => return Err(err.into()),
+            Err(err) if pull_secrets => return Err(err.into()),
             Err(err) => {
                 tracing::warn!(error = %err, "kubernetes api client unavailable; namespace label selectors cannot be evaluated");
                 None
             }
         };
-        if settings.kube_pull_secrets && cluster.is_none() {
-            return Err(ServerError::NotInCluster);
+        if pull_secrets && cluster.is_none() {
+            return Err(ServerError::NotInCluster {
+                dir: settings.kube_service_account_dir.clone(),
+            });
         }
         let engine = Engine::new(
             policy,
@@ -276,11 +335,9 @@ impl AppState {
         if let Some(cluster) = &cluster {
             engine.set_namespace_labels(cluster.clone());
         }
-        let kube = if settings.kube_pull_secrets {
-            cluster
-        } else {
-            None
-        };
+        // The one switch between the admission port and the namespaces'
+        // credentials: the engine gets pull secrets only as allowed above.
+        let kube = if pull_secrets { cluster } else { None };
         let state = AppState::with_limits(engine, metrics, kube, settings);
         state.readiness().set_policy_loaded(true);
         Ok(state)
@@ -309,6 +366,11 @@ impl AppState {
     /// Time for a whole request body.
     pub(crate) fn body_timeout(&self) -> Duration {
         self.inner.body_timeout
+    }
+
+    /// Bytes per second a request body must keep arriving at.
+    pub(crate) fn min_body_rate(&self) -> usize {
+        self.inner.min_body_rate
     }
 
     /// Request-body bytes buffered at once.
