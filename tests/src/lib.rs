@@ -23,6 +23,7 @@
 pub mod bin;
 pub mod faultproxy;
 pub mod image;
+pub mod kubeapi;
 pub mod pki;
 pub mod proxy;
 pub mod push;
