@@ -89,10 +89,10 @@ struct Pace {
 }
 
 impl Pace {
-    fn new(min_rate: usize) -> Self {
+    fn new(min_rate: usize, now: tokio::time::Instant) -> Self {
         let window = BODY_RATE_WINDOW.as_secs_f64();
         Pace {
-            window_start: tokio::time::Instant::now(),
+            window_start: now,
             window_bytes: 0,
             // Bytes per window; at most a usize's worth (the flag is one).
             min_bytes: (min_rate as f64 * window) as usize,
@@ -106,8 +106,8 @@ impl Pace {
     /// Closes the windows that have ended: together they must have brought
     /// their share of bytes (several end at once only when this task was
     /// not polled for a while, and then the bytes arrive together).
-    fn check(&mut self) -> Result<(), BodyError> {
-        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.window_start);
+    fn check(&mut self, now: tokio::time::Instant) -> Result<(), BodyError> {
+        let elapsed = now.saturating_duration_since(self.window_start);
         let windows = elapsed.as_nanos() / BODY_RATE_WINDOW.as_nanos().max(1);
         if windows == 0 {
             return Ok(());
@@ -156,7 +156,7 @@ async fn read_body(
         let mut out = Vec::with_capacity(permit.held());
         let mut stream = body.into_data_stream();
         let mut total = 0usize;
-        let mut pace = Pace::new(state.min_body_rate());
+        let mut pace = Pace::new(state.min_body_rate(), tokio::time::Instant::now());
         loop {
             // The inner stream is polled before the timer, so data that
             // arrived while this task waited for a CPU is read, not held
@@ -164,14 +164,14 @@ async fn read_body(
             let next = tokio::time::timeout_at(pace.window_end(), stream.next()).await;
             let chunk = match next {
                 Err(_) => {
-                    pace.check()?;
+                    pace.check(tokio::time::Instant::now())?;
                     continue;
                 }
                 Ok(None) => break,
                 Ok(Some(chunk)) => chunk.map_err(|err| BodyError::Read(err.to_string()))?,
             };
             pace.window_bytes = pace.window_bytes.saturating_add(chunk.len());
-            pace.check()?;
+            pace.check(tokio::time::Instant::now())?;
             total = total.saturating_add(chunk.len());
             if total > limit {
                 out = Vec::new();
@@ -333,4 +333,48 @@ async fn handle(state: AppState, endpoint: Endpoint, peer: Option<Peer>, body: B
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_body_must_keep_its_pace_every_second() {
+        let start = tokio::time::Instant::now();
+        let mut pace = Pace::new(1000, start);
+        assert!(
+            pace.check(start + ms(999)).is_ok(),
+            "the first window is open"
+        );
+        // A burst, then nothing: the first second passes, the second not.
+        pace.window_bytes = 64 * 1024;
+        assert!(pace.check(start + ms(1001)).is_ok());
+        assert!(matches!(
+            pace.check(start + ms(2001)),
+            Err(BodyError::TooSlow)
+        ));
+    }
+
+    #[test]
+    fn windows_missed_together_are_judged_together() {
+        let start = tokio::time::Instant::now();
+        let mut pace = Pace::new(1000, start);
+        // Not polled for three seconds, then 3000 bytes at once: the pace
+        // was kept on average over the three windows.
+        pace.window_bytes = 3000;
+        assert!(pace.check(start + ms(3001)).is_ok());
+        // A trickle below the pace is not.
+        pace.window_bytes = 999;
+        assert!(matches!(
+            pace.check(start + ms(4001)),
+            Err(BodyError::TooSlow)
+        ));
+    }
 }

@@ -395,3 +395,27 @@ pub fn registry_client(
     RegistryClient::new(policy.client_config(settings.base_client_config()))
         .map_err(ServerError::Registry)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_secrets_need_client_authentication_or_an_explicit_opt_in() {
+        let mut settings = Settings::new("p".into(), "c".into(), "k".into());
+        assert!(!settings.pull_secrets().unwrap(), "off unless asked for");
+        settings.kube_pull_secrets = true;
+        let err = settings.pull_secrets().unwrap_err().to_string();
+        assert!(err.contains("--client-ca"), "{err}");
+        assert!(
+            err.contains("--allow-unauthenticated-pull-secrets"),
+            "{err}"
+        );
+        settings.allow_unauthenticated_pull_secrets = true;
+        assert!(settings.pull_secrets().unwrap());
+        settings.allow_unauthenticated_pull_secrets = false;
+        settings.client_ca = Some("client-ca.crt".into());
+        assert!(settings.pull_secrets().unwrap());
+    }
+}

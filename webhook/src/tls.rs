@@ -492,6 +492,64 @@ mod tests {
         assert_eq!(tls.reload(false), Reload::Reloaded);
     }
 
+    fn ca_pem(name: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_client_ca_requires_client_certificates_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("a.example");
+        let (c, k) = write(dir.path(), &cert, &key);
+        assert!(!ReloadingCert::load(&c, &k).unwrap().requires_client_cert());
+
+        let ca = dir.path().join("client-ca.crt");
+        std::fs::write(&ca, ca_pem("client CA")).unwrap();
+        let tls = ReloadingCert::load_with_client_ca(&c, &k, Some(&ca)).unwrap();
+        assert!(tls.requires_client_cert());
+        assert!(tls.server_config().is_ok());
+        let hints = |tls: &ReloadingCert| tls.client_ca.as_ref().unwrap().current();
+        let first = hints(&tls);
+        assert_eq!(tls.reload(false), Reload::Unchanged);
+
+        // Two CAs (a rotation in progress): reloaded.
+        std::fs::write(&ca, ca_pem("old") + &ca_pem("new")).unwrap();
+        assert_eq!(tls.reload(false), Reload::Reloaded);
+        assert!(!Arc::ptr_eq(&first, &hints(&tls)));
+
+        // A file without a certificate keeps the previous CAs, and says so
+        // once, naming the file.
+        let before = hints(&tls);
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let Reload::Failed(msg) = tls.reload(false) else {
+            panic!("an empty client CA accepted")
+        };
+        assert!(msg.contains("client-ca.crt"), "{msg}");
+        assert_eq!(tls.reload(false), Reload::Unchanged);
+        assert!(Arc::ptr_eq(&before, &hints(&tls)));
+    }
+
+    #[test]
+    fn an_unusable_client_ca_fails_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("a.example");
+        let (c, k) = write(dir.path(), &cert, &key);
+        let ca = dir.path().join("client-ca.crt");
+        std::fs::write(&ca, "").unwrap();
+        let err = ReloadingCert::load_with_client_ca(&c, &k, Some(&ca)).unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate in"), "{err}");
+        assert!(err.to_string().contains("client-ca.crt"), "{err}");
+        let missing = dir.path().join("nope.crt");
+        let err = ReloadingCert::load_with_client_ca(&c, &k, Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("nope.crt"), "{err}");
+    }
+
     #[test]
     fn startup_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
