@@ -251,6 +251,18 @@ impl Webhook {
         Ok((response.status().as_u16(), response.text().await?))
     }
 
+    /// The sum of a metric's samples whose line starts with `prefix` (a
+    /// name, or a name with labels: `imgate_x_total{reason="y"}`); 0 when
+    /// there are none.
+    pub async fn metric(&self, prefix: &str) -> anyhow::Result<f64> {
+        let (_, text) = self.get_side("/metrics").await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |sum, x| sum + x))
+    }
+
     /// Everything the webhook logged so far (JSON lines).
     pub fn logs(&self) -> String {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()

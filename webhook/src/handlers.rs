@@ -90,12 +90,11 @@ struct Pace {
 
 impl Pace {
     fn new(min_rate: usize, now: tokio::time::Instant) -> Self {
-        let window = BODY_RATE_WINDOW.as_secs_f64();
+        let window_ms = usize::try_from(BODY_RATE_WINDOW.as_millis()).unwrap_or(usize::MAX);
         Pace {
             window_start: now,
             window_bytes: 0,
-            // Bytes per window; at most a usize's worth (the flag is one).
-            min_bytes: (min_rate as f64 * window) as usize,
+            min_bytes: min_rate.saturating_mul(window_ms) / 1000,
         }
     }
 

@@ -170,9 +170,7 @@ impl Settings {
             ..ClientConfig::default()
         }
     }
-}
 
-impl Settings {
     /// Whether reviews may make imgate read pull secrets: only when asked
     /// for, and only when clients must authenticate (or the operator
     /// explicitly accepts that anyone reaching the port may have them read).

@@ -231,15 +231,6 @@ async fn new_connection_review(
     }
 }
 
-/// Sums a metric's samples from the side port's exposition.
-async fn metric(webhook: &Webhook, name: &str) -> f64 {
-    let (_, text) = webhook.get_side("/metrics").await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |sum, x| sum + x)
-}
-
 #[test]
 fn kept_alive_reviews_are_answered_through_a_flood_over_the_connection_bound() {
     flood(Some(LOWERED_MAX_CONNECTIONS));
@@ -304,7 +295,11 @@ fn flood(max_connections: Option<usize>) {
         // The flood builds until the webhook holds nearly all of it (or 3 s).
         let flood = Instant::now();
         while flood.elapsed() < Duration::from_secs(3)
-            && metric(&webhook, "imgate_admission_connections ").await < (expected * 9 / 10) as f64
+            && webhook
+                .metric("imgate_admission_connections ")
+                .await
+                .unwrap()
+                < (expected * 9 / 10) as f64
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -325,9 +320,18 @@ fn flood(max_connections: Option<usize>) {
             }
             tokio::time::sleep(PACE).await;
         }
-        let open = metric(&webhook, "imgate_admission_connections ").await;
-        let shed = metric(&webhook, "imgate_admission_connections_shed_total").await;
-        let refused = metric(&webhook, "imgate_refused_requests_total").await;
+        let open = webhook
+            .metric("imgate_admission_connections ")
+            .await
+            .unwrap();
+        let shed = webhook
+            .metric("imgate_admission_connections_shed_total")
+            .await
+            .unwrap();
+        let refused = webhook
+            .metric("imgate_refused_requests_total")
+            .await
+            .unwrap();
         stop.store(true, Ordering::SeqCst);
         for task in tasks {
             task.abort();
