@@ -175,9 +175,10 @@ impl LimitArgs {
                 anyhow::bail!("{flag} must be above 0");
             }
         }
-        if self.max_buffered_body_bytes < self.max_body_bytes {
+        // Half the budget is for bytes beyond each body's first 64 KiB.
+        if self.max_buffered_body_bytes / 2 < self.max_body_bytes {
             anyhow::bail!(
-                "--max-buffered-body-bytes {} is below --max-body-bytes {}: no body of the largest size could be read",
+                "--max-buffered-body-bytes {} is below twice --max-body-bytes {}: no body of the largest size could be read",
                 self.max_buffered_body_bytes,
                 self.max_body_bytes
             );
