@@ -24,6 +24,7 @@ test:
 	$(CARGO) build --workspace --all-targets
 	IMGATE_BIN=$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/imgate $(CARGO) test --workspace --no-fail-fast
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p imgate-keys -p imgate-core -p imgate-webhook
 	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
 
 build:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates docs/cli-reference.md from the real binary's --help, walking every
-# subcommand. A test (tests/tests/scenarios/deploy.rs, cli_reference_is_in_sync)
+# subcommand. A test (tests/tests/scenarios/deploy/docs.rs, cli_reference_is_in_sync)
 # fails when the committed file differs from this output.
 #
 #   scripts/gen-cli-reference.sh [IMGATE_BIN] > docs/cli-reference.md

@@ -14,6 +14,8 @@
 #     kubernetes-validate (PyPI)  offline schema validation of deploy/
 #     cel-python (PyPI)           evaluates deploy/'s ValidatingAdmissionPolicy CEL
 #     pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
+#     sigstore 4.x (PyPI)         sigstore-python, the independent verifier of the
+#                                 bundles `imgate sign` makes keylessly
 #   kubectl          renders deploy/ (kustomize); only the deploy tests need it,
 #                    so a missing or too old one is reported, not fatal here.
 # The tests find the virtualenv through IMGATE_PYTHON (the Makefile sets it to
@@ -62,6 +64,9 @@ need_pip=()
 "$VENV/bin/python" -c 'import celpy' 2>/dev/null || need_pip+=(cel-python)
 "$VENV/bin/python" -c 'import nacl' 2>/dev/null || need_pip+=(pynacl)
 "$VENV/bin/python" -c 'import cryptography' 2>/dev/null || need_pip+=(cryptography)
+# 4.x: client trust configurations (--trust-config) and Rekor v2 entries.
+"$VENV/bin/python" -c 'import sigstore, sys; sys.exit(int(sigstore.__version__.split(".")[0]) < 4)' \
+  2>/dev/null || need_pip+=('sigstore>=4,<5')
 if ((${#need_pip[@]})); then
   echo "installing into $VENV with pip: ${need_pip[*]}" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"

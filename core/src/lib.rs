@@ -4,6 +4,8 @@
 //! No CLI parsing, no HTTP server and no `process::exit` here: the `imgate`
 //! binary and the webhook are thin layers over this crate.
 
+#![warn(missing_docs)]
+
 pub mod digest;
 pub mod oci;
 pub mod pin;
@@ -12,26 +14,12 @@ pub mod reference;
 pub mod registry;
 pub mod signature;
 pub mod sigstore;
+pub mod workload;
 
 pub use digest::Digest;
 pub use reference::ImageRef;
 
-/// An error with its sources, `a: b: c`, for messages and logs. A source
-/// whose text the message already holds is not repeated (many errors embed
-/// their source's text).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub use imgate_keys::error_chain;
 
 #[cfg(test)]
 mod tests {

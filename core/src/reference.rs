@@ -43,7 +43,7 @@ pub enum ReferenceError {
         /// The whole reference.
         reference: String,
     },
-    /// The registry part is not a host[:port].
+    /// The registry part is not a `host[:port]`.
     #[error("invalid image reference {reference:?}: bad registry {registry:?}")]
     Registry {
         /// The whole reference.

@@ -7,10 +7,10 @@
 //! first checks.)
 #![no_main]
 
-use imgate_core::pin::{self, ImageSite};
+use imgate_core::pin::{self, ImageSpan};
 use libfuzzer_sys::fuzz_target;
 
-fn identity(text: &str, sites: &[ImageSite]) {
+fn identity(text: &str, sites: &[ImageSpan]) {
     for site in sites {
         assert!(
             text.get(site.span.clone()).is_some(),
@@ -22,7 +22,7 @@ fn identity(text: &str, sites: &[ImageSite]) {
     assert_eq!(pin::rewrite_map(text, sites, &Default::default()), text);
 }
 
-fn rescan(text: &str, sites: &[ImageSite]) {
+fn rescan(text: &str, sites: &[ImageSpan]) {
     let pinned = pin::rewrite(text, sites, |s| Some(format!("{}@x", s.image)));
     let again = match pin::find_yaml_images(&pinned) {
         Ok(again) => again,

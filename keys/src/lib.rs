@@ -1,5 +1,6 @@
 //! imgate-keys: ECDSA P-256 key pairs in cosign's file formats; signing and
-//! verifying bytes. No network, no async.
+//! verifying bytes. No async, and no network except Vault/OpenBao transit
+//! signing (`vault`, behind the `hashivault` feature).
 //!
 //! - [`SigningKey`]: generate, read and write cosign's encrypted private key
 //!   file ([`cosign_format`]), sign bytes (ASN.1 DER ECDSA-P256-SHA256).
@@ -37,3 +38,21 @@ pub use source::{
     is_encrypted_private_key_pem, is_private_key_pem, load_public_key, load_signing_key,
     read_key_source, read_key_source_zeroizing, ENV_PREFIX,
 };
+
+/// An error with its sources, `a: b: c`, for messages and logs. A source
+/// whose text the message already holds is not repeated (many errors embed
+/// their source's text). The one definition for every imgate crate (this is
+/// the lowest one); `imgate_core::error_chain` re-exports it.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

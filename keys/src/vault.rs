@@ -28,6 +28,7 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{KeyError, VaultError};
+use crate::error_chain;
 use crate::public::PublicKey;
 use crate::reference::{validate_vault_key_name, HASHIVAULT_PREFIX};
 use crate::signer::{finish_remote_signature, Signer};
@@ -541,22 +542,6 @@ fn vault_errors(json: &Value) -> String {
         text.push('…');
     }
     text.replace(['\n', '\r'], " ")
-}
-
-/// An error and its causes on one line ("error sending request: connection
-/// refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use imgate_core::signature::{self, SignOptions};
 use imgate_core::ImageRef;
 use imgate_keys::SigningKey;
 use imgate_tests::{ImageBuilder, PushWith, Registry, Variant};
-use imgate_webhook::admission::{Engine, EngineOptions};
+use imgate_webhook::admission::Engine;
 use imgate_webhook::metrics::Metrics;
 use imgate_webhook::server::{admission_router, AppState};
 use serde_json::{json, Value};
@@ -88,15 +88,10 @@ async fn setup() -> anyhow::Result<Setup> {
 async fn webhook(setup: &Setup) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     let policy = Policy::load(&setup.policy_path)?;
     let metrics = Metrics::new();
-    let engine = Engine::new(
-        policy,
-        EngineOptions {
-            client: setup.client.clone(),
-            deadline: Duration::from_secs(8),
-            metrics: metrics.clone(),
-        },
-    );
-    let router = admission_router(AppState::new(engine, metrics, None));
+    let engine = Engine::builder(policy, setup.client.clone())
+        .metrics(metrics.clone())
+        .build();
+    let router = admission_router(AppState::new(engine, metrics));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/mutate", listener.local_addr()?);
     let task = tokio::spawn(async move {

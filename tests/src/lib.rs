@@ -30,8 +30,10 @@ pub mod push;
 pub mod registry;
 pub mod server;
 pub mod sigstore;
+pub mod sigstore_services;
 pub mod skopeo;
 pub mod token;
+pub mod tsa;
 pub mod tuf;
 pub mod vault;
 

@@ -30,13 +30,13 @@ const OID_GITHUB_REPOSITORY: &[u64] = &[1, 3, 6, 1, 4, 1, 57264, 1, 5];
 const OID_SCT_LIST: &[u64] = &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2];
 
 /// One authority of the private instance: a P-256 key.
-struct LogKey {
+pub(crate) struct LogKey {
     key: p256::ecdsa::SigningKey,
     spki_der: Vec<u8>,
 }
 
 impl LogKey {
-    fn generate() -> anyhow::Result<LogKey> {
+    pub(crate) fn generate() -> anyhow::Result<LogKey> {
         let pair = KeyPair::generate().context("generating a log key")?;
         let key = p256::ecdsa::SigningKey::from_pkcs8_der(&pair.serialize_der())
             .context("reading the log key")?;
@@ -46,11 +46,15 @@ impl LogKey {
         })
     }
 
-    fn id(&self) -> [u8; 32] {
+    pub(crate) fn id(&self) -> [u8; 32] {
         Sha256::digest(&self.spki_der).into()
     }
 
-    fn sign(&self, msg: &[u8]) -> Vec<u8> {
+    pub(crate) fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    pub(crate) fn sign(&self, msg: &[u8]) -> Vec<u8> {
         let sig: p256::ecdsa::Signature = self.key.sign(msg);
         sig.to_der().as_bytes().to_vec()
     }
@@ -199,11 +203,36 @@ impl TestSigstore {
         .to_string()
     }
 
+    /// The CA certificate, DER.
+    pub(crate) fn ca_der(&self) -> &[u8] {
+        self.ca_cert.der()
+    }
+
+    /// The CT log's key.
+    pub(crate) fn ct_log(&self) -> &LogKey {
+        &self.ct
+    }
+
     /// Issue a leaf certificate as Fulcio would.
     pub fn leaf(&self, spec: &LeafSpec) -> anyhow::Result<Leaf> {
         let leaf_key = KeyPair::generate().context("generating a leaf key")?;
         let key = p256::ecdsa::SigningKey::from_pkcs8_der(&leaf_key.serialize_der())
             .context("reading the leaf key")?;
+        let cert = self.issue(spec, &leaf_key)?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key,
+        })
+    }
+
+    /// Issue a Fulcio-like certificate for `public` (what the harness's
+    /// Fulcio does for the key a signer sent).
+    pub fn issue(
+        &self,
+        spec: &LeafSpec,
+        public: &impl rcgen::PublicKeyData,
+    ) -> anyhow::Result<rcgen::Certificate> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let san = rcgen::Ia5String::try_from(spec.identity.clone())?;
         params.subject_alt_names = vec![if spec.identity.contains("://") {
@@ -213,6 +242,9 @@ impl TestSigstore {
         }];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        // X.509 path builders with the web PKI profile (sigstore-python's)
+        // require it on every certificate a CA issues, as Fulcio sets it.
+        params.use_authority_key_identifier_extension = true;
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
         let serial = self.next_serial.get();
@@ -243,7 +275,7 @@ impl TestSigstore {
             // (the precertificate TBS), so issue that first, deterministically.
             let precert = params
                 .clone()
-                .signed_by(&leaf_key, &self.ca_cert, &self.ca_key)
+                .signed_by(public, &self.ca_cert, &self.ca_key)
                 .context("issuing the precertificate")?;
             let tbs = first_child(precert.der()).context("reading the precertificate TBS")?;
             let timestamp = u64::try_from(spec.not_before.unix_timestamp() * 1000 + 1)?;
@@ -274,14 +306,9 @@ impl TestSigstore {
                     der_tlv(0x04, &list),
                 ));
         }
-        let cert = params
-            .signed_by(&leaf_key, &self.ca_cert, &self.ca_key)
-            .context("issuing the leaf")?;
-        Ok(Leaf {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().to_vec(),
-            key,
-        })
+        params
+            .signed_by(public, &self.ca_cert, &self.ca_key)
+            .context("issuing the leaf")
     }
 
     /// A Rekor `hashedrekord` entry for `signature` over content whose
@@ -466,7 +493,7 @@ pub fn simple_signing_payload(repo: &str, digest: &str) -> Vec<u8> {
 }
 
 /// DER tag-length-value.
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {

@@ -2,7 +2,8 @@
 //! timestamp, snapshot and targets roles with their own ECDSA P-256 keys,
 //! metadata signed over securesystemslib's canonical JSON, and one target,
 //! `trusted_root.json`. Tests can publish new versions, rotate the root key,
-//! or change served bytes behind the metadata's back.
+//! change served bytes behind the metadata's back, or serve an earlier
+//! moment's files again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,11 @@ impl RoleKey {
         json!({"keyid": self.id, "sig": hex::encode(sig.to_der().as_bytes())})
     }
 }
+
+/// Every file a repository served at one moment, to serve again later: a
+/// mirror replaying old (still unexpired) metadata.
+#[derive(Debug, Clone)]
+pub struct Served(HashMap<String, Vec<u8>>);
 
 /// The repository and its server.
 pub struct TufRepo {
@@ -116,14 +122,27 @@ impl TufRepo {
     /// Publish `trusted_root` as the next version of targets, snapshot and
     /// timestamp.
     pub fn publish(&mut self, trusted_root: &[u8]) -> anyhow::Result<()> {
+        self.publish_targets(&[("trusted_root.json", trusted_root)])
+    }
+
+    /// Publish these targets (name, bytes) as the next version of targets,
+    /// snapshot and timestamp.
+    pub fn publish_targets(&mut self, files: &[(&str, &[u8])]) -> anyhow::Result<()> {
         self.version += 1;
         let v = self.version;
+        let listed: serde_json::Map<String, Value> = files
+            .iter()
+            .map(|(name, bytes)| {
+                let meta = json!({
+                    "length": bytes.len(),
+                    "hashes": {"sha256": hex::encode(Sha256::digest(bytes))},
+                });
+                (name.to_string(), meta)
+            })
+            .collect();
         let targets = json!({
             "_type": "targets", "spec_version": "1.0.31", "version": v, "expires": expires(),
-            "targets": {"trusted_root.json": {
-                "length": trusted_root.len(),
-                "hashes": {"sha256": hex::encode(Sha256::digest(trusted_root))},
-            }},
+            "targets": listed,
         });
         let targets = self.envelope(targets, &[&self.targets]);
         let snapshot = json!({
@@ -136,7 +155,9 @@ impl TufRepo {
             "meta": {"snapshot.json": {"version": v}},
         });
         let timestamp = self.envelope(timestamp, &[&self.timestamp]);
-        self.put("targets/trusted_root.json", trusted_root.to_vec())?;
+        for (name, bytes) in files {
+            self.put(&format!("targets/{name}"), bytes.to_vec())?;
+        }
         self.put("targets.json", targets)?;
         self.put("snapshot.json", snapshot)?;
         self.put("timestamp.json", timestamp)?;
@@ -149,6 +170,26 @@ impl TufRepo {
         self.root_keys.push(RoleKey::generate()?);
         let signers: Vec<usize> = vec![self.root_keys.len() - 2, self.root_keys.len() - 1];
         self.publish_root(&signers)?;
+        Ok(())
+    }
+
+    /// What the repository serves now.
+    pub fn served(&self) -> anyhow::Result<Served> {
+        let files = self
+            .files
+            .lock()
+            .map_err(|_| anyhow::anyhow!("TUF file map poisoned"))?;
+        Ok(Served(files.clone()))
+    }
+
+    /// Serve exactly `served` again, as a mirror stuck at (or replaying)
+    /// that moment would; later publications continue from the newest
+    /// version made so far.
+    pub fn serve_again(&self, served: &Served) -> anyhow::Result<()> {
+        *self
+            .files
+            .lock()
+            .map_err(|_| anyhow::anyhow!("TUF file map poisoned"))? = served.0.clone();
         Ok(())
     }
 

@@ -326,8 +326,9 @@ async fn handle(state: AppState, endpoint: Endpoint, peer: Option<Peer>, body: B
     };
     async move {
         let _in_flight = InFlight::start(state.metrics());
-        // The engine logs the decision line and observes the latency.
-        let answer = state.engine().review_at(review, endpoint, arrived).await;
+        // The answer logs the decision line and observes the latency.
+        let answer =
+            crate::admission::answer_review(state.engine(), review, endpoint, arrived).await;
         axum::Json(answer).into_response()
     }
     .instrument(span)

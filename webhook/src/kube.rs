@@ -11,10 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use imgate_core::workload::{is_dns1123_label, is_dns1123_subdomain};
 use serde_json::Value;
+
+use crate::admission::NamespaceLabels;
 
 /// Where a pod's service account files are mounted.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Overrides [`SERVICE_ACCOUNT_DIR`]: where `token` and `ca.crt` are read
+/// when the webhook runs outside a pod (against a development cluster, or
+/// the tests' API server), together with `KUBERNETES_SERVICE_HOST`/`_PORT`.
+pub const SERVICE_ACCOUNT_DIR_ENV: &str = "IMGATE_KUBE_SERVICE_ACCOUNT_DIR";
 
 /// How long a fetched object is reused: a rollout of many pods costs one
 /// API read, and a rotated secret is seen soon enough.
@@ -60,37 +67,8 @@ pub enum KubeError {
     },
 }
 
-/// Longest DNS-1123 subdomain (secret and service account names).
-const MAX_SUBDOMAIN: usize = 253;
-/// Longest DNS-1123 label (namespace names).
-const MAX_LABEL: usize = 63;
 const SUBDOMAIN_RULE: &str = "DNS-1123 subdomain: lower-case letters, digits, '-' and '.'";
 const LABEL_RULE: &str = "DNS-1123 label: lower-case letters, digits and '-'";
-
-/// Whether `name` is a DNS-1123 label: 1 to 63 of `[a-z0-9-]`, starting
-/// and ending with a letter or digit.
-pub fn is_dns1123_label(name: &str) -> bool {
-    name.len() <= MAX_LABEL && label_shape(name)
-}
-
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, of any length.
-fn label_shape(label: &str) -> bool {
-    let bytes = label.as_bytes();
-    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    edge(bytes.first())
-        && edge(bytes.last())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
-
-/// Whether `name` is a DNS-1123 subdomain (as Kubernetes checks it): at
-/// most 253 characters of dot-separated labels. Such a name can never be
-/// `.`, `..` or hold a `/` or `%`, so it cannot change which API path it
-/// is put in.
-pub fn is_dns1123_subdomain(name: &str) -> bool {
-    name.len() <= MAX_SUBDOMAIN && name.split('.').all(label_shape)
-}
 
 /// `name`, if it is a valid object name of `what` (namespaces: DNS-1123
 /// labels; secrets and service accounts: DNS-1123 subdomains).
@@ -226,20 +204,15 @@ impl KubeClient {
     /// The in-cluster client, or `None` when not running in a pod
     /// (no `KUBERNETES_SERVICE_HOST` or no service account token mounted).
     pub fn in_cluster(timeout: Duration) -> Result<Option<Self>, KubeError> {
-        Self::in_cluster_at(Path::new(SERVICE_ACCOUNT_DIR), timeout)
-    }
-
-    /// [`KubeClient::in_cluster`] with the service account's token and CA
-    /// mounted in `dir` rather than [`SERVICE_ACCOUNT_DIR`] (a projected
-    /// token volume of its own).
-    pub fn in_cluster_at(dir: &Path, timeout: Duration) -> Result<Option<Self>, KubeError> {
         let (Ok(host), Ok(port)) = (
             std::env::var("KUBERNETES_SERVICE_HOST"),
             std::env::var("KUBERNETES_SERVICE_PORT"),
         ) else {
             return Ok(None);
         };
-        Self::from_parts(&host, &port, dir, timeout)
+        let dir = std::env::var_os(SERVICE_ACCOUNT_DIR_ENV)
+            .map_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR), PathBuf::from);
+        Self::from_parts(&host, &port, &dir, timeout)
     }
 
     fn from_parts(
@@ -334,16 +307,6 @@ impl KubeClient {
             })
             .unwrap_or_default())
     }
-}
-
-/// Looks up a namespace's labels (through the Kubernetes API in a cluster),
-/// for `namespaces.excludeSelector`. `None`: unknown.
-pub trait NamespaceLabels: Send + Sync {
-    /// The labels of `namespace`.
-    fn labels(
-        &self,
-        namespace: &str,
-    ) -> futures::future::BoxFuture<'_, Option<BTreeMap<String, String>>>;
 }
 
 impl NamespaceLabels for KubeClient {
@@ -480,30 +443,6 @@ mod tests {
         assert_eq!(escape_segment("a/../b%"), "a%2F..%2Fb%25");
         assert!(api_path("a.b", None).is_err(), "namespaces are labels");
         assert!(api_path("apps", Some(("secrets", ".."))).is_err());
-    }
-
-    #[rstest]
-    #[case("regcred", true)]
-    #[case("my.reg-cred.1", true)]
-    #[case("", false)]
-    #[case("..", false)]
-    #[case("a/b", false)]
-    #[case("UPPER", false)]
-    #[case("-lead", false)]
-    #[case("trail-", false)]
-    #[case("a..b", false)]
-    #[case("a%2fb", false)]
-    fn secret_names_are_dns_subdomains(#[case] name: &str, #[case] ok: bool) {
-        assert_eq!(is_dns1123_subdomain(name), ok, "{name:?}");
-    }
-
-    #[test]
-    fn long_names_are_refused() {
-        assert!(is_dns1123_subdomain(&"a".repeat(253)));
-        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
-        assert!(is_dns1123_label(&"a".repeat(63)));
-        assert!(!is_dns1123_label(&"a".repeat(64)));
-        assert!(!is_dns1123_label("a.b"));
     }
 
     #[tokio::test]

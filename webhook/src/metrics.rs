@@ -286,11 +286,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Cache hits so far for `cache` (for tests).
-    pub fn cache_hit_count(&self, cache: &'static str) -> u64 {
-        self.cache_hits.get_or_create(&CacheLabels { cache }).get()
-    }
-
     /// One signature verification went to the registry.
     pub fn verification(&self) {
         self.verifications.inc();
@@ -339,16 +334,6 @@ impl Metrics {
     /// A TLS certificate reload succeeded or failed (the old one keeps serving).
     pub fn tls_reload(&self, ok: bool) {
         self.tls_reloads.get_or_create(&result_label(ok)).inc();
-    }
-
-    /// Policy reloads so far with this result (for tests).
-    pub fn policy_reload_count(&self, ok: bool) -> u64 {
-        self.policy_reloads.get_or_create(&result_label(ok)).get()
-    }
-
-    /// TLS reloads so far with this result (for tests).
-    pub fn tls_reload_count(&self, ok: bool) -> u64 {
-        self.tls_reloads.get_or_create(&result_label(ok)).get()
     }
 }
 

@@ -15,9 +15,11 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use imgate_core::registry::{normalise_host, parse_auths, Credentials};
+use imgate_core::registry::{parse_auths, Credentials};
+use imgate_core::workload::{PULL_SECRETS, SERVICE_ACCOUNT};
 use serde_json::Value;
 
+use crate::admission::PullSecrets;
 use crate::kube::{api_path, checked, KubeClient, KubeError};
 
 /// Errors reading pull secrets.
@@ -69,7 +71,7 @@ pub fn parse_secret(
 /// The pull secret names and service account of a pod spec.
 pub fn pull_secret_refs(pod_spec: &Value) -> (Vec<String>, String) {
     let names = pod_spec
-        .get("imagePullSecrets")
+        .get(PULL_SECRETS)
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
@@ -79,9 +81,9 @@ pub fn pull_secret_refs(pod_spec: &Value) -> (Vec<String>, String) {
                 .collect()
         })
         .unwrap_or_default();
-    let account = pod_spec
-        .get("serviceAccountName")
-        .or_else(|| pod_spec.get("serviceAccount"))
+    let account = SERVICE_ACCOUNT
+        .iter()
+        .find_map(|field| pod_spec.get(field))
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .unwrap_or("default")
@@ -104,7 +106,7 @@ pub struct PodPullSecrets {
 
 impl PodPullSecrets {
     /// The references of the pod spec `spec` in `namespace` (found by the
-    /// kind's rule in [`crate::images::pod_spec_pointer`]), and warnings
+    /// kind's row of [`imgate_core::workload::WORKLOADS`]), and warnings
     /// about references that are skipped. A name that is not a valid object
     /// name (`../../victim/secrets/regcred`) is skipped and never read; `None`
     /// when the namespace itself is missing or invalid.
@@ -152,7 +154,7 @@ impl KubeClient {
         let path = api_path(namespace, Some(("serviceaccounts", name)))?;
         let sa = self.get(&what, &path).await?;
         Ok(pull_secret_refs(&serde_json::json!({
-            "imagePullSecrets": sa.get("imagePullSecrets").cloned().unwrap_or(Value::Null)
+            PULL_SECRETS: sa.get(PULL_SECRETS).cloned().unwrap_or(Value::Null)
         }))
         .0)
     }
@@ -207,28 +209,12 @@ impl KubeClient {
     }
 }
 
-/// Registry credentials from a pod's pull secrets (read through the
-/// Kubernetes API in a cluster). Asked lazily: only when a registry call for
-/// that registry is about to be made, under the review's deadline.
-pub trait PullSecrets: Send + Sync + 'static {
-    /// Credentials for `registry` (`host[:port]`) from `pod`'s pull secrets
-    /// and its service account's; `None` when none apply or none can be read.
-    fn credentials<'a>(
-        &'a self,
-        pod: &'a PodPullSecrets,
-        registry: &'a str,
-    ) -> futures::future::BoxFuture<'a, Option<Credentials>>;
-}
 impl PullSecrets for KubeClient {
     fn credentials<'a>(
         &'a self,
         pod: &'a PodPullSecrets,
-        registry: &'a str,
-    ) -> futures::future::BoxFuture<'a, Option<Credentials>> {
-        Box::pin(async move {
-            let host = normalise_host(registry);
-            self.credentials_for(pod).await.remove(&host)
-        })
+    ) -> futures::future::BoxFuture<'a, BTreeMap<String, Credentials>> {
+        Box::pin(self.credentials_for(pod))
     }
 }
 
@@ -299,8 +285,8 @@ mod tests {
     #[test]
     fn finds_the_references_in_every_kinds_pod_spec() {
         let spec_of = |group: &str, kind: &str, object: &Value| -> Value {
-            let (pointer, _) = crate::images::pod_spec_pointer(group, kind).unwrap();
-            object.pointer(pointer).unwrap().clone()
+            let workload = imgate_core::workload::workload(group, kind).unwrap();
+            object.pointer(&workload.pointer()).unwrap().clone()
         };
         let pod =
             serde_json::json!({"spec": {"imagePullSecrets": [{"name": "a"}], "containers": []}});

@@ -137,7 +137,7 @@ pub struct AdmissionRequest {
     #[serde(default)]
     pub user_info: UserInfo,
     /// The new object (absent on DELETE), only the members the engine
-    /// reads ([`crate::sparse`]).
+    /// reads (the `sparse` module).
     #[serde(
         default,
         deserialize_with = "crate::sparse::object",

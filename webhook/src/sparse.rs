@@ -2,20 +2,20 @@
 //! become JSON values; everything else is skipped while parsing.
 //!
 //! A real object is mostly what admission never reads (managedFields,
-//! labels and annotations, env, volumes, probes, resources…), often tens of
+//! labels and annotations, env, probes, resources…), often tens of
 //! kilobytes, and building all of it into a `serde_json::Value` tree costs
-//! an allocation per member. What is kept:
+//! an allocation per member. What is kept derives from core's workload
+//! tables, so a field added there is read here too:
 //!
 //! - `apiVersion`, `kind`, `metadata.{name, generateName, namespace}`;
-//! - a pod spec's `containers`, `initContainers` and `ephemeralContainers`
-//!   (each container's `name` and `image`, every element kept so JSON
-//!   pointers by index still point at the same container),
-//!   `imagePullSecrets`, `serviceAccountName` and `serviceAccount`;
-//! - the pod spec wherever a kind carries one: `spec` (Pod),
-//!   `spec.template.spec` (Deployment, StatefulSet, DaemonSet, ReplicaSet,
-//!   Job, ReplicationController), `spec.jobTemplate.spec.template.spec`
-//!   (CronJob), and the top-level `ephemeralContainers` of the legacy
-//!   `EphemeralContainers` subresource object.
+//! - the members on the way to a pod spec, for every kind of
+//!   `workload::WORKLOADS` (`spec`, `spec.template.spec`,
+//!   `spec.jobTemplate.spec.template.spec`, `template.spec`, and the legacy
+//!   `EphemeralContainers` object's top level);
+//! - in a pod spec, every list of `workload::IMAGE_FIELDS` (each element's
+//!   `name` and the first member of its image path, every element kept so
+//!   JSON pointers by index still point at the same element), the pull
+//!   secrets and the service account.
 //!
 //! A member of an unexpected type (a `containers` that is a string) is kept
 //! whole, as the full parse would have kept it, so the engine judges the
@@ -24,60 +24,93 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use imgate_core::workload::{IMAGE_FIELDS, PULL_SECRETS, SERVICE_ACCOUNT, WORKLOADS};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
 /// `object` / `oldObject` of a request: `None` when absent or `null`.
 pub fn object<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    let value = Sparse(Shape::Object).deserialize(deserializer)?;
+    let value = Sparse(Shape::OBJECT).deserialize(deserializer)?;
     Ok((!value.is_null()).then_some(value))
 }
 
 /// Which members of a JSON value the engine reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
-    /// The object: `apiVersion`, `kind`, `metadata`, `spec`, and the legacy
-    /// subresource's `ephemeralContainers`.
-    Object,
+    /// On the way to pod specs: `depth` members below the object, with
+    /// `workloads` (bit `i` for `WORKLOADS[i]`) the kinds whose pod-spec
+    /// path has come this way.
+    Trail {
+        depth: usize,
+        workloads: u32,
+    },
     Metadata,
-    /// A pod spec, a pod template's or job template's `spec`, or a job spec.
-    Spec,
-    /// `template` or `jobTemplate`: its `spec`.
-    Template,
-    /// A container list: every element, each a [`Shape::Container`].
-    Containers,
-    Container,
+    /// A list of [`IMAGE_FIELDS`]: every element, each an
+    /// [`Shape::ImageElement`].
+    ImageList,
+    ImageElement,
     /// The whole value.
     Whole,
 }
 
+// One bit per workload kind.
+const _: () = assert!(WORKLOADS.len() <= 32);
+
 impl Shape {
+    /// The object itself: every kind's path starts here.
+    const OBJECT: Shape = Shape::Trail {
+        depth: 0,
+        workloads: u32::MAX >> (32 - WORKLOADS.len()),
+    };
+
     /// The shape of member `key`, or `None` to skip it.
     fn member(self, key: &str) -> Option<Shape> {
-        match (self, key) {
-            (Shape::Object, "apiVersion" | "kind") => Some(Shape::Whole),
-            (Shape::Object, "metadata") => Some(Shape::Metadata),
-            (Shape::Object, "spec") => Some(Shape::Spec),
-            (Shape::Object, "ephemeralContainers") => Some(Shape::Containers),
-            (Shape::Metadata, "name" | "generateName" | "namespace") => Some(Shape::Whole),
-            (Shape::Spec, "containers" | "initContainers" | "ephemeralContainers") => {
-                Some(Shape::Containers)
+        match self {
+            Shape::Trail { depth, workloads } => {
+                if depth == 0 {
+                    match key {
+                        "apiVersion" | "kind" => return Some(Shape::Whole),
+                        "metadata" => return Some(Shape::Metadata),
+                        _ => {}
+                    }
+                }
+                let on_trail = || {
+                    WORKLOADS
+                        .iter()
+                        .enumerate()
+                        .filter(move |(i, _)| workloads & (1 << i) != 0)
+                };
+                if on_trail().any(|(_, w)| w.pod_spec.len() == depth) {
+                    if IMAGE_FIELDS.iter().any(|f| f.list == key) {
+                        return Some(Shape::ImageList);
+                    }
+                    if key == PULL_SECRETS || SERVICE_ACCOUNT.contains(&key) {
+                        return Some(Shape::Whole);
+                    }
+                }
+                let next = on_trail()
+                    .filter(|(_, w)| w.pod_spec.get(depth) == Some(&key))
+                    .fold(0, |bits, (i, _)| bits | (1 << i));
+                (next != 0).then_some(Shape::Trail {
+                    depth: depth + 1,
+                    workloads: next,
+                })
             }
-            (Shape::Spec, "imagePullSecrets" | "serviceAccountName" | "serviceAccount") => {
-                Some(Shape::Whole)
+            Shape::Metadata => {
+                matches!(key, "name" | "generateName" | "namespace").then_some(Shape::Whole)
             }
-            (Shape::Spec, "template" | "jobTemplate") => Some(Shape::Template),
-            (Shape::Template, "spec") => Some(Shape::Spec),
-            (Shape::Container, "name" | "image") => Some(Shape::Whole),
-            _ => None,
+            Shape::ImageElement => (key == "name"
+                || IMAGE_FIELDS.iter().any(|f| f.image.first() == Some(&key)))
+            .then_some(Shape::Whole),
+            Shape::ImageList | Shape::Whole => None,
         }
     }
 
     /// The shape of an array element.
     fn element(self) -> Shape {
         match self {
-            Shape::Containers => Shape::Container,
+            Shape::ImageList => Shape::ImageElement,
             _ => Shape::Whole,
         }
     }
@@ -203,8 +236,9 @@ impl<'de> Deserialize<'de> for Key<'de> {
 mod tests {
     use serde_json::json;
 
+    use imgate_core::workload::{example_object, pod_images, workload};
+
     use super::*;
-    use crate::images::{image_sites, legacy_ephemeral_sites, pod_spec_pointer};
 
     fn sparse(value: &Value) -> Option<Value> {
         let text = serde_json::to_string(value).unwrap();
@@ -223,7 +257,7 @@ mod tests {
                 {"name": "b", "image": "b:1", "ports": [{"containerPort": 80}]}
             ],
             "ephemeralContainers": [{"name": "debug", "image": "busybox", "tty": true}],
-            "volumes": [{"name": "data", "emptyDir": {}}],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "models", "image": {"reference": "m:1"}}],
             "nodeSelector": {"disk": "ssd"}
         })
     }
@@ -265,15 +299,15 @@ mod tests {
         ];
         for (group, kind, full) in cases {
             let thin = sparse(&full).unwrap();
-            let (pointer, carrier) = pod_spec_pointer(group, kind).unwrap();
-            let sites = image_sites(&full, pointer, carrier, false);
-            assert_eq!(sites.len(), 5, "{kind}");
-            assert_eq!(image_sites(&thin, pointer, carrier, false), sites, "{kind}");
+            let workload = workload(group, kind).unwrap();
+            let sites = pod_images(&full, workload, false).unwrap();
+            assert_eq!(sites.len(), 6, "{kind}");
+            assert_eq!(pod_images(&thin, workload, false).unwrap(), sites, "{kind}");
             for site in &sites {
                 assert_eq!(thin.pointer(&site.pointer), full.pointer(&site.pointer));
             }
             let spec = |v: &Value| {
-                let spec = v.pointer(pointer).unwrap();
+                let spec = v.pointer(&workload.pointer()).unwrap();
                 (
                     spec.get("imagePullSecrets").cloned(),
                     spec.get("serviceAccountName").cloned(),
@@ -291,7 +325,7 @@ mod tests {
                 "labels",
                 "env",
                 "resources",
-                "volumes",
+                "emptyDir",
                 "replicas",
                 "status",
                 "command",
@@ -306,11 +340,10 @@ mod tests {
         let legacy = json!({"kind": "EphemeralContainers", "metadata": metadata(),
             "ephemeralContainers": [{"name": "debug", "image": "busybox", "stdin": true}]});
         let thin = sparse(&legacy).unwrap();
-        assert_eq!(
-            legacy_ephemeral_sites(&thin),
-            legacy_ephemeral_sites(&legacy)
-        );
-        assert_eq!(legacy_ephemeral_sites(&thin).len(), 1);
+        let kind = workload("", "EphemeralContainers").unwrap();
+        let sites = pod_images(&thin, kind, false).unwrap();
+        assert_eq!(sites, pod_images(&legacy, kind, false).unwrap());
+        assert_eq!(sites.len(), 1);
 
         // Members of an unexpected type are kept as they are.
         let odd = json!({"spec": {"containers": "not a list", "template": 7,
@@ -318,6 +351,27 @@ mod tests {
         assert_eq!(sparse(&odd).unwrap(), odd);
         assert_eq!(sparse(&Value::Null), None);
         assert_eq!(sparse(&json!("text")), Some(json!("text")));
+    }
+
+    /// Every (workload, image field) row of the tables survives the sparse
+    /// read: a field the reader dropped would be an image nobody checks.
+    #[test]
+    fn every_workload_and_image_field_is_kept() {
+        for workload in WORKLOADS {
+            for field in workload.image_fields(false) {
+                let full = example_object(workload, field, "registry.example/app:1");
+                let thin = sparse(&full).unwrap();
+                let sites = pod_images(&full, workload, false).unwrap();
+                assert_eq!(sites.len(), 1);
+                assert_eq!(
+                    pod_images(&thin, workload, false).unwrap(),
+                    sites,
+                    "{} {}: {thin}",
+                    workload.kind,
+                    field.list
+                );
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use imgate_core::policy::{Policy, PolicyError};
 use imgate_core::registry::{ClientConfig, RegistryClient, RegistryError, DEFAULT_REQUEST_TIMEOUT};
 
-use crate::admission::{Engine, EngineOptions, DEFAULT_DEADLINE};
+use crate::admission::{Engine, DEFAULT_DEADLINE};
 use crate::kube::{KubeClient, KubeError};
 use crate::limits::{BodyBudget, Limits};
 use crate::metrics::Metrics;
@@ -77,12 +77,9 @@ pub enum ServerError {
     /// `--kube-pull-secrets` outside a cluster.
     #[error(
         "--kube-pull-secrets needs a Kubernetes service account (KUBERNETES_SERVICE_HOST and {})",
-        dir.display()
+        crate::kube::SERVICE_ACCOUNT_DIR
     )]
-    NotInCluster {
-        /// Where the service account was looked for.
-        dir: PathBuf,
-    },
+    NotInCluster,
     /// `--kube-pull-secrets` while any TLS client may post reviews.
     #[error(
         "--kube-pull-secrets without --client-ca would let any client that reaches the admission \
@@ -112,9 +109,6 @@ pub struct Settings {
     pub docker_config: Option<PathBuf>,
     /// Read pods' and service accounts' pull secrets from the Kubernetes API.
     pub kube_pull_secrets: bool,
-    /// Where the webhook's own service account token and cluster CA are
-    /// mounted.
-    pub kube_service_account_dir: PathBuf,
     /// PEM CA bundle whose certificates clients of the admission port must
     /// present (watched with the serving certificate); `None`: any TLS
     /// client may post reviews.
@@ -145,7 +139,6 @@ impl Settings {
             deadline: DEFAULT_DEADLINE,
             docker_config: None,
             kube_pull_secrets: false,
-            kube_service_account_dir: PathBuf::from(crate::kube::SERVICE_ACCOUNT_DIR),
             client_ca: None,
             allow_unauthenticated_pull_secrets: false,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
@@ -238,37 +231,16 @@ struct Inner {
 }
 
 impl AppState {
-    /// State around an engine. `kube`, when given, supplies pods' pull secrets.
-    pub fn new(engine: Engine, metrics: Arc<Metrics>, kube: Option<Arc<KubeClient>>) -> Self {
-        Self::build(
-            engine,
-            metrics,
-            kube,
-            DEFAULT_BODY_LIMIT,
-            &Limits::default(),
-        )
+    /// State around an engine (built with every port it uses).
+    pub fn new(engine: Engine, metrics: Arc<Metrics>) -> Self {
+        Self::build(engine, metrics, DEFAULT_BODY_LIMIT, &Limits::default())
     }
 
-    fn with_limits(
-        engine: Engine,
-        metrics: Arc<Metrics>,
-        kube: Option<Arc<KubeClient>>,
-        settings: &Settings,
-    ) -> Self {
-        Self::build(engine, metrics, kube, settings.body_limit, &settings.limits)
+    fn with_limits(engine: Engine, metrics: Arc<Metrics>, settings: &Settings) -> Self {
+        Self::build(engine, metrics, settings.body_limit, &settings.limits)
     }
 
-    fn build(
-        engine: Engine,
-        metrics: Arc<Metrics>,
-        kube: Option<Arc<KubeClient>>,
-        body_limit: usize,
-        limits: &Limits,
-    ) -> Self {
-        // The engine reads pull secrets lazily, under the review deadline.
-        if let Some(kube) = kube {
-            engine.set_pull_secrets(kube);
-        }
+    fn build(engine: Engine, metrics: Arc<Metrics>, body_limit: usize, limits: &Limits) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 engine,
@@ -302,14 +274,10 @@ impl AppState {
         }
         let metrics = Metrics::new();
         let client = registry_client(settings, &policy)?;
-        metrics.track_client(&client);
         // In a cluster the API client also serves namespace labels for
         // `namespaces.excludeSelector`; pull secrets only when asked for,
         // since that needs RBAC to read secrets.
-        let cluster = match KubeClient::in_cluster_at(
-            &settings.kube_service_account_dir,
-            Duration::from_secs(2),
-        ) {
+        let cluster = match KubeClient::in_cluster(Duration::from_secs(2)) {
             Ok(client) => client.map(Arc::new),
             Err(err) if pull_secrets => return Err(err.into()),
             Err(err) => {
@@ -318,25 +286,21 @@ impl AppState {
             }
         };
         if pull_secrets && cluster.is_none() {
-            return Err(ServerError::NotInCluster {
-                dir: settings.kube_service_account_dir.clone(),
-            });
+            return Err(ServerError::NotInCluster);
         }
-        let engine = Engine::new(
-            policy,
-            EngineOptions {
-                client,
-                deadline: settings.deadline,
-                metrics: metrics.clone(),
-            },
-        );
+        let mut engine = Engine::builder(policy, client)
+            .deadline(settings.deadline)
+            .metrics(metrics.clone());
         if let Some(cluster) = &cluster {
-            engine.set_namespace_labels(cluster.clone());
+            engine = engine.namespace_labels(cluster.clone());
+            // The one switch between the admission port and the namespaces'
+            // credentials: pull secrets only when asked for (that needs
+            // RBAC to read secrets) and allowed above.
+            if pull_secrets {
+                engine = engine.pull_secrets(cluster.clone());
+            }
         }
-        // The one switch between the admission port and the namespaces'
-        // credentials: the engine gets pull secrets only as allowed above.
-        let kube = if pull_secrets { cluster } else { None };
-        let state = AppState::with_limits(engine, metrics, kube, settings);
+        let state = AppState::with_limits(engine.build(), metrics, settings);
         state.readiness().set_policy_loaded(true);
         Ok(state)
     }

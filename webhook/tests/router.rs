@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use imgate_core::policy::Policy;
 use imgate_core::registry::{ClientConfig, RegistryClient};
-use imgate_webhook::admission::{Engine, EngineOptions};
+use imgate_webhook::admission::Engine;
 use imgate_webhook::metrics::Metrics;
 use imgate_webhook::server::{admission_router, metrics_router, AppState};
 use serde_json::{json, Value};
@@ -36,15 +36,11 @@ fn state() -> AppState {
     })
     .unwrap();
     let metrics = Metrics::new();
-    let engine = Engine::new(
-        policy,
-        EngineOptions {
-            client,
-            deadline: std::time::Duration::from_secs(2),
-            metrics: metrics.clone(),
-        },
-    );
-    AppState::new(engine, metrics, None)
+    let engine = Engine::builder(policy, client)
+        .deadline(std::time::Duration::from_secs(2))
+        .metrics(metrics.clone())
+        .build();
+    AppState::new(engine, metrics)
 }
 
 fn pod_review(uid: &str, namespace: &str, image: &str) -> Value {

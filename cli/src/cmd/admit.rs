@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use imgate_core::policy::{HumanDuration, Policy};
-use imgate_webhook::admission::{Endpoint, ObjectDecision, DEFAULT_DEADLINE};
+use imgate_core::workload::{is_list_kind, MAX_LIST_DEPTH};
+use imgate_webhook::admission::{Admission, Endpoint, ObjectDecision, DEFAULT_DEADLINE};
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -96,9 +97,11 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 
     let mut results = Vec::new();
     for manifest in &manifests {
+        let admission = Admission::manifest(&manifest.object, &args.namespace, endpoint);
         let decision = engine
-            .admit_object(&manifest.object, &args.namespace, endpoint)
-            .await;
+            .decide(&admission)
+            .await
+            .unwrap_or_else(ObjectDecision::invalid);
         results.push((manifest, decision));
     }
     let denied = results.iter().filter(|(_, d)| !d.allowed).count();
@@ -206,20 +209,29 @@ fn read_manifests(file: &str) -> anyhow::Result<Vec<Manifest>> {
         let origin = format!("{name} document {}", index + 1);
         let value =
             Value::deserialize(document).with_context(|| format!("{origin} is not valid YAML"))?;
-        push_objects(&mut manifests, &origin, value)?;
+        push_objects(&mut manifests, &origin, value, 0)?;
     }
     Ok(manifests)
 }
 
-fn push_objects(out: &mut Vec<Manifest>, origin: &str, value: Value) -> anyhow::Result<()> {
+fn push_objects(
+    out: &mut Vec<Manifest>,
+    origin: &str,
+    value: Value,
+    depth: usize,
+) -> anyhow::Result<()> {
     match value {
         Value::Null => Ok(()),
         Value::Object(ref map) => {
             let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
-            if kind.ends_with("List") {
+            if is_list_kind(kind) {
                 if let Some(items) = map.get("items").and_then(Value::as_array) {
+                    if depth >= MAX_LIST_DEPTH {
+                        anyhow::bail!("{origin} nests Lists more than {MAX_LIST_DEPTH} deep");
+                    }
                     for (i, item) in items.iter().enumerate() {
-                        push_objects(out, &format!("{origin} item {}", i + 1), item.clone())?;
+                        let origin = format!("{origin} item {}", i + 1);
+                        push_objects(out, &origin, item.clone(), depth + 1)?;
                     }
                     return Ok(());
                 }

@@ -62,14 +62,9 @@ impl RegistryArgs {
     ) -> anyhow::Result<imgate_webhook::admission::Engine> {
         let config = policy.client_config(self.config(registries)?);
         let client = RegistryClient::new(config).context("configuring the registry client")?;
-        Ok(imgate_webhook::admission::Engine::new(
-            policy,
-            imgate_webhook::admission::EngineOptions {
-                client,
-                deadline,
-                metrics: imgate_webhook::metrics::Metrics::new(),
-            },
-        ))
+        Ok(imgate_webhook::admission::Engine::builder(policy, client)
+            .deadline(deadline)
+            .build())
     }
 
     /// The client configuration these options describe (for callers that
@@ -193,7 +188,8 @@ fn redacted_name(uri: &str) -> String {
 /// cosign accepts `pin-value=`, so imgate does too, but the PIN is then in
 /// the process arguments and the shell history.
 fn warn_if_pin_in_uri(uri: &str) {
-    if uri.contains("pin-value=") {
+    let has_pin = imgate_keys::pkcs11::Pkcs11Uri::parse(uri).is_ok_and(|u| u.pin_value.is_some());
+    if has_pin {
         tracing::warn!(
             "the PKCS#11 PIN is in the key URI (pin-value), visible in process listings and \
              shell history; prefer pin-source=FILE or IMGATE_PKCS11_PIN"

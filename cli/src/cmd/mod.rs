@@ -11,6 +11,7 @@ pub mod pin;
 pub mod policy;
 pub mod resolve;
 pub mod sign;
+pub mod sigstore_args;
 pub mod trust_root;
 pub mod verify;
 pub mod verify_bundle;

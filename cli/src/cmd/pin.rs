@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use futures::stream::{self, StreamExt};
-use imgate_core::pin::{self, ImageSite};
+use imgate_core::pin::{self, ImageSpan};
 use imgate_core::reference::ImageRef;
 
 use super::common::RegistryArgs;
@@ -89,7 +89,7 @@ struct Input {
 struct Scanned {
     input: Input,
     text: String,
-    sites: Vec<ImageSite>,
+    sites: Vec<ImageSpan>,
     /// The parsed reference of each site (`None` for templated ones).
     refs: Vec<Option<ImageRef>>,
 }
@@ -211,7 +211,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 /// which `verdict` gives a suffix; returns whether any was printed.
 fn report_check(
     files: &[Scanned],
-    mut verdict: impl FnMut(&ImageSite, &ImageRef) -> Option<String>,
+    mut verdict: impl FnMut(&ImageSpan, &ImageRef) -> Option<String>,
 ) -> bool {
     let mut any = false;
     for file in files {

@@ -1,6 +1,11 @@
 //! `imgate sign`: resolve each image to its digest, sign that digest with a
-//! cosign key, push the signature next to it, and print the pinned
-//! reference (so CI can capture what was signed).
+//! cosign key or keylessly (a Fulcio certificate for the CI's identity),
+//! push the signature next to it, and print the pinned reference (so CI can
+//! capture what was signed).
+//!
+//! Keyless signatures, and key signatures with `--tlog-upload`, carry a
+//! Rekor entry (and a timestamp where one is configured) and are verified by
+//! imgate before anything is pushed.
 //!
 //! Tags are resolved first: a signature always names a digest, and a
 //! multi-arch tag resolves to its index digest (what nodes pull).
@@ -14,6 +19,7 @@ use imgate_core::signature::{self, Format, SignOptions};
 use imgate_core::{Digest, ImageRef};
 
 use super::common::{open_signer, RegistryArgs};
+use super::sigstore_args::SigstoreArgs;
 use super::Outcome;
 
 /// Signature format on the command line.
@@ -35,18 +41,20 @@ impl From<FormatArg> for Format {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = PUBLIC_NOTE)]
 pub struct Args {
     /// Private key: a cosign key file or `env://VAR` (password from
     /// IMGATE_PASSWORD, else COSIGN_PASSWORD, else a terminal prompt); a
     /// `pkcs11:` URI (HSM, YubiKey; PIN from pin-source, IMGATE_PKCS11_PIN or
     /// a prompt); or `hashivault://NAME` (Vault/OpenBao transit, configured by
-    /// VAULT_ADDR, VAULT_TOKEN, TRANSIT_SECRET_ENGINE_PATH).
+    /// VAULT_ADDR, VAULT_TOKEN, TRANSIT_SECRET_ENGINE_PATH). Without --key,
+    /// imgate signs keylessly.
     #[arg(long, value_name = "KEY")]
-    pub key: String,
+    pub key: Option<String>,
     /// Signature format. `legacy` (the default) is a layout every verifier in
     /// the field reads (cosign, Kyverno, policy-controller, Connaisseur);
-    /// `bundle` is what cosign v3 writes by default. Either way a key
-    /// signature carries no transparency-log entry: other verifiers need
+    /// `bundle` is what cosign v3 writes by default. A key signature without
+    /// --tlog-upload carries no transparency-log entry: other verifiers need
     /// their "ignore tlog" setting (see docs/keyless.md).
     #[arg(long, value_enum, default_value_t = FormatArg::Legacy)]
     pub format: FormatArg,
@@ -64,8 +72,15 @@ pub struct Args {
     #[arg(value_name = "IMAGE", required_unless_present = "buildx_metadata")]
     pub images: Vec<String>,
     #[command(flatten)]
+    pub sigstore: SigstoreArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
 }
+
+/// What `imgate sign --help` says about what goes public.
+const PUBLIC_NOTE: &str = "Public: keyless signing and --tlog-upload record, on the public-good \
+    Rekor log unless --signing-config names another, the signed digest, the signature and the \
+    certificate (your CI identity: repository, workflow, ref) for anyone to read, forever.";
 
 /// Parses `KEY=VALUE`.
 pub fn parse_annotation(text: &str) -> Result<(String, String), String> {
@@ -90,8 +105,19 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
 
-    // The key before the registry: a wrong key or password fails fast, offline.
-    let key = open_signer(&args.key)?;
+    // The key (or identity token) before the registry: a wrong key,
+    // password or token fails fast.
+    let key = args.key.as_deref().map(open_signer).transpose()?;
+    let sigstore = if key.is_none() || args.sigstore.tlog_upload {
+        Some(
+            args.sigstore
+                .signer(key.as_deref(), needs_set(&args))
+                .await?,
+        )
+    } else {
+        args.sigstore.check_key_only()?;
+        None
+    };
 
     let mut hosts: Vec<String> = distinct.iter().map(|i| i.registry.clone()).collect();
     hosts.sort();
@@ -117,14 +143,25 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             );
         }
         for target in targets {
-            signature::sign(&client, &target, key.as_ref(), &opts)
-                .await
-                .with_context(|| format!("cannot sign {target}"))?;
+            let signed = match (&sigstore, &key) {
+                (Some(signer), _) => {
+                    signature::sign_with_sigstore(&client, &target, signer, &opts).await
+                }
+                (None, Some(key)) => signature::sign(&client, &target, key.as_ref(), &opts).await,
+                (None, None) => bail!("no key and no keyless signer"),
+            };
+            signed.with_context(|| format!("cannot sign {target}"))?;
             tracing::info!(image = %target, format = %opts.format, "signed");
             println!("{target}");
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// The legacy layout carries the Rekor entry's signed timestamp, which only
+/// a Rekor v1 log gives.
+fn needs_set(args: &Args) -> bool {
+    args.format == FormatArg::Legacy
 }
 
 /// The images `docker buildx build --metadata-file` recorded: each name in

@@ -28,7 +28,7 @@ use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, Requirements, Verdict};
 use imgate_core::sigstore::{TlogMode, TrustRoot};
 use imgate_core::ImageRef;
-use imgate_webhook::admission::{Endpoint, ObjectDecision, DEFAULT_DEADLINE};
+use imgate_webhook::admission::{Admission, Endpoint, ObjectDecision, DEFAULT_DEADLINE};
 use serde_json::json;
 
 use super::common::{OutputFormat, RegistryArgs};
@@ -55,17 +55,18 @@ pub struct Args {
     /// instead of the embedded public-good root.
     #[arg(long, value_name = "FILE", conflicts_with = "policy")]
     pub trusted_root: Option<PathBuf>,
-    /// What a key signature must show of the transparency log: `required`,
+    /// What a signature must show of the transparency log: `required`,
     /// `if-present` (verified when the signature carries an entry) or
-    /// `ignore`. Keyless signatures always need a verified entry.
+    /// `ignore`. A keyless signature always needs a verified entry or, for a
+    /// bundle and unless `required`, a timestamp from a trusted authority.
     #[arg(long, value_enum, default_value_t = TlogArg::IfPresent, conflicts_with = "policy")]
     pub tlog: TlogArg,
     /// Annotation the signature must carry (`KEY=VALUE`, repeatable).
     #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = parse_annotation, conflicts_with = "policy")]
     pub annotations: Vec<(String, String)>,
     /// Also require the signature to name the image's repository (off by
-    /// default, as in cosign, so mirrored images keep verifying; applies to
-    /// legacy signatures: bundles name no repository).
+    /// default, as in cosign, so mirrored images keep verifying). Only a
+    /// legacy signature can: a bundle names no repository, so it is unmet.
     #[arg(long, conflicts_with = "policy")]
     pub match_repository: bool,
     /// Decide as the webhook would under this policy file, instead of
@@ -90,7 +91,8 @@ pub struct Args {
 /// `--tlog`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TlogArg {
-    /// A verified log entry (or timestamp) is required.
+    /// A verified log entry is required (for a key signature, a timestamp
+    /// will do).
     Required,
     /// Verified when present.
     IfPresent,
@@ -323,8 +325,13 @@ async fn run_policy(args: &Args, path: &std::path::Path) -> anyhow::Result<Outco
             "spec": {"containers": [{"name": POD, "image": image}]},
         });
         let decision = engine
-            .admit_object(&pod, &args.namespace, Endpoint::Mutate)
-            .await;
+            .decide(&Admission::manifest(
+                &pod,
+                &args.namespace,
+                Endpoint::Mutate,
+            ))
+            .await
+            .unwrap_or_else(ObjectDecision::invalid);
         results.push((image.as_str(), decision));
     }
     match args.output {

@@ -74,10 +74,6 @@ struct ServeArgs {
     /// client certificate).
     #[arg(long, env = "IMGATE_ALLOW_UNAUTHENTICATED_PULL_SECRETS")]
     allow_unauthenticated_pull_secrets: bool,
-    /// Directory of the webhook's service account token and cluster CA
-    /// (token, ca.crt), for --kube-pull-secrets and namespace labels.
-    #[arg(long, value_name = "DIR", env = "IMGATE_KUBE_SERVICE_ACCOUNT_DIR", default_value = imgate_webhook::kube::SERVICE_ACCOUNT_DIR)]
-    kube_service_account_dir: PathBuf,
     /// How often the policy and certificate files are checked for changes (SIGHUP: now).
     #[arg(long, value_name = "DURATION", env = "IMGATE_RELOAD_INTERVAL", default_value_t = server::DEFAULT_RELOAD_INTERVAL.into())]
     reload_interval: HumanDuration,
@@ -264,7 +260,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         deadline,
         docker_config: args.docker_config,
         kube_pull_secrets: args.kube_pull_secrets,
-        kube_service_account_dir: args.kube_service_account_dir,
         client_ca: args.client_ca,
         allow_unauthenticated_pull_secrets: args.allow_unauthenticated_pull_secrets,
         reload_interval: args.reload_interval.get(),
@@ -339,10 +334,6 @@ mod tests {
         assert_eq!(args.shutdown_grace.get(), settings.grace);
         assert_eq!(args.limits.max_body_bytes, settings.body_limit);
         assert_eq!(args.limits.limits().unwrap(), settings.limits);
-        assert_eq!(
-            args.kube_service_account_dir,
-            settings.kube_service_account_dir
-        );
         assert_eq!(args.client_ca, settings.client_ca);
         assert!(!args.allow_unauthenticated_pull_secrets);
     }
@@ -362,7 +353,7 @@ mod tests {
             assert_eq!(env, expected, "--{long}");
             seen += 1;
         }
-        assert!(seen >= 25, "{seen} flags");
+        assert!(seen >= 24, "{seen} flags");
     }
 
     #[test]

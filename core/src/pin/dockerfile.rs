@@ -10,10 +10,10 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use super::{is_templated, ImageSite, PinError, ScalarStyle};
+use super::{is_templated, ImageSpan, PinError, ScalarStyle};
 
 /// Finds the image of every `FROM` instruction, in order.
-pub fn find_dockerfile_images(text: &str) -> Result<Vec<ImageSite>, PinError> {
+pub fn find_dockerfile_images(text: &str) -> Result<Vec<ImageSpan>, PinError> {
     let escape = escape_directive(text);
     let mut sites = Vec::new();
     let mut stages: HashSet<String> = HashSet::new();
@@ -52,7 +52,7 @@ pub fn find_dockerfile_images(text: &str) -> Result<Vec<ImageSite>, PinError> {
         if !is_image {
             continue;
         }
-        sites.push(ImageSite {
+        sites.push(ImageSpan {
             image: image.text.to_string(),
             span: image.span.clone(),
             line: image.line,

@@ -15,10 +15,10 @@
 //!   [`pinned_text`]): the tag stays for people to read, the digest names the
 //!   content, and the registry is explicit so nothing depends on defaults.
 //! - An image reached through an alias (`image: *img`) is the anchored
-//!   scalar: it is reported once per use (with [`ImageSite::alias_line`]) and
+//!   scalar: it is reported once per use (with [`ImageSpan::alias_line`]) and
 //!   rewritten once, at the anchor, so every alias follows.
 //! - Values with `$` or `{{` (build arguments, envsubst, templates) are
-//!   reported as [`ImageSite::templated`] and never rewritten.
+//!   reported as [`ImageSpan::templated`] and never rewritten.
 //! - Scalars imgate cannot rewrite exactly (block scalars, quoted scalars
 //!   spanning lines) are an error, never a silent skip.
 
@@ -105,9 +105,10 @@ pub enum ScalarStyle {
     DoubleQuoted,
 }
 
-/// One place in a text where an image is named.
+/// One place in a text (YAML or a Dockerfile) where an image is named, with
+/// its exact byte span: what `imgate pin` rewrites.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageSite {
+pub struct ImageSpan {
     /// The image value (the decoded scalar), e.g. `nginx:1.27`.
     pub image: String,
     /// Byte range of the value in the original text, quotes included: exactly what a rewrite replaces.
@@ -130,7 +131,7 @@ pub struct ImageSite {
     pub templated: bool,
 }
 
-impl ImageSite {
+impl ImageSpan {
     /// Parses the value as an image reference; the error names the line and the text.
     pub fn reference(&self) -> Result<ImageRef, PinError> {
         ImageRef::parse(&self.image).map_err(|error| PinError::Reference {
@@ -170,9 +171,9 @@ pub fn pinned_text(query: &ImageRef, digest: &Digest) -> String {
 /// Templated sites are never rewritten; a replacement equal to the current
 /// value leaves the original bytes (escapes included) alone. Sites sharing
 /// one span (aliases) are written once.
-pub fn rewrite<F>(text: &str, sites: &[ImageSite], mut replacement: F) -> String
+pub fn rewrite<F>(text: &str, sites: &[ImageSpan], mut replacement: F) -> String
 where
-    F: FnMut(&ImageSite) -> Option<String>,
+    F: FnMut(&ImageSpan) -> Option<String>,
 {
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
     for site in sites {
@@ -206,7 +207,7 @@ where
 /// [`rewrite`] with replacements keyed by the image value as written.
 pub fn rewrite_map(
     text: &str,
-    sites: &[ImageSite],
+    sites: &[ImageSpan],
     replacements: &HashMap<String, String>,
 ) -> String {
     rewrite(text, sites, |site| replacements.get(&site.image).cloned())

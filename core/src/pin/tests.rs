@@ -216,7 +216,7 @@ fn sample_with_crlf_rewrites_only_image_values() {
     check_sample(&crlf);
     let sites = find_yaml_images(&crlf).unwrap();
     let lf = find_yaml_images(SAMPLE).unwrap();
-    let lines = |s: &[ImageSite]| s.iter().map(|s| (s.line, s.column)).collect::<Vec<_>>();
+    let lines = |s: &[ImageSpan]| s.iter().map(|s| (s.line, s.column)).collect::<Vec<_>>();
     assert_eq!(
         lines(&sites),
         lines(&lf),
@@ -633,5 +633,46 @@ fn leading_bom_is_kept() {
     assert_eq!(
         rewrite(text, &sites, |s| Some(pinned(&s.image))),
         text.replace("a.io/x:1", &pinned("a.io/x:1"))
+    );
+}
+
+/// Every (workload, image field) row of the tables, written as YAML, is
+/// found and pinned at exactly its value; image volumes included.
+#[test]
+fn every_workload_and_image_field_is_pinned() {
+    use crate::workload::{example_object, WORKLOADS};
+    for workload in WORKLOADS {
+        for field in workload.image_fields(false) {
+            let object = example_object(workload, field, "registry.example/app:1");
+            let text = serde_yaml::to_string(&object).unwrap();
+            let sites = find_yaml_images(&text).unwrap();
+            assert_eq!(sites.len(), 1, "{} {}:\n{text}", workload.kind, field.list);
+            let site = &sites[0];
+            assert_eq!(&text[site.span.clone()], "registry.example/app:1");
+            assert_eq!(site.kind, workload.kind);
+            assert!(
+                site.path
+                    .ends_with(&format!("{}[0].{}", field.list, field.image.join("."))),
+                "{}",
+                site.path
+            );
+        }
+    }
+}
+
+#[test]
+fn image_volumes_are_pinned_and_other_volumes_are_not() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: a\n      image: example.com/a:1\n  volumes:\n    - name: cfg\n      configMap:\n        name: image\n    - name: models\n      image:\n        reference: example.com/models:v2\n        pullPolicy: IfNotPresent\n";
+    let sites = find_yaml_images(text).unwrap();
+    let found: Vec<(&str, &str)> = sites
+        .iter()
+        .map(|s| (s.image.as_str(), s.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("example.com/a:1", "spec.containers[0].image"),
+            ("example.com/models:v2", "spec.volumes[1].image.reference"),
+        ]
     );
 }

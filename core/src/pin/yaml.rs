@@ -12,38 +12,19 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::TScalarStyle;
 
-use super::{is_templated, ImageSite, Lines, PinError, ScalarStyle};
+use super::{is_templated, ImageSpan, Lines, PinError, ScalarStyle};
+use crate::workload::{self, Workload};
 
 /// How deep `List`s may nest and merge keys may chain (guards against alias cycles).
 const MAX_DEPTH: usize = 16;
 
-/// Workload kinds and the path from the object to its pod spec.
-const POD_SPEC_PATHS: &[(&str, &[&str])] = &[
-    ("Pod", &["spec"]),
-    ("PodTemplate", &["template", "spec"]),
-    ("Deployment", &["spec", "template", "spec"]),
-    ("StatefulSet", &["spec", "template", "spec"]),
-    ("DaemonSet", &["spec", "template", "spec"]),
-    ("ReplicaSet", &["spec", "template", "spec"]),
-    ("ReplicationController", &["spec", "template", "spec"]),
-    ("Job", &["spec", "template", "spec"]),
-    (
-        "CronJob",
-        &["spec", "jobTemplate", "spec", "template", "spec"],
-    ),
-];
-
-/// The container lists of a pod spec.
-const CONTAINER_FIELDS: &[&str] = &["containers", "initContainers", "ephemeralContainers"];
-
-/// Finds every container image in a (multi-document) Kubernetes YAML stream.
+/// Finds every image in a (multi-document) Kubernetes YAML stream.
 ///
-/// Looks in Pods and the pod templates of Deployment, StatefulSet, DaemonSet,
-/// ReplicaSet, ReplicationController, Job, CronJob and PodTemplate, and in the
-/// `items` of `List` kinds; in each pod spec, the `image` of `containers`,
-/// `initContainers` and `ephemeralContainers`. Sites are in the order of the
-/// lines where they are used.
-pub fn find_yaml_images(text: &str) -> Result<Vec<ImageSite>, PinError> {
+/// Looks in every kind of [`workload::WORKLOADS`] (Pods and the pod
+/// templates of controllers), and in the `items` of `List` kinds; in each
+/// pod spec, every field of [`workload::IMAGE_FIELDS`] (container images and
+/// image volumes). Sites are in the order of the lines where they are used.
+pub fn find_yaml_images(text: &str) -> Result<Vec<ImageSpan>, PinError> {
     // yaml-rust2 would read a byte order mark as part of the first key
     // (`\u{feff}kind`), hiding the object: scan after it, then shift the spans.
     let Some(body) = text.strip_prefix('\u{feff}') else {
@@ -57,7 +38,7 @@ pub fn find_yaml_images(text: &str) -> Result<Vec<ImageSite>, PinError> {
     Ok(sites)
 }
 
-fn find_in(text: &str) -> Result<Vec<ImageSite>, PinError> {
+fn find_in(text: &str) -> Result<Vec<ImageSpan>, PinError> {
     let tree = Tree::parse(text)?;
     let lines = Lines::new(text);
     let mut finder = Finder {
@@ -71,7 +52,7 @@ fn find_in(text: &str) -> Result<Vec<ImageSite>, PinError> {
     }
     let mut sites = finder.sites;
     // Stable: sites on one line keep the order of the pod spec.
-    sites.sort_by_key(ImageSite::use_line);
+    sites.sort_by_key(ImageSpan::use_line);
     Ok(sites)
 }
 
@@ -255,7 +236,7 @@ struct Finder<'a> {
     text: &'a str,
     lines: &'a Lines,
     tree: &'a Tree,
-    sites: Vec<ImageSite>,
+    sites: Vec<ImageSpan>,
 }
 
 impl Finder<'_> {
@@ -268,7 +249,7 @@ impl Finder<'_> {
         let Some(kind) = tree.get(node, "kind").and_then(|k| tree.scalar(k)) else {
             return Ok(());
         };
-        if kind == "List" || kind.ends_with("List") {
+        if workload::is_list_kind(kind) {
             if let Some(items) = tree.get(node, "items") {
                 for &item in tree.seq(items) {
                     self.object(item, depth + 1)?;
@@ -276,25 +257,26 @@ impl Finder<'_> {
             }
             return Ok(());
         }
-        let Some((_, path)) = POD_SPEC_PATHS.iter().find(|(k, _)| *k == kind) else {
+        let Some(workload) = workload_of(tree, node, kind) else {
             return Ok(());
         };
-        let Some(spec) = tree.path(node, path) else {
+        let Some(spec) = tree.path(node, workload.pod_spec) else {
             return Ok(());
         };
         let name = tree
             .path(node, &["metadata", "name"])
             .and_then(|n| tree.scalar(n))
             .map(str::to_string);
-        for field in CONTAINER_FIELDS {
-            let Some(list) = tree.get(spec, field) else {
+        let spec_path: String = workload.pod_spec.iter().map(|m| format!("{m}.")).collect();
+        for field in workload.image_fields(false) {
+            let Some(list) = tree.get(spec, field.list) else {
                 continue;
             };
-            for (i, &container) in tree.seq(list).iter().enumerate() {
-                let Some(image) = tree.get(container, "image") else {
+            for (i, &element) in tree.seq(list).iter().enumerate() {
+                let Some(image) = tree.path(element, field.image) else {
                     continue;
                 };
-                let where_ = format!("{}.{field}[{i}].image", path.join("."));
+                let where_ = format!("{spec_path}{}[{i}].{}", field.list, field.image.join("."));
                 self.site(image, kind, name.as_deref(), where_)?;
             }
         }
@@ -377,7 +359,7 @@ impl Finder<'_> {
         if self.lines.line_of(start) != line {
             return Err(locate());
         }
-        self.sites.push(ImageSite {
+        self.sites.push(ImageSpan {
             image: value.clone(),
             span: start..start + len,
             line,
@@ -390,6 +372,15 @@ impl Finder<'_> {
             templated: is_templated(value),
         });
         Ok(())
+    }
+}
+
+/// The workload of the object at `node`: by its `apiVersion` and `kind`, or
+/// by `kind` alone when it has no `apiVersion` (a fragment or a template).
+fn workload_of(tree: &Tree, node: NodeId, kind: &str) -> Option<&'static Workload> {
+    match tree.get(node, "apiVersion").and_then(|v| tree.scalar(v)) {
+        Some(api_version) => workload::workload_of(api_version, kind),
+        None => workload::WORKLOADS.iter().find(|w| w.kind == kind),
     }
 }
 

@@ -2,7 +2,7 @@
 //! challenges, token server answers, and the bearer-token cache.
 //!
 //! The flow itself (anonymous first, then Basic or a token from the realm)
-//! lives in `transport.rs`, which owns the HTTP side.
+//! lives in `authflow.rs`; `transport.rs` owns the HTTP side.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

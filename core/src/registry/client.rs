@@ -1,5 +1,7 @@
-//! HTTP implementation of [`RegistryClient`]: the registry operations, each
-//! checking what it receives against digests it computed itself.
+//! The registry client, [`RegistryClient`] (a concrete type: tests substitute
+//! the engine's `Backend` port, or a registry on loopback, never a fake
+//! client): the registry operations, each checking what it receives against
+//! digests it computed itself.
 
 use std::sync::Arc;
 

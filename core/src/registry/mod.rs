@@ -212,6 +212,7 @@ pub use client::{RegistryClient, MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, NO_REFERRERS_
 pub use dockerconfig::{normalise_host, parse_auths};
 
 mod auth;
+mod authflow;
 mod client;
 mod dockerconfig;
 mod origins;

@@ -323,10 +323,11 @@ fn bundle_signer(
             return Err(malformed(id, format!("{digest} is not a sha256 digest")));
         };
         return first_keyless(id, digest, req, |policy, root| {
-            sigstore::verify_bundle_bytes(
+            sigstore::verify_keyless_bundle(
                 bundle_bytes,
                 ArtifactInput::Sha256(sha256),
-                &BundlePolicy::Keyless(policy.clone()),
+                policy,
+                req.tlog,
                 root,
             )
         });
@@ -389,12 +390,14 @@ fn bundle_signer(
     Ok(key.name().to_string())
 }
 
-/// Checks one bundle (the layer blob of a referrer manifest). Repository
-/// matching does not apply: a bundle's statement names no repository.
+/// Checks one bundle (the layer blob of a referrer manifest) of the image
+/// whose repository is `repository`. A bundle's statement names no
+/// repository, so under `matchRepository` it is unmet, never skipped.
 pub(crate) fn bundle(
     index: usize,
     bundle_bytes: &[u8],
     digest: &Digest,
+    repository: &str,
     req: &Requirements,
 ) -> Result<Verified, Vec<Unmet>> {
     let id = SignatureId {
@@ -435,6 +438,12 @@ pub(crate) fn bundle(
     };
     let annotations = subject.annotation_strings();
     unmet.extend(annotation_unmet(id, req, &annotations));
+    if req.match_repository {
+        unmet.push(Unmet::NoRepository {
+            signature: id,
+            want: repository.to_string(),
+        });
+    }
     if unmet.is_empty() {
         Ok(Verified {
             digest: digest.clone(),

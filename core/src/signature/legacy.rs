@@ -20,6 +20,7 @@ use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageManifest};
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
+use crate::sigstore::LegacyEvidence;
 
 /// The descriptor of a signature layer: `payload` with its base64 signature.
 pub fn signature_layer(payload: &[u8], signature_b64: &str) -> Descriptor {
@@ -34,6 +35,27 @@ pub fn signature_layer(payload: &[u8], signature_b64: &str) -> Descriptor {
             signature_b64.to_string(),
         )])),
     }
+}
+
+/// The descriptor of a signature layer carrying Sigstore evidence: the
+/// signature, and where present the certificate, its chain, the Rekor entry
+/// and the RFC 3161 timestamp, in cosign's annotations.
+pub fn evidence_layer(payload: &[u8], evidence: &LegacyEvidence) -> Descriptor {
+    let mut layer = signature_layer(payload, &evidence.signature_b64);
+    let extra = [
+        (CERTIFICATE_ANNOTATION, &evidence.certificate_pem),
+        (CHAIN_ANNOTATION, &evidence.chain_pem),
+        (REKOR_BUNDLE_ANNOTATION, &evidence.rekor_bundle),
+        (RFC3161_ANNOTATION, &evidence.rfc3161_timestamp),
+    ];
+    if let Some(annotations) = layer.annotations.as_mut() {
+        for (key, value) in extra {
+            if let Some(value) = value {
+                annotations.insert(key.to_string(), value.clone());
+            }
+        }
+    }
+    layer
 }
 
 /// The signature annotation of a layer.
@@ -51,6 +73,9 @@ pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// Layer annotation holding the Rekor entry with its SET (JSON).
 pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+/// Layer annotation holding an RFC 3161 timestamp of the signature (JSON,
+/// `{"SignedRFC3161Timestamp": base64}`).
+pub const RFC3161_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
 
 /// The annotations of `layer` that verification reads.
 pub fn layer_annotations(layer: &Descriptor) -> LayerAnnotations {

@@ -19,8 +19,6 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::reference::ImageRef;
-use crate::registry::RegistryError;
 
 pub mod bundle;
 mod check;
@@ -35,7 +33,7 @@ mod verify;
 
 pub use collect::{MAX_BUNDLE_SIZE, MAX_PAYLOAD_SIZE, MAX_REFERRERS, MAX_SIGNATURE_LAYERS};
 pub use requirements::{KeylessAuthority, Requirements, SignatureId, Unmet, Verdict, Verified};
-pub use sign::{sign, SignError, SignOptions};
+pub use sign::{sign, sign_with_sigstore, SignError, SignOptions};
 pub use verify::{verify, VerifyError};
 
 /// Layer media type of a legacy signature (the simple-signing payload).
@@ -63,48 +61,7 @@ impl fmt::Display for Format {
     }
 }
 
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "legacy" => Ok(Format::Legacy),
-            "bundle" => Ok(Format::Bundle),
-            other => Err(format!(
-                "unknown signature format {other:?} (expected legacy or bundle)"
-            )),
-        }
-    }
-}
-
 /// The tag of the legacy signature manifest of `digest`: `sha256-<hex>.sig`.
 pub fn signature_tag(digest: &Digest) -> String {
     format!("{}.sig", digest.tag_form())
-}
-
-/// The digest an operation applies to; `image` must be pinned.
-fn pinned_digest(image: &ImageRef) -> Option<Digest> {
-    image.digest.clone()
-}
-
-/// A registry error worth treating as "this signature is broken" rather than
-/// "the registry failed": content that does not hash right, or is missing.
-fn content_problem(err: &RegistryError) -> bool {
-    matches!(
-        err,
-        RegistryError::DigestMismatch { .. } | RegistryError::NotFound { .. }
-    )
-}
-
-/// Small jitter (0..`max_ms`) for retry loops, so two concurrent writers do
-/// not retry in lockstep. Not security relevant, so the clock is random enough.
-fn jitter_ms(max_ms: u64) -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()))
-        .unwrap_or(0);
-    let n =
-        nanos ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed) ^ u64::from(std::process::id());
-    n % max_ms.max(1)
 }

@@ -125,7 +125,7 @@ async fn bundle_layer(
         Ok(f) => f,
         // Listed but gone (garbage-collected) or not what it claims: not a
         // signature we can use; the remaining entries still count.
-        Err(err) if super::content_problem(&err) => {
+        Err(err) if content_problem(&err) => {
             tracing::debug!(image = %image, referrer = %entry.digest, error = %err, "skipping unreadable referrer");
             return Ok(None);
         }
@@ -274,4 +274,13 @@ async fn find_bundle(
         }
     }
     Ok(None)
+}
+
+/// A registry error worth treating as "this signature is broken" rather than
+/// "the registry failed": content that does not hash right, or is missing.
+fn content_problem(err: &RegistryError) -> bool {
+    matches!(
+        err,
+        RegistryError::DigestMismatch { .. } | RegistryError::NotFound { .. }
+    )
 }

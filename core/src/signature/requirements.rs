@@ -38,20 +38,23 @@ pub struct Requirements {
     pub keys: Vec<imgate_keys::PublicKey>,
     /// Allowed keyless signers (Fulcio certificate identities): any one of
     /// them may have signed. A keyless signature always needs a verified
-    /// transparency-log entry or timestamp, whatever [`Requirements::tlog`] says.
+    /// signing time: a transparency-log entry, or (for a bundle, unless
+    /// [`Requirements::tlog`] is `Required`) a trusted RFC 3161 timestamp.
     pub keyless: Vec<KeylessAuthority>,
     /// The Sigstore trust root keyless signatures and log entries are
     /// verified against, unless an authority names its own; `None` is the
     /// embedded public-good root.
     pub trust_root: Option<Arc<TrustRoot>>,
-    /// What a key signature must show of the transparency log (default:
-    /// verified when present).
+    /// What a signature must show of the transparency log (default:
+    /// verified when present). For keyless bundles, `Required` demands a
+    /// log entry where the others accept a trusted timestamp instead.
     pub tlog: TlogMode,
     /// Annotations the signature must carry (legacy: `optional`; bundle: the subject's annotations).
     pub annotations: BTreeMap<String, String>,
     /// Also require the legacy payload's `docker-reference` to name the image's
     /// repository. Off by default, as in cosign, so mirrored images keep verifying.
-    /// Bundles carry no repository, so this check does not apply to them.
+    /// A bundle names no repository, so under this requirement it can never
+    /// qualify ([`Unmet::NoRepository`]): only legacy signatures can.
     pub match_repository: bool,
 }
 
@@ -166,6 +169,14 @@ pub enum Unmet {
         /// The image's repository.
         want: String,
     },
+    /// `matchRepository`: the signature is a bundle, whose statement names
+    /// only a digest, so it cannot show which repository it was made for.
+    NoRepository {
+        /// Which signature.
+        signature: SignatureId,
+        /// The image's repository.
+        want: String,
+    },
     /// The payload is not an image signature (`critical.type` or predicateType).
     WrongType {
         /// Which signature.
@@ -241,6 +252,7 @@ impl Unmet {
             | Unmet::Tlog { signature, .. }
             | Unmet::DigestMismatch { signature, .. }
             | Unmet::RepositoryMismatch { signature, .. }
+            | Unmet::NoRepository { signature, .. }
             | Unmet::WrongType { signature, .. }
             | Unmet::MissingAnnotation { signature, .. }
             | Unmet::BlobMismatch { signature, .. }
@@ -270,6 +282,11 @@ impl fmt::Display for Unmet {
             Unmet::RepositoryMismatch { found, want, .. } => {
                 write!(f, "payload names repository {found} not {want}")
             }
+            Unmet::NoRepository { want, .. } => write!(
+                f,
+                "matchRepository: a bundle names no repository, so it cannot show it was \
+                 signed for {want} (only a legacy signature can)"
+            ),
             Unmet::WrongType { found, .. } => {
                 write!(f, "not an image signature (type {found:?})")
             }

@@ -1,5 +1,6 @@
-//! [`sign`]: sign an image digest in either format and push the signature
-//! next to it, keeping every signature already there.
+//! [`sign`] and [`sign_with_sigstore`]: sign an image digest in either
+//! format and push the signature next to it, keeping every signature
+//! already there.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use crate::digest::Digest;
 use crate::oci::Descriptor;
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
+use crate::sigstore::{ArtifactInput, Payload, SigningError, SigstoreSigner};
 
 /// How to sign.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +67,17 @@ pub enum SignError {
         #[source]
         source: KeyError,
     },
+    /// Making the signature's Sigstore evidence failed (identity token,
+    /// Fulcio, Rekor, timestamp authority, or the self-check); nothing was
+    /// pushed.
+    #[error("signing {image}")]
+    Sigstore {
+        /// The pinned reference.
+        image: String,
+        /// What failed.
+        #[source]
+        source: SigningError,
+    },
     /// Concurrent writers kept replacing the signature tag.
     #[error("gave up adding the signature to {image} after {attempts} attempts: concurrent signers kept replacing the tag")]
     Conflict {
@@ -79,15 +92,45 @@ pub enum SignError {
 /// registry) with `key`, appending to the signatures already there. Returns
 /// the digest of the signature manifest (legacy: the `.sig` manifest; bundle:
 /// the artifact manifest). `key` is any [`Signer`]: a key file, a PKCS#11
-/// token or a KMS; the bytes signed and the layout are the same for all.
+/// token or a KMS; the bytes signed and the layout are the same for all. No
+/// log entry or timestamp is made: see [`sign_with_sigstore`] for that.
 pub async fn sign(
     client: &RegistryClient,
     image: &ImageRef,
     key: &dyn Signer,
     opts: &SignOptions,
 ) -> Result<Digest, SignError> {
+    sign_by(client, image, By::Key(key), opts).await
+}
+
+/// Like [`sign`], with the signature's Sigstore evidence made by `signer`
+/// (keyless: a Fulcio certificate; or a key whose signature is logged): a
+/// Rekor entry, a timestamp where configured, and in the legacy layout
+/// cosign's certificate, chain, Rekor-bundle and timestamp annotations. What
+/// is pushed has passed imgate's own verification first.
+pub async fn sign_with_sigstore(
+    client: &RegistryClient,
+    image: &ImageRef,
+    signer: &SigstoreSigner<'_>,
+    opts: &SignOptions,
+) -> Result<Digest, SignError> {
+    sign_by(client, image, By::Sigstore(signer), opts).await
+}
+
+/// Who signs.
+enum By<'a, 'k> {
+    Key(&'a dyn Signer),
+    Sigstore(&'a SigstoreSigner<'k>),
+}
+
+async fn sign_by(
+    client: &RegistryClient,
+    image: &ImageRef,
+    by: By<'_, '_>,
+    opts: &SignOptions,
+) -> Result<Digest, SignError> {
     let name = image.to_string();
-    let Some(digest) = super::pinned_digest(image) else {
+    let Some(digest) = image.digest.clone() else {
         return Err(SignError::NotPinned { image: name });
     };
     let registry_err = |source| SignError::Registry {
@@ -105,22 +148,59 @@ pub async fn sign(
         image: name.clone(),
         source,
     };
+    let sigstore_err = |source| SignError::Sigstore {
+        image: name.clone(),
+        source,
+    };
     match opts.format {
         Format::Legacy => {
             let body = payload::build(&image.name(), &digest, &opts.annotations);
-            let signature = base64::engine::general_purpose::STANDARD
-                .encode(key.sign_message(&body).map_err(key_err)?);
-            let layer = legacy::signature_layer(&body, &signature);
+            let layer = match by {
+                By::Key(key) => {
+                    let signature = base64::engine::general_purpose::STANDARD
+                        .encode(key.sign_message(&body).map_err(key_err)?);
+                    legacy::signature_layer(&body, &signature)
+                }
+                By::Sigstore(signer) => {
+                    let signed = signer
+                        .sign(Payload::Message(&body), ArtifactInput::Bytes(&body))
+                        .await
+                        .map_err(sigstore_err)?;
+                    signer
+                        .check_legacy(&body, &signed.legacy, digest.as_str())
+                        .map_err(sigstore_err)?;
+                    legacy::evidence_layer(&body, &signed.legacy)
+                }
+            };
             legacy::append(client, image, &digest, &body, layer)
                 .await
                 .map_err(|err| tag_error(&name, err))
         }
         Format::Bundle => {
             let statement = bundle::build_statement(&digest, &opts.annotations);
-            let sig = key
-                .sign_message(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement))
-                .map_err(key_err)?;
-            let bundle_bytes = bundle::build_bundle(&statement, &sig, &key.public_key().hint());
+            let bundle_bytes = match by {
+                By::Key(key) => {
+                    let sig = key
+                        .sign_message(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement))
+                        .map_err(key_err)?;
+                    bundle::build_bundle(&statement, &sig, &key.public_key().hint())
+                }
+                By::Sigstore(signer) => {
+                    let subject = digest_bytes(&digest).ok_or_else(|| SignError::Malformed {
+                        image: name.clone(),
+                        detail: format!("{digest} is not a SHA-256 digest"),
+                    })?;
+                    let payload = Payload::Dsse {
+                        payload_type: bundle::IN_TOTO_PAYLOAD_TYPE,
+                        payload: &statement,
+                    };
+                    signer
+                        .sign(payload, ArtifactInput::Sha256(subject))
+                        .await
+                        .map_err(sigstore_err)?
+                        .bundle
+                }
+            };
             let subject = Descriptor {
                 media_type: target.media_type.clone(),
                 digest: digest.clone(),
@@ -134,6 +214,14 @@ pub async fn sign(
                 .map_err(|err| tag_error(&name, err))
         }
     }
+}
+
+/// The 32 bytes of a `sha256:` digest.
+fn digest_bytes(digest: &Digest) -> Option<[u8; 32]> {
+    if digest.algorithm() != "sha256" {
+        return None;
+    }
+    hex::decode(digest.hex()).ok()?.try_into().ok()
 }
 
 /// The signing error for a failed write to a signature tag of `image`.

@@ -99,7 +99,7 @@ pub(crate) async fn push(
         {
             Err(RegistryError::Status { status: 400, .. }) if attempt < PUSH_ATTEMPTS => {
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis(50 + super::jitter_ms(150))).await;
+                tokio::time::sleep(Duration::from_millis(50 + jitter_ms(150))).await;
             }
             result => return result.map(|_| ()),
         }
@@ -137,7 +137,21 @@ pub(crate) async fn append<D: TagDocument>(
             }
         }
         tracing::debug!(image = %image, tag, attempt, "tag replaced by a concurrent writer; merging again");
-        tokio::time::sleep(Duration::from_millis(super::jitter_ms(200))).await;
+        tokio::time::sleep(Duration::from_millis(jitter_ms(200))).await;
     }
     Err(TagWriteError::Conflict(MAX_ATTEMPTS))
+}
+
+/// Small jitter (0..`max_ms`) for retry loops, so two concurrent writers do
+/// not retry in lockstep. Not security relevant, so the clock is random enough.
+fn jitter_ms(max_ms: u64) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    let n =
+        nanos ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed) ^ u64::from(std::process::id());
+    n % max_ms.max(1)
 }

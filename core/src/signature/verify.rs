@@ -69,7 +69,9 @@ impl Findings<'_> {
                 &self.repository,
                 self.req,
             ),
-            Found::Bundle { index, bundle } => check::bundle(*index, bundle, self.digest, self.req),
+            Found::Bundle { index, bundle } => {
+                check::bundle(*index, bundle, self.digest, &self.repository, self.req)
+            }
             Found::Unusable(u) => Err(vec![u.clone()]),
         };
         match result {
@@ -146,7 +148,7 @@ pub async fn verify(
     image: &ImageRef,
     req: &Requirements,
 ) -> Result<Verdict, VerifyError> {
-    let Some(digest) = super::pinned_digest(image) else {
+    let Some(digest) = image.digest.clone() else {
         return Err(VerifyError::NotPinned {
             image: image.to_string(),
         });

@@ -30,9 +30,11 @@ pub enum ArtifactInput<'a> {
 /// Who must have signed the bundle.
 #[derive(Debug, Clone)]
 pub enum BundlePolicy {
-    /// A Fulcio certificate whose identity matches. A log entry or timestamp
-    /// is always required (the certificate lives ten minutes; only the log or
-    /// a timestamp says it was used inside them).
+    /// A Fulcio certificate whose identity matches, with a verified
+    /// transparency-log entry, as Sigstore's verifiers demand by default
+    /// (the certificate lives ten minutes; the entry says it was used inside
+    /// them). A rule whose `tlog` accepts a trusted timestamp instead goes
+    /// through [`verify_keyless_bundle`].
     Keyless(IdentityPolicy),
     /// A public key (PKIX DER), with what to demand of the log.
     Key {
@@ -84,41 +86,11 @@ pub fn verify_bundle_bytes(
     policy: &BundlePolicy,
     root: &TrustRoot,
 ) -> Result<VerifiedSignature, SigstoreError> {
-    ensure_installed();
-    if bundle.len() > MAX_BUNDLE_BYTES {
-        return Err(SigstoreError::Malformed {
-            what: "bundle",
-            reason: format!(
-                "{} bytes, more than the {MAX_BUNDLE_BYTES} imgate reads",
-                bundle.len()
-            ),
-        });
-    }
-    let bundle = parse_bundle(bundle)?;
-    let art = match artifact {
-        ArtifactInput::Bytes(bytes) => Artifact::from_blob(bytes),
-        ArtifactInput::Sha256(digest) => Artifact::from_digest(Sha256Hash::new(digest)),
-    };
+    let bundle = read_bundle(bundle)?;
+    let art = to_artifact(artifact);
     match policy {
         BundlePolicy::Keyless(identity) => {
-            if !matches!(
-                bundle.verification_material.content,
-                VerificationMaterialContent::Certificate(_)
-                    | VerificationMaterialContent::X509CertificateChain { .. }
-            ) {
-                return Err(SigstoreError::rejected(
-                    "the bundle is signed with a key, not a certificate; verify it with --key",
-                ));
-            }
-            let result = root
-                .verifier
-                .verify(art, &bundle, &VerificationPolicy::any_identity())
-                .map_err(SigstoreError::rejected)?;
-            let cert = result
-                .certificate()
-                .ok_or_else(|| SigstoreError::rejected("the verifier returned no certificate"))?;
-            identity.check(cert)?;
-            Ok(summary(&result, None, root))
+            keyless(&bundle, art, identity, TlogMode::Required, root)
         }
         BundlePolicy::Key {
             spki_der,
@@ -150,6 +122,106 @@ pub fn verify_bundle_bytes(
                 .map_err(SigstoreError::rejected)?;
             Ok(summary(&result, Some(name.clone()), root))
         }
+    }
+}
+
+/// Verify a keyless bundle for `artifact` under a rule's `tlog`. The
+/// certificate must be shown used inside its validity, by a verified log
+/// entry or by an RFC 3161 timestamp from an authority of `root`:
+///
+/// - `Required`: a log entry is required (a timestamp alone shows the
+///   time, but nobody watching the log can see the signature);
+/// - `IfPresent` and `Ignore`: a bundle without a log entry is accepted on a
+///   trusted timestamp (GitHub's attestations for private repositories are
+///   made this way). An entry that is present is always verified: it may be
+///   what proves the signing time.
+///
+/// A bundle with neither is always refused.
+pub fn verify_keyless_bundle(
+    bundle: &[u8],
+    artifact: ArtifactInput<'_>,
+    identity: &IdentityPolicy,
+    tlog: TlogMode,
+    root: &TrustRoot,
+) -> Result<VerifiedSignature, SigstoreError> {
+    let bundle = read_bundle(bundle)?;
+    keyless(&bundle, to_artifact(artifact), identity, tlog, root)
+}
+
+fn keyless(
+    bundle: &Bundle,
+    art: Artifact<'_>,
+    identity: &IdentityPolicy,
+    tlog: TlogMode,
+    root: &TrustRoot,
+) -> Result<VerifiedSignature, SigstoreError> {
+    let material = &bundle.verification_material;
+    if !matches!(
+        material.content,
+        VerificationMaterialContent::Certificate(_)
+            | VerificationMaterialContent::X509CertificateChain { .. }
+    ) {
+        return Err(SigstoreError::rejected(
+            "the bundle is signed with a key, not a certificate; verify it with --key",
+        ));
+    }
+    let policy = if material.tlog_entries.is_empty() {
+        if tlog == TlogMode::Required {
+            return Err(SigstoreError::rejected(
+                "the bundle has no transparency-log entry, and the policy requires one \
+                 (tlog: required; a timestamp alone does not do)",
+            ));
+        }
+        if material
+            .timestamp_verification_data
+            .rfc3161_timestamps
+            .is_empty()
+        {
+            return Err(SigstoreError::rejected(
+                "the bundle has neither a transparency-log entry nor a timestamp: nothing \
+                 proves the certificate was used while it was valid",
+            ));
+        }
+        // No entry to verify: the crate then takes the signing time from the
+        // timestamps alone, each verified against the root's authorities.
+        VerificationPolicy::any_identity().skip_tlog_unsafe()
+    } else {
+        VerificationPolicy::any_identity()
+    };
+    let result = root
+        .verifier
+        .verify(art, bundle, &policy)
+        .map_err(SigstoreError::rejected)?;
+    if result.verified_timestamps().is_empty() {
+        // Defence in depth: never accept a certificate checked at no proven time.
+        return Err(SigstoreError::rejected("no verified signing time"));
+    }
+    let cert = result
+        .certificate()
+        .ok_or_else(|| SigstoreError::rejected("the verifier returned no certificate"))?;
+    identity.check(cert)?;
+    Ok(summary(&result, None, root))
+}
+
+/// A bundle within [`MAX_BUNDLE_BYTES`], parsed.
+fn read_bundle(bytes: &[u8]) -> Result<Bundle, SigstoreError> {
+    ensure_installed();
+    if bytes.len() > MAX_BUNDLE_BYTES {
+        return Err(SigstoreError::Malformed {
+            what: "bundle",
+            reason: format!(
+                "{} bytes, more than the {MAX_BUNDLE_BYTES} imgate reads",
+                bytes.len()
+            ),
+        });
+    }
+    parse_bundle(bytes)
+}
+
+fn to_artifact(artifact: ArtifactInput<'_>) -> Artifact<'_> {
+    match artifact {
+        ArtifactInput::Bytes(bytes) => Artifact::from_blob(bytes),
+        ArtifactInput::Sha256(digest) => Artifact::from_digest(Sha256Hash::new(digest)),
     }
 }
 

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use regex::Regex;
+use regex_syntax::hir::{Hir, Look};
 use sigstore_verify::crypto::{CertificateInfo, FulcioCiClaims};
 
 use super::SigstoreError;
 
 /// One value constraint: an exact string, or a regex that must match the
-/// whole value (it is anchored as `^(?:...)$`, like cosign's `-regexp` flags
-/// behave for sensible patterns, so `.*@example\.com` cannot match
+/// whole value (anchored at both ends, like cosign's `-regexp` flags behave
+/// for sensible patterns, so `.*@example\.com` cannot match
 /// `evil@example.com.attacker.net`).
 #[derive(Debug, Clone)]
 pub enum Matcher {
@@ -43,15 +44,28 @@ impl Matcher {
 
     /// An anchored regex matcher; `field` names the flag or policy field in
     /// the error.
+    ///
+    /// The pattern is parsed on its own and anchored in its syntax tree,
+    /// never by pasting text around it: `x)|(.*` is refused as unbalanced,
+    /// where `^(?:x)|(.*)$` would have closed the group early and accepted
+    /// any identity.
     pub fn regex(field: &'static str, pattern: &str) -> Result<Matcher, SigstoreError> {
-        let regex = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        let invalid = |reason: String| SigstoreError::Pattern {
+            field,
+            pattern: pattern.to_string(),
+            reason,
+        };
+        let hir = regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(pattern)
+            .map_err(|err| invalid(err.to_string()))?;
+        let anchored = Hir::concat(vec![Hir::look(Look::Start), hir, Hir::look(Look::End)]);
+        // The printed tree is a complete expression (every alternation and
+        // concatenation in its own group), equivalent to the tree.
+        let regex = regex::RegexBuilder::new(&anchored.to_string())
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|err| SigstoreError::Pattern {
-                field,
-                pattern: pattern.to_string(),
-                reason: err.to_string(),
-            })?;
+            .map_err(|err| invalid(err.to_string()))?;
         Ok(Matcher::Regex {
             pattern: pattern.to_string(),
             regex,
@@ -207,6 +221,26 @@ mod tests {
         // Without the group, `^a|b$` would accept "abc".
         assert!(!alt.matches("abc"));
         assert!(alt.matches("b"));
+    }
+
+    #[rstest::rstest]
+    #[case::unbalanced_close(r"https://nobody\.example/x)|(.*")]
+    #[case::unbalanced_close_only(r"a)|.*")]
+    #[case::unbalanced_open(r"(.*")]
+    fn a_pattern_that_would_escape_its_anchors_is_refused(#[case] pattern: &str) {
+        let err = Matcher::regex("subjectRegExp", pattern).unwrap_err();
+        assert!(err.to_string().contains("subjectRegExp"), "{err}");
+    }
+
+    #[rstest::rstest]
+    #[case::alternation("a|b", "abc")]
+    #[case::verbose_comment("(?x)a#", "ab")]
+    #[case::verbose_comment_newline("(?x)a#)|(\n", "ab")]
+    #[case::multi_line_flag("(?m)a", "a\nb")]
+    #[case::groups("(?:a)|(?:b)", "ab")]
+    fn anchors_hold_whatever_the_pattern_says(#[case] pattern: &str, #[case] rejected: &str) {
+        let m = Matcher::regex("subjectRegExp", pattern).unwrap();
+        assert!(!m.matches(rejected), "{pattern:?} matched {rejected:?}");
     }
 
     #[test]

@@ -1,17 +1,24 @@
 //! Refresh the trusted root through a TUF repository (Sigstore's, or a
 //! private instance's), with `sigstore-tuf` doing every check: root chaining
-//! from the embedded TUF root, signature thresholds, expiry, rollback, and
-//! length and hash pinning of `trusted_root.json`.
+//! from the embedded TUF root, signature thresholds, expiry, rollback (across
+//! runs, through the state directory), and length and hash pinning of
+//! `trusted_root.json`.
 //!
 //! The HTTP side is imgate's own reqwest client rather than the crate's
 //! `client` feature, which brings a second reqwest major version; every read
 //! is bounded by the length the crate asks for.
+//!
+//! The metadata accepted is kept between runs in a state directory
+//! (`tuf_state`), so a version once accepted is the floor of the next run.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sigstore_tuf::client::Updater;
 use sigstore_tuf::transport::{FetchFuture, Repository};
 
+use super::tuf_state::StateStore;
 use super::{SigstoreError, TrustRoot};
 
 /// Sigstore's public-good TUF repository.
@@ -92,11 +99,28 @@ impl Repository for HttpRepository {
 }
 
 /// Fetch and verify `trusted_root.json` from the TUF repository at `url`,
-/// anchored at `tuf_root` (the public-good one when `None`). Returns the
-/// target's bytes once they also parse as a usable trusted root.
+/// anchored at `tuf_root` (the public-good one when `None`), with the
+/// metadata accepted before kept in `state` (one subdirectory per
+/// repository): older versions than those are refused as a rollback, and
+/// what this run accepts is written back. Returns the target's bytes once
+/// they also parse as a usable trusted root.
 pub async fn fetch_trusted_root(
     url: &str,
     tuf_root: Option<&[u8]>,
+    state: &Path,
+) -> Result<Vec<u8>, SigstoreError> {
+    let bytes = fetch_target(url, tuf_root, state, TRUSTED_ROOT_TARGET).await?;
+    TrustRoot::from_json(&format!("{url} {TRUSTED_ROOT_TARGET}"), &bytes)?;
+    Ok(bytes)
+}
+
+/// Refresh the TUF metadata at `url` (as [`fetch_trusted_root`] does) and
+/// fetch the verified bytes of the target `name`.
+pub(crate) async fn fetch_target(
+    url: &str,
+    tuf_root: Option<&[u8]>,
+    state: &Path,
+    name: &str,
 ) -> Result<Vec<u8>, SigstoreError> {
     super::provider::ensure_installed();
     let fail = |reason: String| SigstoreError::Update {
@@ -112,6 +136,7 @@ pub async fn fetch_trusted_root(
     if !base.path().ends_with('/') {
         base.set_path(&format!("{}/", base.path()));
     }
+    let store = Arc::new(StateStore::open(state, &base).map_err(&fail)?);
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(15))
@@ -119,16 +144,33 @@ pub async fn fetch_trusted_root(
         .map_err(|err| fail(err.to_string()))?;
     let repo = HttpRepository { base, client };
     let mut updater = Updater::new(repo, tuf_root.unwrap_or(PUBLIC_GOOD_TUF_ROOT))
-        .map_err(|err| fail(format!("TUF root: {err}")))?;
+        .map_err(|err| fail(format!("TUF root: {err}")))?
+        .with_store(Arc::clone(&store));
+    // The state must be readable and writable before anything is fetched:
+    // without it there is no floor to hold the repository to.
+    store.check().map_err(&fail)?;
     let now = jiff::Timestamp::now();
     updater
         .refresh(now)
         .await
-        .map_err(|err| fail(format!("TUF refresh: {err}")))?;
+        .map_err(|err| fail(refresh_failure(err, store.dir())))?;
     let bytes = updater
-        .get_target(TRUSTED_ROOT_TARGET, now)
+        .get_target(name, now)
         .await
-        .map_err(|err| fail(format!("{TRUSTED_ROOT_TARGET}: {err}")))?;
-    TrustRoot::from_json(&format!("{url} {TRUSTED_ROOT_TARGET}"), &bytes)?;
+        .map_err(|err| fail(format!("{name}: {err}")))?;
+    store.check().map_err(&fail)?;
     Ok(bytes)
+}
+
+/// Why a refresh failed; a rollback says which version was offered against
+/// which was accepted before, and where that memory is kept.
+fn refresh_failure(err: sigstore_tuf::Error, state: &Path) -> String {
+    match err {
+        sigstore_tuf::Error::Rollback { role, trusted, new } => format!(
+            "rollback refused: the repository offers {role} version {new}, older than \
+             version {trusted} accepted before (TUF state in {})",
+            state.display()
+        ),
+        other => format!("TUF refresh: {other}"),
+    }
 }

@@ -46,7 +46,9 @@ pub struct Pkcs11Uri {
 
 impl Pkcs11Uri {
     /// Parses `text`; errors name the attribute at fault and never echo the
-    /// PIN.
+    /// PIN, nor any query text: an attribute imgate does not know is named
+    /// by its position, since it may be part of a PIN split by an
+    /// unencoded `&` or `;`.
     pub fn parse(text: &str) -> Result<Pkcs11Uri, KeyError> {
         let display = redact(text);
         let malformed = |detail: String| KeyError::Malformed {
@@ -56,10 +58,7 @@ impl Pkcs11Uri {
         if text.len() > MAX_URI_LEN {
             return Err(malformed(format!("longer than {MAX_URI_LEN} bytes")));
         }
-        let rest = text
-            .get(..7)
-            .filter(|scheme| scheme.eq_ignore_ascii_case("pkcs11:"))
-            .map(|_| &text[7..])
+        let rest = strip_scheme(text)
             .ok_or_else(|| malformed("does not start with pkcs11:".to_string()))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut uri = Pkcs11Uri {
@@ -75,10 +74,17 @@ impl Pkcs11Uri {
             pin_source: None,
             display: display.clone(),
         };
-        for attr in path.split(';').filter(|a| !a.is_empty()) {
-            let (name, raw) = attr
-                .split_once('=')
-                .ok_or_else(|| malformed(format!("path attribute {attr:?} has no '='")))?;
+        for attr in attributes(path, ';') {
+            let raw = attr
+                .value
+                .ok_or_else(|| malformed(format!("{} has no '='", attr.describe("path"))))?;
+            let name = attr.known.ok_or_else(|| {
+                malformed(format!(
+                    "{}: unsupported (imgate reads token, manufacturer, model, serial, \
+                     slot-id, object, id and type)",
+                    attr.describe("path")
+                ))
+            })?;
             let bytes = percent_decode(raw).map_err(|e| malformed(format!("{name}: {e}")))?;
             let text_value = || {
                 String::from_utf8(bytes.clone())
@@ -113,18 +119,27 @@ impl Pkcs11Uri {
                 }
                 other => {
                     return Err(malformed(format!(
-                        "unsupported path attribute {other:?} (imgate reads token, manufacturer, \
-                         model, serial, slot-id, object, id and type)"
+                        "{other} is a query attribute: put it after '?'"
                     )))
                 }
             };
             let value = text_value()?;
             set_once(slot, value, name).map_err(&malformed)?;
         }
-        for attr in query.split('&').filter(|a| !a.is_empty()) {
-            let (name, raw) = attr
-                .split_once('=')
-                .ok_or_else(|| malformed(format!("query attribute {attr:?} has no '='")))?;
+        for attr in attributes(query, '&') {
+            let raw = attr.value.ok_or_else(|| {
+                malformed(format!(
+                    "{} has no '=' (percent-encode '&' and ';' inside a value)",
+                    attr.describe("query")
+                ))
+            })?;
+            let name = attr.known.ok_or_else(|| {
+                malformed(format!(
+                    "{}: unsupported (imgate reads module-path, pin-value and pin-source; \
+                     percent-encode '&' and ';' inside a value)",
+                    attr.describe("query")
+                ))
+            })?;
             let bytes =
                 Zeroizing::new(percent_decode(raw).map_err(|e| malformed(format!("{name}: {e}")))?);
             let value = Zeroizing::new(
@@ -149,8 +164,7 @@ impl Pkcs11Uri {
                 }
                 other => {
                     return Err(malformed(format!(
-                        "unsupported query attribute {other:?} (imgate reads module-path, \
-                         pin-value and pin-source)"
+                        "{other} is a path attribute: put it before '?'"
                     )))
                 }
             }
@@ -168,6 +182,87 @@ impl Pkcs11Uri {
     pub fn display_name(&self) -> &str {
         &self.display
     }
+}
+
+/// Path attribute names imgate knows.
+const PATH_ATTRIBUTES: [&str; 8] = [
+    "token",
+    "manufacturer",
+    "model",
+    "serial",
+    "slot-id",
+    "object",
+    "id",
+    "type",
+];
+/// Query attribute names imgate knows.
+const QUERY_ATTRIBUTES: [&str; 4] = ["module-path", "module-name", "pin-value", "pin-source"];
+
+/// Attribute names imgate knows, path and query alike: the only URI text
+/// an error may name. The printed form keeps an attribute's value only
+/// where the name belongs to its section (`object=` after `?` may be the
+/// rest of a PIN cut by an unencoded `&`).
+fn known(name: &str) -> Option<&'static str> {
+    PATH_ATTRIBUTES
+        .iter()
+        .chain(QUERY_ATTRIBUTES.iter())
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .copied()
+}
+
+/// One `name=value` of the path or query.
+struct Attr<'a> {
+    /// 1-based position in its section.
+    index: usize,
+    /// The name as imgate knows it (decoded, case-folded), if it does.
+    known: Option<&'static str>,
+    /// The name as written.
+    raw_name: &'a str,
+    /// The value as written (still percent-encoded); `None` without `=`.
+    value: Option<&'a str>,
+}
+
+impl Attr<'_> {
+    /// The attribute as an error may name it: by its name when imgate knows
+    /// it, else by position.
+    fn describe(&self, section: &str) -> String {
+        match self.known {
+            Some(name) => format!("{section} attribute {name}"),
+            None => format!("{section} attribute {}", self.index),
+        }
+    }
+}
+
+fn strip_scheme(text: &str) -> Option<&str> {
+    text.get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("pkcs11:"))
+        .map(|_| &text[7..])
+}
+
+/// The non-empty attributes of a section split at `sep`. Names are matched
+/// after percent-decoding and ASCII case-folding, so `PIN-VALUE` and
+/// `pin%2Dvalue` are the PIN too, and never slip through as "unknown".
+fn attributes(section: &str, sep: char) -> impl Iterator<Item = Attr<'_>> {
+    section
+        .split(sep)
+        .filter(|a| !a.is_empty())
+        .enumerate()
+        .map(|(i, attr)| {
+            let (raw_name, value) = match attr.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (attr, None),
+            };
+            let known = percent_decode(raw_name)
+                .ok()
+                .and_then(|name| String::from_utf8(name).ok())
+                .and_then(|name| known(&name));
+            Attr {
+                index: i + 1,
+                known,
+                raw_name,
+                value,
+            }
+        })
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String> {
@@ -200,23 +295,37 @@ fn percent_decode(raw: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// `text` with the value of every `pin-value` attribute replaced, so the
-/// URI can be printed. Works on unparsable input too (errors use it), and
-/// wherever the attribute was put, path or query.
+/// The printable form of `text`, made from its parsed attributes rather
+/// than by searching the text: known attributes are kept as written, the
+/// value of `pin-value` (however its name is spelt) is replaced, and any
+/// other attribute (an unknown name, or a fragment without `=`, such as
+/// the rest of a PIN after an unencoded `&`) is replaced whole. Works on
+/// unparsable input too: errors use it.
 pub(crate) fn redact(text: &str) -> String {
-    const ATTR: &str = "pin-value=";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(ATTR) {
-        let value_start = at + ATTR.len();
-        out.push_str(&rest[..value_start]);
-        out.push_str(REDACTED);
-        let value_len = rest[value_start..]
-            .find([';', '&', '?'])
-            .unwrap_or(rest.len() - value_start);
-        rest = &rest[value_start + value_len..];
+    let Some(rest) = strip_scheme(text) else {
+        return REDACTED.to_string();
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let section = |section: &str, sep: char, belongs: &[&str]| -> String {
+        let shown: Vec<String> = attributes(section, sep)
+            .map(|attr| match (attr.known, attr.value) {
+                (Some("pin-value"), Some(_)) => format!("{}={REDACTED}", attr.raw_name),
+                (Some(name), Some(value)) if belongs.contains(&name) => {
+                    format!("{}={value}", attr.raw_name)
+                }
+                _ => REDACTED.to_string(),
+            })
+            .collect();
+        shown.join(&sep.to_string())
+    };
+    let mut out = format!("{}{}", &text[..7], section(path, ';', &PATH_ATTRIBUTES));
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(&section(query, '&', &QUERY_ATTRIBUTES));
     }
-    out.push_str(rest);
     out
 }
 
@@ -267,7 +376,9 @@ mod tests {
     #[case("pkcs11:token=a;token=b", "twice")]
     #[case("pkcs11:slot-id=one", "slot-id")]
     #[case("pkcs11:id=%4", "percent escape")]
-    #[case("pkcs11:library-version=1", "library-version")]
+    #[case("pkcs11:library-version=1", "path attribute 1: unsupported")]
+    #[case("pkcs11:object=k;pin-value=1", "pin-value is a query attribute")]
+    #[case("pkcs11:object=k?id=01", "id is a path attribute")]
     #[case("pkcs11:type=cert", "type=cert")]
     #[case("pkcs11:object=k?module-name=softhsm2", "module-path")]
     #[case("pkcs11:object=k?pin-value=1&pin-source=/f", "both")]
@@ -291,6 +402,27 @@ mod tests {
         "pkcs11:object=k?pin-value=<redacted>&module-path=/m.so&pin-value=<redacted>"
     )]
     #[case("pkcs11:object=k", "pkcs11:object=k")]
+    #[case(
+        "pkcs11:object=k?PIN-VALUE=1234",
+        "pkcs11:object=k?PIN-VALUE=<redacted>"
+    )]
+    #[case(
+        "pkcs11:object=k?pin%2Dvalue=1234",
+        "pkcs11:object=k?pin%2Dvalue=<redacted>"
+    )]
+    #[case(
+        "pkcs11:object=k?pin-value=12&34&module-path=/m.so",
+        "pkcs11:object=k?pin-value=<redacted>&<redacted>&module-path=/m.so"
+    )]
+    #[case(
+        "pkcs11:object=k?pin-value=12&34=56",
+        "pkcs11:object=k?pin-value=<redacted>&<redacted>"
+    )]
+    #[case(
+        "pkcs11:object=k;12;pin-value=9",
+        "pkcs11:object=k;<redacted>;pin-value=<redacted>"
+    )]
+    #[case("not-a-uri pin-value=1234", "<redacted>")]
     fn the_pin_is_redacted_wherever_it_is(#[case] text: &str, #[case] shown: &str) {
         assert_eq!(redact(text), shown);
     }
@@ -309,5 +441,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("%zz"), "{err}");
+    }
+
+    #[rstest]
+    #[case::upper_case("pkcs11:object=k?PIN-VALUE=s3cr3t")]
+    #[case::encoded_name("pkcs11:object=k?pin%2Dvalue=s3cr3t")]
+    #[case::mixed("pkcs11:object=k?Pin%2dValue=s3cr3t")]
+    fn the_pin_is_the_pin_however_its_name_is_spelt(#[case] text: &str) {
+        let uri = Pkcs11Uri::parse(text).unwrap();
+        assert_eq!(uri.pin_value.as_deref().map(String::as_str), Some("s3cr3t"));
+        assert!(
+            !uri.display_name().contains("s3cr3t"),
+            "{}",
+            uri.display_name()
+        );
+    }
+
+    #[rstest]
+    #[case::unencoded_ampersand("pkcs11:object=k?pin-value=s3cr&Xq9tail", "Xq9tail")]
+    #[case::ampersand_then_equals("pkcs11:object=k?pin-value=s3cr&Xq9=tail", "Xq9")]
+    #[case::unencoded_semicolon_in_path("pkcs11:object=k;pin-value=s3cr;Xq9tail", "Xq9tail")]
+    #[case::unknown_query_name("pkcs11:object=k?Xq9tail=1&pin-value=s3cr", "Xq9tail")]
+    #[case::twice("pkcs11:object=k?pin-value=s3cr&PIN-VALUE=Xq9tail", "Xq9tail")]
+    #[case::a_path_name_after_the_ampersand(
+        "pkcs11:object=k?pin-value=s3cr&object=Xq9tail",
+        "Xq9tail"
+    )]
+    fn no_part_of_a_split_pin_reaches_an_error(#[case] text: &str, #[case] fragment: &str) {
+        let err = Pkcs11Uri::parse(text).unwrap_err().to_string();
+        assert!(!err.contains(fragment), "{err}");
+        assert!(!err.contains("s3cr"), "{err}");
     }
 }

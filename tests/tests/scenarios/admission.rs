@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +18,7 @@ use imgate_keys::SigningKey;
 use imgate_tests::{
     block_on, run_imgate, CountingProxy, ImageBuilder, PushWith, Registry, Variant,
 };
-use imgate_webhook::admission::{Endpoint, Engine, EngineOptions};
-use imgate_webhook::metrics::Metrics;
+use imgate_webhook::admission::{answer_review, Endpoint, Engine};
 use imgate_webhook::review::parse_review;
 use serde_json::{json, Value};
 
@@ -460,14 +458,7 @@ fn concurrent_reviews_share_one_verification() {
     };
     let engine = |policy: Policy| {
         let client = RegistryClient::new(policy.client_config(env.proxy.client_config())).unwrap();
-        Arc::new(Engine::new(
-            policy,
-            EngineOptions {
-                client,
-                deadline: Duration::from_secs(8),
-                metrics: Metrics::new(),
-            },
-        ))
+        Arc::new(Engine::builder(policy, client).build())
     };
     block_on(async {
         // One review, cold: what one verification costs.
@@ -475,13 +466,13 @@ fn concurrent_reviews_share_one_verification() {
         let (many, _) = env.push("imgate/many", "v1", true).await;
         env.proxy.reset();
         let single = engine(Policy::load(&policy_path).unwrap());
-        let out = single
-            .review(
-                review_of(&one, "u-single"),
-                Endpoint::Mutate,
-                BTreeMap::new(),
-            )
-            .await;
+        let out = answer_review(
+            &single,
+            review_of(&one, "u-single"),
+            Endpoint::Mutate,
+            std::time::Instant::now(),
+        )
+        .await;
         assert!(out.response.unwrap().allowed);
         let cost_of_one = env.proxy.count();
         assert!(cost_of_one > 0);
@@ -493,8 +484,7 @@ fn concurrent_reviews_share_one_verification() {
                 let engine = Arc::clone(&shared);
                 let review = review_of(&many, &format!("u-{i}"));
                 tokio::spawn(async move {
-                    engine
-                        .review(review, Endpoint::Mutate, BTreeMap::new())
+                    answer_review(&engine, review, Endpoint::Mutate, std::time::Instant::now())
                         .await
                 })
             })

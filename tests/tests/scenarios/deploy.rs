@@ -17,6 +17,7 @@
 mod checks;
 mod docs;
 mod opt_out;
+mod trust_root;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,7 @@ use imgate_core::ImageRef;
 use imgate_keys::SigningKey;
 use imgate_tests::image::Blob;
 use imgate_tests::sigstore::{simple_signing_payload, LeafSpec, TestSigstore};
+use imgate_tests::tsa::{timestamped_instead_of_logged, TestTsa};
 use imgate_tests::webhook::{generate_certs, Webhook, WebhookOptions};
 use imgate_tests::{
     run_imgate, CountingProxy, ImageBuilder, PushWith, RawClient, Registry, Variant,
@@ -118,15 +119,26 @@ impl Env {
     /// Signs `repo@digest` keylessly with a cosign v3 bundle (DSSE over an
     /// in-toto statement naming the digest, certificate, Rekor entry with
     /// inclusion proof and checkpoint), attached through the referrers tag
-    /// schema as cosign does on a registry without the referrers API.
+    /// schema.
     async fn sign_keyless_bundle(&self, repo: &str, digest: &str, identity: &str, issuer: &str) {
+        let json = self.keyless_bundle(digest, identity, issuer);
+        self.attach_bundle(repo, digest, json).await;
+    }
+
+    /// A keyless cosign v3 bundle for `digest`, logged 30 seconds ago.
+    fn keyless_bundle(&self, digest: &str, identity: &str, issuer: &str) -> String {
         let leaf = self
             .sigstore
             .leaf(&LeafSpec::new(identity, issuer))
             .unwrap();
         let statement = bundle::build_statement(&Digest::parse(digest).unwrap(), &BTreeMap::new());
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let json = self.sigstore.dsse_bundle(&leaf, &statement, now - 30);
+        self.sigstore.dsse_bundle(&leaf, &statement, now - 30)
+    }
+
+    /// Attaches the bundle `json` to `repo@digest` through the referrers tag
+    /// schema, as cosign does on a registry without the referrers API.
+    async fn attach_bundle(&self, repo: &str, digest: &str, json: String) {
         let raw = RawClient::new(&self.registry).unwrap();
         let subject = raw.get_manifest(repo, digest).await.unwrap();
         let layer = Blob::new(bundle::BUNDLE_MEDIA_TYPE, json.into_bytes());
@@ -506,4 +518,162 @@ async fn a_key_signature_with_a_rekor_entry_is_checked_per_tlog() {
         .await
         .unwrap();
     assert!(verdict.is_verified(), "{verdict:?}");
+}
+
+/// A regex with an unbalanced `)` would, pasted into `^(?:…)$`, close the
+/// anchoring group early and accept any identity. It is refused on the
+/// command line, by `policy check` and by `admit`, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_regex_that_would_escape_its_anchors_is_refused() {
+    const ESCAPING: &str = r"https://nobody\.example/x)|(.*";
+    let env = Env::new().await;
+    let (image, digest) = env.push("team/app", "v1").await;
+    env.sign_keyless(Format::Legacy, "team/app", &digest).await;
+
+    let root = env.root_path().display().to_string();
+    let mut args = vec![
+        "verify".to_string(),
+        "--certificate-identity-regexp".into(),
+        ESCAPING.into(),
+        "--certificate-oidc-issuer".into(),
+        ISSUER.into(),
+        "--trusted-root".into(),
+        root,
+    ];
+    args.extend(env.proxy.cli_args());
+    args.push(image.clone());
+    let out = run_imgate(&args, &[], None).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("--certificate-identity-regexp"), "{stderr}");
+
+    let proxy = env.proxy.host();
+    let policy = env.dir.path().join("escaping.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "mode: enforce\n\
+             trustRoot: {root}\n\
+             trustedRegistries: [\"{proxy}/team/**\"]\n\
+             registries:\n  \"{proxy}\": {{http: true}}\n\
+             rules:\n  - name: team\n    images: [\"{proxy}/team/**\"]\n    keyless:\n      - subjectRegExp: '{ESCAPING}'\n        issuer: {ISSUER:?}\n",
+            root = env.root_path().display(),
+        ),
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let out = run_imgate(["policy", "check", &policy], &[], None).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("subjectRegExp"), "{stderr}");
+
+    let manifest = env.dir.path().join("pod.json");
+    std::fs::write(&manifest, serde_json::to_vec(&pod(&image)).unwrap()).unwrap();
+    let manifest = manifest.display().to_string();
+    let out = run_imgate(["admit", "--policy", &policy, "-f", &manifest], &[], None).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// A keyless bundle with a trusted RFC 3161 timestamp and no log entry (how
+/// GitHub attests private repositories): accepted where the rule's `tlog`
+/// allows it (`ifPresent`, the default, and `ignore`), denied under
+/// `required`, and denied when the timestamp's authority is not in the
+/// trusted root. Through `imgate verify --tlog` and `imgate admit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_bundle_with_a_trusted_timestamp_and_no_log_entry_follows_tlog() {
+    let env = Env::new().await;
+    let tsa = TestTsa::new().unwrap();
+    let stranger = TestTsa::new().unwrap();
+    std::fs::write(
+        env.root_path(),
+        tsa.add_to(&env.sigstore.trusted_root_json()).unwrap(),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (trusted, digest) = env.push("team/stamped", "v1").await;
+    let logged = env.keyless_bundle(&digest, IDENTITY, ISSUER);
+    let stamped = timestamped_instead_of_logged(&logged, &tsa, now - 20).unwrap();
+    assert!(!stamped.contains("inclusionProof"), "{stamped}");
+    env.attach_bundle("team/stamped", &digest, stamped).await;
+    let (untrusted, digest) = env.push("team/stranger", "v1").await;
+    let logged = env.keyless_bundle(&digest, IDENTITY, ISSUER);
+    let stamped = timestamped_instead_of_logged(&logged, &stranger, now - 20).unwrap();
+    env.attach_bundle("team/stranger", &digest, stamped).await;
+
+    let verify = |image: &str, tlog: &str| {
+        let root = env.root_path().display().to_string();
+        let mut args: Vec<String> = [
+            "verify",
+            "--certificate-identity",
+            IDENTITY,
+            "--certificate-oidc-issuer",
+            ISSUER,
+            "--trusted-root",
+            &root,
+            "--tlog",
+            tlog,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(env.proxy.cli_args());
+        args.push(image.to_string());
+        let out = run_imgate(&args, &[], None).unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    for tlog in ["if-present", "ignore"] {
+        let (code, text) = verify(&trusted, tlog);
+        assert_eq!(code, Some(0), "--tlog {tlog}: {text}");
+        assert!(text.contains(IDENTITY), "{text}");
+    }
+    let (code, text) = verify(&trusted, "required");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no transparency-log entry"), "{text}");
+    for tlog in ["if-present", "ignore"] {
+        let (code, text) = verify(&untrusted, tlog);
+        assert_eq!(code, Some(1), "--tlog {tlog}: {text}");
+        assert!(text.to_lowercase().contains("timestamp"), "{text}");
+    }
+
+    // The same through a policy: the rule's `tlog` decides.
+    let manifest = env.dir.path().join("pod.json");
+    std::fs::write(&manifest, serde_json::to_vec(&pod(&trusted)).unwrap()).unwrap();
+    let admit = |tlog: &str| {
+        let proxy = env.proxy.host();
+        let policy = env.dir.path().join(format!("tlog-{tlog}.yaml"));
+        std::fs::write(
+            &policy,
+            format!(
+                "mode: enforce\n\
+                 trustRoot: {root}\n\
+                 trustedRegistries: [\"{proxy}/team/**\"]\n\
+                 registries:\n  \"{proxy}\": {{http: true}}\n\
+                 rules:\n  - name: team\n    images: [\"{proxy}/team/**\"]\n    tlog: {tlog}\n    keyless:\n      - subject: {IDENTITY:?}\n        issuer: {ISSUER:?}\n",
+                root = env.root_path().display(),
+            ),
+        )
+        .unwrap();
+        let out = run_imgate(
+            [
+                "admit",
+                "--policy",
+                policy.to_str().unwrap(),
+                "-f",
+                manifest.to_str().unwrap(),
+            ],
+            &[],
+            None,
+        )
+        .unwrap();
+        (out.status.code(), format!("{out:?}"))
+    };
+    let (code, out) = admit("ifPresent");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = admit("required");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no transparency-log entry"), "{out}");
 }

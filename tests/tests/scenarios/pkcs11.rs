@@ -25,7 +25,7 @@ const MODULES: &[&str] = &[
 ];
 const TOKEN: &str = "imgate-ci";
 /// Distinctive, so a grep for it in the output cannot match by chance.
-const PIN: &str = "pin-Zq7x9W";
+pub(crate) const PIN: &str = "pin-Zq7x9W";
 const SO_PIN: &str = "so-pin-1234";
 
 fn module() -> PathBuf {
@@ -38,14 +38,14 @@ fn module() -> PathBuf {
 
 /// A SoftHSM2 token in a temp dir with a generated P-256 key pair
 /// (`release`, id 01).
-struct Hsm {
+pub(crate) struct Hsm {
     dir: tempfile::TempDir,
-    conf: String,
+    pub(crate) conf: String,
     module: PathBuf,
 }
 
 impl Hsm {
-    fn new() -> Hsm {
+    pub(crate) fn new() -> Hsm {
         let dir = tempfile::tempdir().expect("tempdir");
         let tokens = dir.path().join("tokens");
         std::fs::create_dir(&tokens).expect("token dir");
@@ -112,7 +112,7 @@ impl Hsm {
     }
 
     /// The token's public key `label`, as `pkcs11-tool` reads it (SPKI DER).
-    fn public_der(&self, label: &str) -> Vec<u8> {
+    pub(crate) fn public_der(&self, label: &str) -> Vec<u8> {
         let out = self.path(&format!("{label}.pub.der"));
         self.pkcs11_tool(&[
             "--read-object",
@@ -156,7 +156,7 @@ impl Hsm {
         pem
     }
 
-    fn uri(&self, object: &str) -> String {
+    pub(crate) fn uri(&self, object: &str) -> String {
         format!(
             "pkcs11:token={TOKEN};object={object}?module-path={}",
             self.module.display()
@@ -498,4 +498,56 @@ async fn a_pin_in_the_uri_never_reaches_the_output() {
         "{:?}",
         runs[2]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_spelt_otherwise_or_split_by_an_ampersand_never_reaches_the_output() {
+    let ctx = Ctx::new().await;
+    let img = ctx.push("hsm-pin-spelling", "v1").await;
+    let key = |query: &str| {
+        format!(
+            "pkcs11:token={TOKEN};object=release?module-path={}&{query}",
+            ctx.hsm.module.display()
+        )
+    };
+    let debug = [("IMGATE_LOG", "debug")];
+    // Upper case or percent-encoded, the attribute is still the PIN: it
+    // logs in, signs, is warned about and is redacted.
+    for name in ["PIN-VALUE", "pin%2Dvalue"] {
+        let run = ctx.run_with(
+            &[
+                "sign",
+                "--key",
+                &key(&format!("{name}={PIN}")),
+                &img.reference,
+            ],
+            &debug,
+            true,
+        );
+        assert_eq!(run.code, 0, "{name}: {run:?}");
+        assert!(
+            !run.stdout.contains(PIN) && !run.stderr.contains(PIN),
+            "the PIN leaked: {run:?}"
+        );
+        assert!(run.stderr.contains("pin-value"), "not warned: {run:?}");
+    }
+    // A PIN holding an unencoded '&' is cut in two; neither half is echoed.
+    let run = ctx.run_with(
+        &[
+            "sign",
+            "--key",
+            &key("pin-value=Zq7x&Tail8k"),
+            &img.reference,
+        ],
+        &debug,
+        true,
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("has no '='"), "{run:?}");
+    for fragment in ["Zq7x", "Tail8k"] {
+        assert!(
+            !run.stdout.contains(fragment) && !run.stderr.contains(fragment),
+            "part of the PIN leaked: {run:?}"
+        );
+    }
 }

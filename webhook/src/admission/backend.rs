@@ -1,9 +1,5 @@
-//! What the engine asks of the outside world: registry work (the
-//! [`Backend`], typed errors and which of them count as an outage). The
-//! other two ports, namespace labels and pods' pull secrets, are declared
-//! beside their Kubernetes implementations (`kube.rs`, `pullsecrets.rs`), so
-//! the engine depends on them and never the other way round. Tests
-//! substitute fakes for each.
+//! The registry backend: the real [`Backend`] over the registry client, and
+//! the typed errors of registry work, with which of them count as an outage.
 
 use std::sync::Arc;
 
@@ -14,25 +10,7 @@ use imgate_core::reference::ImageRef;
 use imgate_core::registry::{RegistryClient, RegistryError};
 use imgate_core::signature::{Requirements, Verdict, VerifyError};
 
-/// Registry work the engine needs; the real one talks to registries, tests
-/// substitute fakes. Errors stay typed so the engine can tell an outage
-/// (which `onRegistryError: allow` may forgive) from an answer about the
-/// image (which it may not).
-pub trait Backend: Send + Sync + 'static {
-    /// The digest a tag names.
-    fn resolve(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-    ) -> BoxFuture<'static, Result<Digest, RegistryError>>;
-    /// Verify the signatures of `image` (pinned by digest).
-    fn verify(
-        &self,
-        client: RegistryClient,
-        image: ImageRef,
-        requirements: Requirements,
-    ) -> BoxFuture<'static, Result<Verdict, VerifyError>>;
-}
+use super::ports::Backend;
 
 /// Why the registry work for one image gave no verdict. Cheap to clone, so
 /// one failed computation can be shared by every review waiting on it.

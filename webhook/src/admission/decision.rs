@@ -41,8 +41,8 @@ pub struct PatchOp {
 pub struct ImageDecision {
     /// JSON pointer of the image field.
     pub pointer: String,
-    /// `container "app"`, `init container "setup"`, …
-    pub container: String,
+    /// Which field: `container "app"`, `init container "setup"`, `image volume "models"`, …
+    pub site: String,
     /// The image as written.
     pub image: Option<String>,
     /// The rule that applied.
@@ -84,6 +84,16 @@ impl ObjectDecision {
         ObjectDecision {
             allowed: true,
             skipped: Some(why.into()),
+            ..Default::default()
+        }
+    }
+
+    /// An object the engine could not judge (`Err` of
+    /// [`super::Engine::decide`]), as a denial naming why.
+    pub fn invalid(reason: String) -> ObjectDecision {
+        ObjectDecision {
+            allowed: false,
+            reasons: vec![reason],
             ..Default::default()
         }
     }

@@ -1,31 +1,66 @@
 //! One image field checked: trusted registry, matching rule, the tag
-//! resolved to a digest (tag cache), the digest verified (verdict cache,
-//! single flight, under the review's deadline and the process-wide bound on
-//! registry work), then the patch that pins it or the reason it is denied.
+//! resolved to a digest (tag cache), the digest verified (verdict cache),
+//! both per credential, single flight, under the review's deadline and the
+//! process-wide bound on registry work; then the patch that pins it or the
+//! reason it is denied.
 
+use std::future::Future;
+use std::hash::Hash;
+
+use imgate_core::policy::{HumanDuration, Mode, PinScope, Rule};
+use imgate_core::reference::ImageRef;
+use imgate_core::workload::PodCarrier;
+
+use super::report::{assemble, registry_failure, too_many_images};
 use super::*;
+use crate::cache::Lookup;
+
+/// The metric labels of one cache: its name, and the registry operation it
+/// stands for when the registry fails.
+struct CacheLabels {
+    cache: &'static str,
+    operation: &'static str,
+    /// What was being done, should the computation be lost.
+    doing: &'static str,
+}
+
+const TAGS: CacheLabels = CacheLabels {
+    cache: "tag",
+    operation: "resolve",
+    doing: "resolving the tag",
+};
+const VERIFIED: CacheLabels = CacheLabels {
+    cache: "verified",
+    operation: "verify",
+    doing: "verifying",
+};
 
 impl Engine {
-    pub(super) async fn decide_sites(&self, ctx: &Ctx, sites: &[ImageSite]) -> ObjectDecision {
+    pub(super) async fn decide_images(
+        &self,
+        check: &ObjectCheck,
+        images: &[PodImage],
+    ) -> ObjectDecision {
         let distinct: std::collections::BTreeSet<&str> =
-            sites.iter().filter_map(|s| s.image.as_deref()).collect();
-        if distinct.len() > ctx.policy.limits.max_images_per_object {
+            images.iter().filter_map(|i| i.image.as_deref()).collect();
+        if distinct.len() > check.policy.limits.max_images_per_object {
             // Before any registry call: each image costs requests, memory
             // and sockets, and the object, not imgate, chose how many.
-            return too_many_images(&ctx.policy, distinct.len());
+            return too_many_images(&check.policy, distinct.len());
         }
-        let images =
-            futures::future::join_all(sites.iter().map(|site| self.check_site(ctx, site))).await;
-        assemble(&ctx.policy, ctx.endpoint, images)
+        let decisions =
+            futures::future::join_all(images.iter().map(|image| self.check_image(check, image)))
+                .await;
+        assemble(&check.policy, check.endpoint, decisions)
     }
 
     /// The verdict on one image field.
-    pub(super) async fn check_site(&self, ctx: &Ctx, site: &ImageSite) -> ImageDecision {
-        let policy = &ctx.policy;
+    async fn check_image(&self, check: &ObjectCheck, site: &PodImage) -> ImageDecision {
+        let policy = &check.policy;
         let who = site.describe();
         let mut decision = ImageDecision {
             pointer: site.pointer.clone(),
-            container: who.clone(),
+            site: who.clone(),
             image: site.image.clone(),
             rule: None,
             digest: None,
@@ -73,45 +108,37 @@ impl Engine {
             PinScope::None => false,
         };
         let needs_digest = rule.requires_signature() || (in_pin_scope && image.digest.is_none());
-        let digest = if needs_digest {
-            match self.digest_of(ctx, &image).await {
-                Ok(digest) => digest,
-                Err(err) => {
-                    return registry_failure(decision, policy, &who, written, &rule.name, err)
-                }
-            }
-        } else {
+        if !needs_digest {
             // Nothing to verify and nothing to pin: no registry call at all.
             decision.digest = image.digest.clone();
             decision.allowed = true;
             return decision;
+        }
+        let checked = self.digest_and_verdict(check, rule, &image).await;
+        let (digest, verdict) = match checked {
+            Ok(checked) => checked,
+            Err(err) => return registry_failure(decision, policy, &who, written, &rule.name, err),
         };
         decision.digest = Some(digest.clone());
-        if rule.requires_signature() {
-            let subject = image.at_digest(digest.clone());
-            match self.verdict(ctx, rule, &subject).await {
-                Ok(Verdict::Verified(_)) => decision.verified = true,
-                Ok(Verdict::Denied { unmet, .. }) => {
-                    let unmet: Vec<String> = unmet.iter().map(ToString::to_string).collect();
-                    decision.reason = Some(format!(
-                        "{who}: image {written:?} ({digest}): rule {:?}: {}",
-                        rule.name,
-                        if unmet.is_empty() {
-                            "not verified".to_string()
-                        } else {
-                            unmet.join("; ")
-                        }
-                    ));
-                    return decision;
-                }
-                Err(err) => {
-                    return registry_failure(decision, policy, &who, written, &rule.name, err)
-                }
+        match verdict {
+            None | Some(Verdict::Verified(_)) => decision.verified = verdict.is_some(),
+            Some(Verdict::Denied { unmet, .. }) => {
+                let unmet: Vec<String> = unmet.iter().map(ToString::to_string).collect();
+                decision.reason = Some(format!(
+                    "{who}: image {written:?} ({digest}): rule {:?}: {}",
+                    rule.name,
+                    if unmet.is_empty() {
+                        "not verified".to_string()
+                    } else {
+                        unmet.join("; ")
+                    }
+                ));
+                return decision;
             }
         }
         decision.allowed = true;
         if in_pin_scope && image.digest.is_none() {
-            match ctx.endpoint {
+            match check.endpoint {
                 Endpoint::Mutate => decision.pinned = Some(image.pinned(digest).to_string()),
                 // Mutate pins what it admits; an unpinned image here was added
                 // or changed after it (e.g. by a sidecar injector). Audit mode
@@ -129,95 +156,63 @@ impl Engine {
         decision
     }
 
-    /// The digest of `image`: its own if pinned, else the tag's (cached briefly).
-    pub(super) async fn digest_of(
+    /// The digest of `image` and, when `rule` requires a signature, the
+    /// verdict on it, both as the credential this object uses for the
+    /// registry sees them.
+    async fn digest_and_verdict(
         &self,
-        ctx: &Ctx,
+        check: &ObjectCheck,
+        rule: &Rule,
         image: &ImageRef,
-    ) -> Result<Digest, CheckError> {
-        if let Some(digest) = &image.digest {
-            return Ok(digest.clone());
-        }
-        let key = image.to_string();
-        // A hit needs no computation, timer or credentials: the warm path.
-        if let Some(digest) = ctx.caches.tags.get(&key) {
-            self.metrics.cache_hit("tag");
-            return Ok(digest);
-        }
-        let backend = Arc::clone(&self.backend);
-        let client = ctx.client_for(&image.registry);
-        let target = image.clone();
-        let ttl = ctx.policy.cache.tag_ttl.get();
-        let slots = Arc::clone(&self.registry_slots);
-        let compute = async move {
-            let _slot = slots.acquire_owned().await;
-            let client = client.await;
-            match backend.resolve(client, target).await {
-                Ok(digest) => Ok((digest, ttl)),
-                Err(err) => Err(CheckError::Resolve(Arc::new(err))),
-            }
-        };
-        let lookup = tokio::time::timeout_at(
-            ctx.deadline_at,
-            ctx.caches.tags.get_or_compute(key, compute),
+    ) -> Result<(Digest, Option<Verdict>), CheckError> {
+        // The pod's pull secrets are read (once per object) before any cache
+        // is asked: the answer depends on who asks.
+        let access = tokio::time::timeout_at(
+            check.deadline_at,
+            check.access.for_registry(&image.registry),
         );
-        match lookup.await {
-            Err(_) => {
-                self.metrics.registry_error("deadline");
-                Err(CheckError::Deadline(HumanDuration(self.deadline)))
-            }
-            Ok(Lookup::Hit(digest)) => {
-                self.metrics.cache_hit("tag");
-                Ok(digest)
-            }
-            Ok(Lookup::Fresh(digest)) => {
-                self.metrics.cache_miss("tag");
-                Ok(digest)
-            }
-            Ok(Lookup::Failed(err)) => {
-                self.metrics.registry_error("resolve");
-                Err(err)
-            }
-            Ok(Lookup::Expired) => {
-                self.metrics.registry_error("deadline");
-                Err(CheckError::Deadline(HumanDuration(
-                    self.flight_limits.run_for,
-                )))
-            }
-            Ok(Lookup::Lost) => Err(CheckError::Internal("resolving the tag")),
-        }
-    }
-
-    /// The verdict for `subject` (pinned) under `rule`, cached by
-    /// (repository, digest, rule fingerprint), one verification in flight per key.
-    pub(super) async fn verdict(
-        &self,
-        ctx: &Ctx,
-        rule: &imgate_core::policy::Rule,
-        subject: &ImageRef,
-    ) -> Result<Verdict, CheckError> {
-        let Some(digest) = subject.digest.clone() else {
-            return Err(CheckError::Internal("verifying an unpinned reference"));
+        let Ok((client, credential)) = access.await else {
+            self.metrics.registry_error("deadline");
+            return Err(CheckError::Deadline(HumanDuration(self.deadline)));
         };
-        let key = (subject.name(), digest, rule.fingerprint().to_string());
-        if let Some(verdict) = ctx.caches.verified.get(&key) {
-            self.metrics.cache_hit("verified");
-            return Ok(verdict);
+        let digest = match &image.digest {
+            Some(digest) => digest.clone(),
+            None => {
+                let backend = Arc::clone(&self.backend);
+                let (client, target) = (client.clone(), image.clone());
+                let ttl = check.policy.cache.tag_ttl.get();
+                let resolve = async move {
+                    match backend.resolve(client, target).await {
+                        Ok(digest) => Ok((digest, ttl)),
+                        Err(err) => Err(CheckError::Resolve(Arc::new(err))),
+                    }
+                };
+                let key = (credential, image.to_string());
+                self.cached(check, &check.caches.tags, &TAGS, key, resolve)
+                    .await?
+            }
+        };
+        if !rule.requires_signature() {
+            return Ok((digest, None));
         }
+        let subject = image.at_digest(digest.clone());
+        let key = (
+            credential,
+            subject.name(),
+            digest.clone(),
+            rule.fingerprint().to_string(),
+        );
         let backend = Arc::clone(&self.backend);
-        let client = ctx.client_for(&subject.registry);
-        let target = subject.clone();
         let requirements = rule.requirements();
         let metrics = Arc::clone(&self.metrics);
-        let verified_ttl = ctx.policy.cache.verified_ttl.get();
-        let denied_ttl = ctx.policy.cache.denied_ttl.get();
-        let slots = Arc::clone(&self.registry_slots);
-        let compute = async move {
-            let _slot = slots.acquire_owned().await;
+        let (verified_ttl, denied_ttl) = (
+            check.policy.cache.verified_ttl.get(),
+            check.policy.cache.denied_ttl.get(),
+        );
+        let verify = async move {
             metrics.verification();
-            let client = client.await;
             let verdict = backend
-                .verify(client, target, requirements)
+                .verify(client, subject, requirements)
                 .await
                 .map_err(|err| CheckError::Verify(Arc::new(err)))?;
             let ttl = if verdict.is_verified() {
@@ -227,26 +222,53 @@ impl Engine {
             };
             Ok((verdict, ttl))
         };
-        match tokio::time::timeout_at(
-            ctx.deadline_at,
-            ctx.caches.verified.get_or_compute(key, compute),
-        )
-        .await
-        {
+        let verdict = self
+            .cached(check, &check.caches.verified, &VERIFIED, key, verify)
+            .await?;
+        Ok((digest, Some(verdict)))
+    }
+
+    /// `key` from `cache`, or computed once (single flight, in a registry
+    /// slot) for every review waiting on it, within the review's deadline.
+    async fn cached<K, V, Fut>(
+        &self,
+        check: &ObjectCheck,
+        cache: &FlightCache<K, V, CheckError>,
+        labels: &CacheLabels,
+        key: K,
+        compute: Fut,
+    ) -> Result<V, CheckError>
+    where
+        K: Clone + Eq + Hash + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(V, Duration), CheckError>> + Send + 'static,
+    {
+        // A hit needs no computation, timer or slot: the warm path.
+        if let Some(value) = cache.get(&key) {
+            self.metrics.cache_hit(labels.cache);
+            return Ok(value);
+        }
+        let slots = Arc::clone(&self.registry_slots);
+        let compute = async move {
+            let _slot = slots.acquire_owned().await;
+            compute.await
+        };
+        let lookup = tokio::time::timeout_at(check.deadline_at, cache.get_or_compute(key, compute));
+        match lookup.await {
             Err(_) => {
                 self.metrics.registry_error("deadline");
                 Err(CheckError::Deadline(HumanDuration(self.deadline)))
             }
-            Ok(Lookup::Hit(verdict)) => {
-                self.metrics.cache_hit("verified");
-                Ok(verdict)
+            Ok(Lookup::Hit(value)) => {
+                self.metrics.cache_hit(labels.cache);
+                Ok(value)
             }
-            Ok(Lookup::Fresh(verdict)) => {
-                self.metrics.cache_miss("verified");
-                Ok(verdict)
+            Ok(Lookup::Fresh(value)) => {
+                self.metrics.cache_miss(labels.cache);
+                Ok(value)
             }
             Ok(Lookup::Failed(err)) => {
-                self.metrics.registry_error("verify");
+                self.metrics.registry_error(labels.operation);
                 Err(err)
             }
             Ok(Lookup::Expired) => {
@@ -255,7 +277,7 @@ impl Engine {
                     self.flight_limits.run_for,
                 )))
             }
-            Ok(Lookup::Lost) => Err(CheckError::Internal("verifying")),
+            Ok(Lookup::Lost) => Err(CheckError::Internal(labels.doing)),
         }
     }
 }

@@ -1,15 +1,49 @@
 //! How the engine reports a decision: the object's verdict assembled from
-//! its images' verdicts under the policy's mode, the AdmissionResponse, the
-//! metrics and the one-line audit record.
+//! its images' verdicts under the policy's mode, the AdmissionReview answer
+//! to the API server, the metrics and the one-line audit record.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use imgate_core::policy::{Mode, OnRegistryError, Policy};
 use serde_json::Value;
 
-use super::{CheckError, Endpoint, ImageDecision, ObjectDecision, PatchOp, WOULD_DENY_ANNOTATION};
+use super::{
+    Admission, CheckError, Endpoint, Engine, ImageDecision, ObjectDecision, PatchOp,
+    WOULD_DENY_ANNOTATION,
+};
 use crate::metrics::Metrics;
-use crate::review::{AdmissionRequest, AdmissionResponse};
+use crate::review::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+
+/// Answers an API server's review that `arrived` at the server: the
+/// request becomes an [`Admission`] for [`Engine::decide`], the decision an
+/// AdmissionResponse that echoes the uid, always. Policy denials are
+/// `allowed: false` with a 403 status; a request the engine cannot use is
+/// `invalid` (400). Writes the decision log line and the latency metric.
+pub async fn answer_review(
+    engine: &Engine,
+    review: AdmissionReview,
+    endpoint: Endpoint,
+    arrived: Instant,
+) -> AdmissionReview {
+    let Some(request) = review.request else {
+        return AdmissionResponse::invalid("", "admission review has no request").into_review();
+    };
+    let policy = engine.policy();
+    let decision = match Admission::from_request(&request, endpoint, arrived) {
+        Ok(admission) => engine.decide_under(&policy, &admission).await,
+        Err(message) => Err(message),
+    };
+    let response = match &decision {
+        Err(message) => AdmissionResponse::invalid(&request.uid, message.clone()),
+        Ok(decision) => to_response(&request.uid, &policy, decision),
+    };
+    let latency = arrived.elapsed();
+    engine
+        .metrics()
+        .observe_review(endpoint.as_str(), latency.as_secs_f64());
+    log_decision(&request, &response, decision.as_ref().ok(), latency);
+    response.into_review()
+}
 
 /// Turns per-image verdicts into the object's decision under the policy's mode.
 pub(super) fn assemble(
@@ -38,7 +72,7 @@ pub(super) fn assemble(
             if audit {
                 decision.warnings.push(format!(
                     "imgate audit: would pin {} to {pinned}",
-                    image.container
+                    image.site
                 ));
             } else if endpoint == Endpoint::Mutate {
                 decision.patch.push(PatchOp {
@@ -89,10 +123,17 @@ pub(super) fn registry_failure(
 /// An object naming `count` distinct images, more than the policy's cap:
 /// denied (or, in audit mode, reported) without checking any.
 pub(super) fn too_many_images(policy: &Policy, count: usize) -> ObjectDecision {
-    let reason = format!(
-        "object has {count} distinct images, more than limits.maxImagesPerObject ({}) allows; none was checked",
-        policy.limits.max_images_per_object
-    );
+    object_denial(
+        policy,
+        format!(
+            "object has {count} distinct images, more than limits.maxImagesPerObject ({}) allows; none was checked",
+            policy.limits.max_images_per_object
+        ),
+    )
+}
+
+/// The whole object denied for `reason` (in audit mode, reported).
+pub(super) fn object_denial(policy: &Policy, reason: String) -> ObjectDecision {
     match policy.mode {
         Mode::Enforce => ObjectDecision {
             allowed: false,
@@ -182,13 +223,16 @@ pub(super) fn log_decision(
         user = request.user_info.username.as_deref().unwrap_or_default(),
         name = %name,
         dry_run = request.dry_run.unwrap_or(false),
+        site = %join(&|i| Some(i.site.clone())),
         image = %join(&|i| i.image.clone()),
         digest = %join(&|i| i.digest.as_ref().map(ToString::to_string)),
         rule = %join(&|i| i.rule.clone()),
         allowed = response.allowed,
         patched = response.patch.is_some(),
         reason = %reason,
-        latency_ms = latency.as_secs_f64() * 1000.0,
+        // Microseconds are enough, and spare the reader float noise
+        // (`0.11372299999999999`).
+        latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
         "admission decision"
     );
 }

@@ -16,7 +16,7 @@ use imgate_core::signature::{Format, Requirements, Unmet, Verdict, Verified, Ver
 use serde_json::Value;
 
 use super::*;
-use crate::review::{parse_review, AdmissionReview};
+use crate::review::{parse_review, AdmissionResponse, AdmissionReview};
 
 const REGISTRY: &str = "registry.test";
 
@@ -182,9 +182,23 @@ fn engine_with(extra: &str, backend: Arc<FakeBackend>, deadline: Duration) -> En
         ..ClientConfig::default()
     })
     .unwrap();
-    let mut opts = EngineOptions::new(client);
-    opts.deadline = deadline;
-    Engine::with_backend(policy(extra), opts, backend)
+    Engine::builder(policy(extra), client)
+        .deadline(deadline)
+        .backend(backend)
+        .build()
+}
+
+/// The engine's answer to an API server's review arriving now.
+async fn answer(engine: &Engine, review: AdmissionReview, endpoint: Endpoint) -> AdmissionReview {
+    answer_review(engine, review, endpoint, std::time::Instant::now()).await
+}
+
+/// The engine's decision on a manifest, as `imgate admit` asks for it.
+async fn admit(engine: &Engine, object: &Value, endpoint: Endpoint) -> ObjectDecision {
+    engine
+        .decide(&Admission::manifest(object, "default", endpoint))
+        .await
+        .unwrap_or_else(ObjectDecision::invalid)
 }
 
 fn make(extra: &str, backend: Arc<FakeBackend>) -> Engine {
@@ -212,9 +226,7 @@ async fn run(
 ) -> (AdmissionReview, AdmissionResponse) {
     let request = fixture(name);
     let uid = request.request.as_ref().unwrap().uid.clone();
-    let out = engine
-        .review(request.clone(), endpoint, BTreeMap::new())
-        .await;
+    let out = answer(engine, request.clone(), endpoint).await;
     assert_eq!(out.api_version, "admission.k8s.io/v1");
     assert_eq!(out.kind, "AdmissionReview");
     let response = out.response.clone().unwrap();
@@ -257,9 +269,7 @@ async fn signed_pod_is_allowed_and_pinned() {
     // The patched object passes validation without a second verification.
     let mut second = request.clone();
     second.request.as_mut().unwrap().object = Some(object);
-    let out = engine
-        .review(second, Endpoint::Validate, BTreeMap::new())
-        .await;
+    let out = answer(&engine, second, Endpoint::Validate).await;
     let response = out.response.unwrap();
     assert!(response.allowed, "{response:?}");
     assert!(response.patch.is_none());
@@ -457,29 +467,21 @@ async fn malformed_images_and_missing_objects() {
     let mut review = fixture("pod-signed.json");
     let request = review.request.as_mut().unwrap();
     request.object.as_mut().unwrap()["spec"]["containers"][0]["image"] = "Not A Reference".into();
-    let out = engine
-        .review(review.clone(), Endpoint::Mutate, BTreeMap::new())
-        .await;
+    let out = answer(&engine, review.clone(), Endpoint::Mutate).await;
     let response = out.response.unwrap();
     assert!(!response.allowed);
     assert!(message(&response)
         .contains("container \"app\": image \"Not A Reference\" is not a valid reference"));
 
     review.request.as_mut().unwrap().object = None;
-    let response = engine
-        .review(review, Endpoint::Mutate, BTreeMap::new())
+    let response = answer(&engine, review, Endpoint::Mutate)
         .await
         .response
         .unwrap();
     assert!(!response.allowed);
     assert_eq!(response.status.unwrap().code, Some(400));
 
-    let response = engine
-        .review(
-            AdmissionReview::default(),
-            Endpoint::Mutate,
-            BTreeMap::new(),
-        )
+    let response = answer(&engine, AdmissionReview::default(), Endpoint::Mutate)
         .await
         .response
         .unwrap();
@@ -492,17 +494,13 @@ async fn verify_none_rules_need_no_registry_unless_pinning() {
     let engine = make("pinDigests: none\n", backend.clone());
     let object = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}});
-    let decision = engine
-        .admit_object(&object, "default", Endpoint::Mutate)
-        .await;
+    let decision = admit(&engine, &object, Endpoint::Mutate).await;
     assert!(decision.allowed, "{decision:?}");
     assert_eq!(backend.calls(), 0);
     assert_eq!(decision.images[0].rule.as_deref(), Some("upstream"));
 
     let engine = make("", backend.clone());
-    let decision = engine
-        .admit_object(&object, "default", Endpoint::Mutate)
-        .await;
+    let decision = admit(&engine, &object, Endpoint::Mutate).await;
     assert!(decision.allowed);
     assert_eq!(backend.resolves.load(Ordering::SeqCst), 1);
     assert_eq!(backend.verifies.load(Ordering::SeqCst), 0);
@@ -521,9 +519,7 @@ async fn admit_object_uses_the_objects_namespace_and_kind() {
     let engine = make("", backend.clone());
     let review = fixture("cronjob-unsigned.json");
     let object = review.request.unwrap().object.unwrap();
-    let decision = engine
-        .admit_object(&object, "default", Endpoint::Mutate)
-        .await;
+    let decision = admit(&engine, &object, Endpoint::Mutate).await;
     assert!(!decision.allowed);
     assert_eq!(decision.images.len(), 2);
     assert_eq!(
@@ -533,19 +529,12 @@ async fn admit_object_uses_the_objects_namespace_and_kind() {
     assert!(decision.patch.is_empty());
     let mut excluded = object.clone();
     excluded["metadata"]["namespace"] = "kube-system".into();
-    let decision = engine
-        .admit_object(&excluded, "default", Endpoint::Mutate)
-        .await;
+    let decision = admit(&engine, &excluded, Endpoint::Mutate).await;
     assert!(decision.allowed);
     assert!(decision.skipped.is_some());
     let other =
         serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}});
-    assert!(
-        engine
-            .admit_object(&other, "default", Endpoint::Mutate)
-            .await
-            .allowed
-    );
+    assert!(admit(&engine, &other, Endpoint::Mutate).await.allowed);
 }
 
 #[tokio::test]
@@ -559,8 +548,7 @@ async fn updates_judge_only_new_or_changed_images() {
     request.old_object = request.object.clone();
     request.object.as_mut().unwrap()["metadata"]["labels"]["new"] = "label".into();
     for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
-        let response = engine
-            .review(review.clone(), endpoint, BTreeMap::new())
+        let response = answer(&engine, review.clone(), endpoint)
             .await
             .response
             .unwrap();
@@ -572,8 +560,7 @@ async fn updates_judge_only_new_or_changed_images() {
     let request = review.request.as_mut().unwrap();
     request.object.as_mut().unwrap()["spec"]["containers"][0]["image"] =
         format!("{REGISTRY}/imgate/unsigned:v2").into();
-    let response = engine
-        .review(review, Endpoint::Mutate, BTreeMap::new())
+    let response = answer(&engine, review, Endpoint::Mutate)
         .await
         .response
         .unwrap();
@@ -584,3 +571,4 @@ async fn updates_judge_only_new_or_changed_images() {
 mod limits;
 mod pull_secrets;
 mod registry_errors;
+mod workloads;

@@ -41,6 +41,16 @@ fn legacy(
     super::legacy(index, payload, &ann, digest, repository, req)
 }
 
+/// `super::bundle` for an image in [`VECTOR_REPO`].
+fn bundle(
+    index: usize,
+    bytes: &[u8],
+    digest: &Digest,
+    req: &Requirements,
+) -> Result<Verified, Vec<Unmet>> {
+    super::bundle(index, bytes, digest, VECTOR_REPO, req)
+}
+
 fn vector_key() -> PublicKey {
     PublicKey::from_pem(VECTOR_PUB, "vector.pub").unwrap()
 }
@@ -412,6 +422,34 @@ fn generated_key_bundle_round_trip_and_annotations() {
         bundle(1, b"{}", &d, &r).unwrap_err()[..],
         [Unmet::Malformed { .. }]
     ));
+}
+
+#[test]
+fn a_bundle_never_satisfies_match_repository() {
+    let key = SigningKey::generate();
+    let d = Digest::sha256(b"image");
+    let statement = bundle::build_statement(&d, &BTreeMap::new());
+    let sig = key.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, &statement));
+    let bytes = bundle::build_bundle(&statement, &sig, &key.public_key().hint());
+    let mut r = req(vec![key.public_key()]);
+    assert!(bundle(1, &bytes, &d, &r).is_ok());
+    r.match_repository = true;
+    let err = bundle(2, &bytes, &d, &r).unwrap_err();
+    assert_eq!(
+        err,
+        vec![Unmet::NoRepository {
+            signature: SignatureId {
+                index: 2,
+                format: Format::Bundle
+            },
+            want: VECTOR_REPO.to_string(),
+        }]
+    );
+    assert!(
+        err[0].to_string().contains("names no repository"),
+        "{}",
+        err[0]
+    );
 }
 
 #[test]

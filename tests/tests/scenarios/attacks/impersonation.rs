@@ -8,12 +8,11 @@
 //! imgate read a pull secret; without client authentication,
 //! `--kube-pull-secrets` needs an explicit, documented opt-in.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
-use imgate_tests::kubeapi::{self, FakeKubeApi};
+use imgate_tests::kubeapi::KubeApi;
 use imgate_tests::pki::TestCa;
 use imgate_tests::webhook::{generate_certs, pod, review, ClientIdentity, Webhook, WebhookOptions};
 use imgate_tests::{block_on, ImageBuilder, PushWith, Registry, Variant};
@@ -21,7 +20,7 @@ use serde_json::Value;
 
 struct Env {
     registry: Registry,
-    api: FakeKubeApi,
+    api: KubeApi,
     dir: tempfile::TempDir,
     /// The private image, `host/team/private:v1`, and its digest.
     image: String,
@@ -37,18 +36,12 @@ impl Env {
             .await
             .unwrap();
         let (user, password) = registry.credentials().unwrap();
-        let api = FakeKubeApi::start(HashMap::from([
-            (
-                kubeapi::path("victim", "secrets", "regcred"),
-                kubeapi::pull_secret(registry.host(), user, password),
-            ),
-            (
-                kubeapi::path("victim", "serviceaccounts", "default"),
-                kubeapi::service_account(),
-            ),
-        ]))
-        .await
-        .unwrap();
+        let api = KubeApi::start().await.unwrap();
+        api.put(
+            "/api/v1/namespaces/victim/serviceaccounts/default",
+            serde_json::json!({"metadata": {"name": "default"}}),
+        );
+        api.put_pull_secret("victim", "regcred", registry.host(), user, password);
         let dir = tempfile::tempdir().unwrap();
         generate_certs(&dir.path().join("certs"), false).unwrap();
         let host = registry.host();
@@ -92,8 +85,8 @@ impl Env {
     }
 
     fn secret_reads(&self) -> usize {
-        let secret = kubeapi::path("victim", "secrets", "regcred");
-        self.api.reads().iter().filter(|p| **p == secret).count()
+        let secret = "/api/v1/namespaces/victim/secrets/regcred";
+        self.api.hits().iter().filter(|p| *p == secret).count()
     }
 }
 
@@ -150,7 +143,7 @@ fn pull_secrets_without_client_authentication_need_an_explicit_opt_in() {
             err.contains("--client-ca") && err.contains("--allow-unauthenticated-pull-secrets"),
             "{err}"
         );
-        assert_eq!(env.api.reads(), Vec::<String>::new());
+        assert_eq!(env.api.hits(), Vec::<String>::new());
 
         let webhook = Webhook::start(&env.options(&[
             "--kube-pull-secrets",
@@ -171,7 +164,7 @@ fn pull_secrets_without_client_authentication_need_an_explicit_opt_in() {
         .unwrap();
         assert_eq!(answer["allowed"], true, "{answer}");
         assert!(pinned_image(&answer).ends_with(&env.digest), "{answer}");
-        assert!(env.secret_reads() >= 1, "{:?}", env.api.reads());
+        assert!(env.secret_reads() >= 1, "{:?}", env.api.hits());
     });
 }
 
@@ -198,7 +191,7 @@ fn only_the_api_servers_certificate_may_spend_a_namespaces_pull_secrets() {
         let foreign = post(&webhook, &webhook.client_as(&stranger).unwrap(), &forged).await;
         assert!(foreign.is_err(), "{foreign:?}");
         assert_eq!(
-            env.api.reads(),
+            env.api.hits(),
             Vec::<String>::new(),
             "no API reads for them"
         );
@@ -219,7 +212,7 @@ fn only_the_api_servers_certificate_may_spend_a_namespaces_pull_secrets() {
             .unwrap();
         assert_eq!(answer["allowed"], true, "{answer}");
         assert!(pinned_image(&answer).ends_with(&env.digest), "{answer}");
-        assert!(env.secret_reads() >= 1, "{:?}", env.api.reads());
+        assert!(env.secret_reads() >= 1, "{:?}", env.api.hits());
 
         // Rotation: the file now names a new CA; after the reload the old
         // certificate is refused and the new one accepted.
@@ -273,7 +266,7 @@ fn the_metrics_port_serves_no_reviews() {
             assert!(matches!(status, 404 | 405), "{path}: {status} {body}");
             assert!(!body.contains("\"uid\""), "{path}: {body}");
         }
-        assert_eq!(env.api.reads(), Vec::<String>::new());
+        assert_eq!(env.api.hits(), Vec::<String>::new());
         assert!(
             !webhook.logs().contains("admission decision"),
             "{}",

@@ -456,3 +456,45 @@ fn client_authentication_recipe_from_the_doc() {
         assert!(anonymous.is_err(), "{anonymous:?}");
     });
 }
+
+/// Every repository path DEVELOPMENT.md names in backquotes (`core/src/…`,
+/// `scripts/bench.sh`, `tests/tests/scenarios/`) exists, so the guide for
+/// people changing imgate never points at a file that moved.
+#[test]
+fn development_md_paths_exist() {
+    let root = workspace_root();
+    let text = std::fs::read_to_string(root.join("DEVELOPMENT.md")).expect("DEVELOPMENT.md");
+    let tops = [
+        "cli/",
+        "core/",
+        "keys/",
+        "webhook/",
+        "tests/",
+        "fuzz/",
+        "scripts/",
+        "docs/",
+        "deploy/",
+        "fixtures/",
+    ];
+    let mut checked = Vec::new();
+    let mut missing = Vec::new();
+    for (i, quoted) in text.split('`').enumerate() {
+        // Odd pieces are inside backquotes.
+        if i % 2 == 0 || !tops.iter().any(|top| quoted.starts_with(top)) {
+            continue;
+        }
+        // `deploy*`, `core/src/…` and the like name a family, not a path.
+        if quoted.contains(['*', '…', ' ', '<', '$']) {
+            continue;
+        }
+        checked.push(quoted.to_string());
+        if !root.join(quoted).exists() {
+            missing.push(quoted.to_string());
+        }
+    }
+    assert!(checked.len() >= 30, "found only {checked:?}");
+    assert!(
+        missing.is_empty(),
+        "DEVELOPMENT.md names paths that do not exist: {missing:?}"
+    );
+}

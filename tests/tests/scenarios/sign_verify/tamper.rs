@@ -85,7 +85,8 @@ async fn tamper_matrix(format: &str) {
 
     // A mirror (same digest, another repository) with the signature copied:
     // passes by default, as in cosign; legacy payloads name the repository,
-    // so --match-repository denies; bundles name none, so it does not apply.
+    // so --match-repository denies; bundles name none, so under
+    // --match-repository they never qualify, even in their own repository.
     let mirror = ctx.push("tamper-a", "mirror/app", "a").await;
     assert_eq!(mirror.digest, a.digest);
     copy_signature(&ctx, &a, &mirror, legacy).await;
@@ -99,7 +100,14 @@ async fn tamper_matrix(format: &str) {
         assert!(run.stdout.contains("team/app"), "{}", run.stdout);
         ctx.assert_verified(&[&p1], &["--match-repository", &a.reference]);
     } else {
-        ctx.assert_verified(&[&p1], &["--match-repository", &mirror.reference]);
+        for image in [&mirror, &a] {
+            let run = ctx.assert_denied(
+                &[&p1],
+                &["--match-repository", &image.reference],
+                "no_repository",
+            );
+            assert!(run.stdout.contains("names no repository"), "{}", run.stdout);
+        }
     }
 
     // Hand-crafted: the signature kept, the layer descriptor pointing at other

@@ -34,9 +34,7 @@ fn pod_with_images_named(count: usize, prefix: &str) -> Value {
 async fn too_many_distinct_images_are_denied_before_any_registry_call() {
     let backend = FakeBackend::new(Health::Up);
     let engine = make("", backend.clone());
-    let decision = engine
-        .admit_object(&pod_with_images(200), "default", Endpoint::Mutate)
-        .await;
+    let decision = admit(&engine, &pod_with_images(200), Endpoint::Mutate).await;
     assert!(!decision.allowed, "{decision:?}");
     let reasons = decision.reasons.join("; ");
     assert!(reasons.contains("200 distinct images"), "{reasons}");
@@ -51,9 +49,7 @@ async fn too_many_distinct_images_are_denied_before_any_registry_call() {
     let mut same = pod_with_images(1);
     let one = same["spec"]["containers"][0].clone();
     same["spec"]["containers"] = Value::Array(vec![one; 200]);
-    let decision = engine
-        .admit_object(&same, "default", Endpoint::Mutate)
-        .await;
+    let decision = admit(&engine, &same, Endpoint::Mutate).await;
     assert!(
         decision.reasons.iter().all(|r| !r.contains("distinct")),
         "{decision:?}"
@@ -61,9 +57,7 @@ async fn too_many_distinct_images_are_denied_before_any_registry_call() {
 
     // The cap is the policy's.
     let engine = make("limits: {maxImagesPerObject: 250}\n", backend.clone());
-    let decision = engine
-        .admit_object(&pod_with_images(200), "default", Endpoint::Mutate)
-        .await;
+    let decision = admit(&engine, &pod_with_images(200), Endpoint::Mutate).await;
     assert!(
         decision.reasons.iter().all(|r| !r.contains("distinct")),
         "{decision:?}"
@@ -119,25 +113,22 @@ async fn registry_work_is_bounded_process_wide() {
     })
     .unwrap();
     let engine = Arc::new(
-        Engine::with_backend(
-            policy("limits: {maxImagesPerObject: 40}\n"),
-            EngineOptions::new(client),
-            gauge.clone(),
-        )
-        .with_registry_concurrency(5),
+        Engine::builder(policy("limits: {maxImagesPerObject: 40}\n"), client)
+            .backend(gauge.clone())
+            .registry_concurrency(5)
+            .build(),
     );
     // Two objects at once, 40 distinct images each: the bound is shared.
     let mut tasks = Vec::new();
     for prefix in ["a", "b"] {
         let engine = Arc::clone(&engine);
         tasks.push(tokio::spawn(async move {
-            engine
-                .admit_object(
-                    &pod_with_images_named(40, prefix),
-                    "default",
-                    Endpoint::Mutate,
-                )
-                .await
+            admit(
+                &engine,
+                &pod_with_images_named(40, prefix),
+                Endpoint::Mutate,
+            )
+            .await
         }));
     }
     for task in tasks {
@@ -205,9 +196,12 @@ async fn a_recovered_registry_is_seen_without_waiting_for_a_hung_attempt() {
         ..ClientConfig::default()
     })
     .unwrap();
-    let mut opts = EngineOptions::new(client);
-    opts.deadline = Duration::from_secs(2);
-    let engine = Arc::new(Engine::with_backend(policy(""), opts, backend.clone()));
+    let engine = Arc::new(
+        Engine::builder(policy(""), client)
+            .deadline(Duration::from_secs(2))
+            .backend(backend.clone())
+            .build(),
+    );
     // A review while the registry hangs: its attempt hangs with it.
     let first = {
         let engine = Arc::clone(&engine);

@@ -46,11 +46,12 @@ async fn pull_secret_lookups_run_under_the_deadline_from_arrival() {
     }))
     .unwrap();
     let deadline = Duration::from_millis(600);
-    let mut opts = EngineOptions::new(client);
-    opts.deadline = deadline;
-    let metrics = Arc::clone(&opts.metrics);
-    let engine = Engine::new(policy, opts);
-    let state = crate::server::AppState::new(engine, metrics, Some(Arc::new(kube)));
+    let engine = Engine::builder(policy, client)
+        .deadline(deadline)
+        .pull_secrets(Arc::new(kube))
+        .build();
+    let metrics = Arc::clone(engine.metrics());
+    let state = crate::server::AppState::new(engine, metrics);
 
     let mut review = fixture_at("pod-signed.json", &registry);
     review.request.as_mut().unwrap().object.as_mut().unwrap()["spec"]["imagePullSecrets"] =
@@ -81,39 +82,57 @@ async fn pull_secret_lookups_run_under_the_deadline_from_arrival() {
     drop(hanging);
 }
 
-/// Records what the engine asks for; knows no credentials.
+/// Records what the engine asks for; holds credentials for the namespaces
+/// it is given.
 #[derive(Default)]
 struct RecordingSecrets {
-    asked: std::sync::Mutex<Vec<(crate::pullsecrets::PodPullSecrets, String)>>,
+    asked: std::sync::Mutex<Vec<crate::pullsecrets::PodPullSecrets>>,
+    holders: BTreeMap<String, imgate_core::registry::Credentials>,
 }
 
 impl PullSecrets for RecordingSecrets {
     fn credentials<'a>(
         &'a self,
         pod: &'a crate::pullsecrets::PodPullSecrets,
-        registry: &'a str,
-    ) -> BoxFuture<'a, Option<imgate_core::registry::Credentials>> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push((pod.clone(), registry.to_string()));
-        futures::future::ready(None).boxed()
+    ) -> BoxFuture<'a, BTreeMap<String, imgate_core::registry::Credentials>> {
+        self.asked.lock().unwrap().push(pod.clone());
+        let held = self
+            .holders
+            .get(&pod.namespace)
+            .map(|c| BTreeMap::from([(REGISTRY.to_string(), c.clone())]))
+            .unwrap_or_default();
+        futures::future::ready(held).boxed()
     }
 }
 
-#[tokio::test]
-async fn pull_secrets_are_asked_lazily_and_invalid_names_skipped() {
-    let backend = FakeBackend::new(Health::Up);
-    let engine = make("", backend.clone());
-    let secrets = Arc::new(RecordingSecrets::default());
-    engine.set_pull_secrets(secrets.clone());
+fn engine_with_secrets(backend: Arc<FakeBackend>, secrets: Arc<RecordingSecrets>) -> Engine {
+    let client = RegistryClient::new(ClientConfig {
+        use_docker_config: false,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    Engine::builder(policy(""), client)
+        .backend(backend)
+        .pull_secrets(secrets)
+        .build()
+}
+
+fn review_in(namespace: &str, secret: &str) -> AdmissionReview {
     let mut review = fixture("pod-signed.json");
-    review.request.as_mut().unwrap().object.as_mut().unwrap()["spec"]["imagePullSecrets"] = serde_json::json!([
-        {"name": "../../victim/secrets/regcred"},
-        {"name": "regcred"}
-    ]);
-    let response = engine
-        .review(review.clone(), Endpoint::Mutate, BTreeMap::new())
+    let request = review.request.as_mut().unwrap();
+    request.namespace = Some(namespace.to_string());
+    request.object.as_mut().unwrap()["spec"]["imagePullSecrets"] =
+        serde_json::json!([{"name": "../../victim/secrets/regcred"}, {"name": secret}]);
+    review
+}
+
+#[tokio::test]
+async fn pull_secrets_are_read_once_per_object_and_invalid_names_skipped() {
+    let backend = FakeBackend::new(Health::Up);
+    let secrets = Arc::new(RecordingSecrets::default());
+    let engine = engine_with_secrets(backend.clone(), secrets.clone());
+    let review = review_in("default", "regcred");
+    let response = answer(&engine, review.clone(), Endpoint::Mutate)
         .await
         .response
         .unwrap();
@@ -125,18 +144,51 @@ async fn pull_secrets_are_asked_lazily_and_invalid_names_skipped() {
     );
     {
         let asked = secrets.asked.lock().unwrap();
-        // One ask per registry call (resolve, verify), never the invalid name.
-        assert_eq!(asked.len(), 2, "{asked:?}");
-        for (pod, registry) in asked.iter() {
-            assert_eq!(pod.namespace, "default");
-            assert_eq!(pod.secrets, vec!["regcred".to_string()]);
-            assert_eq!(registry, REGISTRY);
-        }
+        // Once for the object (resolve and verify share it), never the invalid name.
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert_eq!(asked[0].namespace, "default");
+        assert_eq!(asked[0].secrets, vec!["regcred".to_string()]);
     }
-    // Answered from the caches: no registry call, so no secret is read.
-    engine
-        .review(review, Endpoint::Mutate, BTreeMap::new())
-        .await;
+    assert_eq!(backend.calls(), 2);
+    // Again: the secrets are read (the answer depends on who asks), the
+    // registry is not (the same credential's answer is cached).
+    answer(&engine, review, Endpoint::Mutate).await;
     assert_eq!(secrets.asked.lock().unwrap().len(), 2);
     assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test]
+async fn answers_learnt_with_one_namespaces_secret_do_not_answer_another() {
+    let backend = FakeBackend::new(Health::Up);
+    let secrets = Arc::new(RecordingSecrets {
+        holders: BTreeMap::from([(
+            "victim".to_string(),
+            imgate_core::registry::Credentials {
+                username: "victim".into(),
+                password: "s3cret".into(),
+            },
+        )]),
+        ..Default::default()
+    });
+    let engine = engine_with_secrets(backend.clone(), secrets);
+    // The victim's review is answered with its credential: two registry calls.
+    let response = answer(&engine, review_in("victim", "regcred"), Endpoint::Mutate)
+        .await
+        .response
+        .unwrap();
+    assert!(response.allowed, "{response:?}");
+    assert_eq!(backend.calls(), 2);
+    // The attacker names the same image without a usable secret: its
+    // answer comes from the registry as its own credential sees it, not
+    // from the victim's cached answer.
+    answer(&engine, review_in("attacker", "regcred"), Endpoint::Mutate).await;
+    assert_eq!(
+        backend.calls(),
+        4,
+        "answered from another credential's cache"
+    );
+    // The victim again: cached for its credential.
+    answer(&engine, review_in("victim", "regcred"), Endpoint::Mutate).await;
+    assert_eq!(backend.calls(), 4);
+    assert_eq!(engine.metrics().verification_count(), 2);
 }

@@ -116,9 +116,7 @@ async fn hundred_concurrent_reviews_cost_one_verification() {
         let mut review = fixture("pod-signed.json");
         review.request.as_mut().unwrap().uid = format!("uid-{i}");
         tasks.push(tokio::spawn(async move {
-            engine
-                .review(review, Endpoint::Mutate, BTreeMap::new())
-                .await
+            answer(&engine, review, Endpoint::Mutate).await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
