@@ -11,16 +11,17 @@
 //!   which at most `max_handshakes_per_source` are still in their TLS
 //!   handshake. At the global bound a newcomer may only displace a
 //!   connection that has never completed a request (and, with client
-//!   certificates required, is not yet authenticated) and has no request
-//!   in flight, taken from the source holding the most connections;
-//!   otherwise accept waits. The API server's kept-alive connections have
+//!   certificates required, is not yet authenticated) and is not serving a
+//!   request (a body still waiting for room does not count), taken from
+//!   the source holding the most connections; otherwise accept waits. The API server's kept-alive connections have
 //!   completed requests, so a flood of newcomers never sheds them.
 //! - Bodies ([`BodyBudget`]): each body's first [`RESERVED_PER_BODY`]
 //!   bytes (all of a typical review) come from a quarter of
 //!   `max_buffered_bytes` reserved for connections that have completed a
-//!   request, or from another quarter for the others; bytes beyond come
-//!   from the remaining half and are refused at once (503) when it is
-//!   spent. Every byte also counts against its source's share
+//!   request, or from another quarter for the others, in one step and
+//!   granted to the waiting body whose source holds the least; bytes
+//!   beyond come from the remaining half and are refused at once (503)
+//!   when it is spent. Every byte also counts against its source's share
 //!   (`max_body_bytes_per_source`). A body must keep arriving at
 //!   `min_body_rate` bytes per second, or it is refused (408) and its bytes
 //!   freed: a stalled body holds memory for about two seconds, not ten.
