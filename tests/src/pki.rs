@@ -100,6 +100,16 @@ impl TestCa {
         self.issue(params)
     }
 
+    /// A TLS client certificate named `name` (what the API server presents
+    /// to a webhook from its AdmissionConfiguration kubeconfig).
+    pub fn client_cert(&self, name: &str) -> anyhow::Result<IssuedCert> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params)
+    }
+
     /// A certificate for a signing key (the token server's JWT key); no SANs.
     pub fn signing_cert(&self, name: &str) -> anyhow::Result<IssuedCert> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;

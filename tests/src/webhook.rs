@@ -37,6 +37,24 @@ pub fn generate_certs(dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client certificate and its key (PEM), as a kubeconfig's
+/// `client-certificate` and `client-key`.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The certificate chain, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running `imgate webhook`; killed when dropped.
 #[derive(Debug)]
 pub struct Webhook {
@@ -233,6 +251,18 @@ impl Webhook {
         Ok((response.status().as_u16(), response.text().await?))
     }
 
+    /// The sum of a metric's samples whose line starts with `prefix` (a
+    /// name, or a name with labels: `imgate_x_total{reason="y"}`); 0 when
+    /// there are none.
+    pub async fn metric(&self, prefix: &str) -> anyhow::Result<f64> {
+        let (_, text) = self.get_side("/metrics").await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |sum, x| sum + x))
+    }
+
     /// Everything the webhook logged so far (JSON lines).
     pub fn logs(&self) -> String {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
@@ -296,19 +326,61 @@ impl Webhook {
         tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )> {
+        self.tls_connector_as(None, &[])
+    }
+
+    /// [`Webhook::tls_connector`] presenting `identity` (a client
+    /// certificate, as the API server does with a kubeconfig) and offering
+    /// `alpn` (`h2`, `http/1.1`; none: the server picks HTTP/1.1).
+    pub fn tls_connector_as(
+        &self,
+        identity: Option<&ClientIdentity>,
+        alpn: &[&[u8]],
+    ) -> anyhow::Result<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )> {
         let ca = std::fs::read(self.cert_dir.join("ca.crt")).context("reading ca.crt")?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
             roots.add(cert.context("parsing ca.crt")?)?;
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = match identity {
+            Some(identity) => {
+                let chain =
+                    rustls::pki_types::CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+                        .collect::<Result<Vec<_>, _>>()
+                        .context("parsing the client certificate")?;
+                let key =
+                    rustls::pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+                        .context("parsing the client key")?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let name = rustls::pki_types::ServerName::try_from(SERVICE_NAME)?;
         Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    }
+
+    /// [`Webhook::client`] presenting `identity` as its client certificate.
+    pub fn client_as(&self, identity: &ClientIdentity) -> anyhow::Result<reqwest::Client> {
+        let ca = std::fs::read(self.cert_dir.join("ca.crt")).context("reading ca.crt")?;
+        let pem = format!("{}\n{}", identity.cert_pem, identity.key_pem);
+        Ok(reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .identity(reqwest::Identity::from_pem(pem.as_bytes())?)
+            .resolve(SERVICE_NAME, self.admission)
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(30))
+            .build()?)
     }
 
     /// Sends a signal (`TERM`, `HUP`, `INT`) with `kill(1)`.

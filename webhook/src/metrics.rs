@@ -70,6 +70,7 @@ pub struct Metrics {
     tls_reloads: Family<ResultLabels, Counter>,
     connections: Gauge,
     connections_shed: Counter,
+    refused_connections: Family<ReasonLabels, Counter>,
     refused_requests: Family<ReasonLabels, Counter>,
     /// The client whose request counter feeds `registry_requests` (read at encode time).
     tracked_client: Mutex<Option<RegistryClient>>,
@@ -158,19 +159,26 @@ impl Metrics {
         let connections_shed = Counter::default();
         registry.register(
             "admission_connections_shed",
-            "Idle admission connections closed to admit a new one at --max-connections",
+            "Admission connections that never completed a request, closed to admit a new one at a connection bound",
             connections_shed.clone(),
+        );
+        let refused_connections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "admission_connections_refused",
+            "Admission connections closed before any request by reason (source_connections, source_handshakes, client_certificate)",
+            refused_connections.clone(),
         );
         let refused_requests = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refused_requests",
-            "Admission requests refused before review by reason (body_timeout, body_budget, body_too_large)",
+            "Admission requests refused before review by reason (body_timeout, body_too_slow, body_budget, body_too_large)",
             refused_requests.clone(),
         );
         Arc::new(Metrics {
             registry,
             connections,
             connections_shed,
+            refused_connections,
             refused_requests,
             decisions,
             review_latency,
@@ -198,8 +206,16 @@ impl Metrics {
         self.connections_shed.inc();
     }
 
-    /// A request refused before review: `body_timeout`, `body_budget` or
-    /// `body_too_large`.
+    /// An admission connection closed before any request:
+    /// `source_connections`, `source_handshakes` or `client_certificate`.
+    pub fn refused_connection(&self, reason: &'static str) {
+        self.refused_connections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A request refused before review: `body_timeout`, `body_too_slow`,
+    /// `body_budget` or `body_too_large`.
     pub fn refused(&self, reason: &'static str) {
         self.refused_requests
             .get_or_create(&ReasonLabels { reason })

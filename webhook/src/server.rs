@@ -20,7 +20,7 @@ use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::limits::{
-    fit_connections, raise_fd_limit, Connections, Limits, Slot, HTTP2_KEEPALIVE_TIMEOUT,
+    fit_connections, raise_fd_limit, Connections, Limits, Peer, Slot, HTTP2_KEEPALIVE_TIMEOUT,
 };
 use crate::metrics::Metrics;
 use crate::shutdown::{stop_flag, stopped};
@@ -43,7 +43,12 @@ const HTTP2_CONNECTION_WINDOW: u32 = 256 * 1024;
 /// Largest HTTP/2 header list.
 const HTTP2_HEADER_LIST: u32 = 64 * 1024;
 
-/// How long an idle or shed connection may take to close gracefully.
+/// How long an idle or shed connection gets to flush its goodbye (HTTP/2
+/// GOAWAY) before it is dropped: shorter than the time admitting waits for
+/// a shed connection, so the place is free when it looks.
+const FLUSH_PATIENCE: Duration = Duration::from_millis(20);
+/// How often a closing connection with a request being served checks
+/// whether it is done.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Runs the webhook until `shutdown` resolves, then drains.
@@ -66,7 +71,11 @@ pub async fn run(
             "the open-files limit cannot hold --max-connections; lowered"
         );
     }
-    let cert = ReloadingCert::load(&settings.tls_cert, &settings.tls_key)?;
+    let cert = ReloadingCert::load_with_client_ca(
+        &settings.tls_cert,
+        &settings.tls_key,
+        settings.client_ca.as_deref(),
+    )?;
     let tls_config = cert.server_config()?;
 
     let admission =
@@ -92,6 +101,7 @@ pub async fn run(
         metrics = %metrics_addr,
         policy = %settings.policy.display(),
         cert = %settings.tls_cert.display(),
+        client_certificates = if cert.requires_client_cert() { "required" } else { "not required" },
         max_connections = limits.max_connections,
         open_files = fd_limit,
         "imgate webhook listening (https admission, http health and metrics)"
@@ -116,6 +126,7 @@ pub async fn run(
     let accept = accept_loop(
         admission,
         tls_config,
+        cert.requires_client_cert(),
         admission_router(state.clone()),
         limits,
         state.metrics().clone(),
@@ -143,18 +154,27 @@ pub async fn run(
 /// Accepts TLS connections and serves `router` on each until `stop`; then
 /// asks every connection to finish its in-flight requests and close, and
 /// waits for them (bounded by the caller). Every connection holds a slot of
-/// the connection bound and is closed when idle too long, or when the bound
-/// needs its slot (see `limits`).
+/// the connection bounds, placed under its source address as soon as it is
+/// accepted, and is closed when idle too long, or when a bound needs its
+/// slot (see `limits`).
 async fn accept_loop(
     listener: TcpListener,
     tls_config: Arc<rustls::ServerConfig>,
+    client_auth: bool,
     router: Router,
     limits: Limits,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let connections = Connections::with_metrics(limits.max_connections, metrics);
+    // With client certificates required, a connection past its handshake
+    // is one the API server authenticated: never displaced by a newcomer.
+    let connections = Connections::new(&limits, client_auth, Some(Arc::clone(&metrics)));
+    let shared = Shared {
+        acceptor: tokio_rustls::TlsAcceptor::from(tls_config),
+        router,
+        limits,
+        metrics: Arc::clone(&metrics),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
@@ -174,13 +194,17 @@ async fn accept_loop(
                 }
             },
         };
+        if let Err(refusal) = slot.place(peer.ip().to_canonical()) {
+            // Dropping the stream and the slot closes the connection now.
+            metrics.refused_connection(refusal.reason());
+            tracing::debug!(%peer, reason = refusal.reason(), "connection refused");
+            continue;
+        }
         tasks.spawn(serve_connection(
             tcp,
             peer,
             slot,
-            acceptor.clone(),
-            router.clone(),
-            limits.clone(),
+            shared.clone(),
             stop.clone(),
         ));
     }
@@ -192,6 +216,25 @@ async fn accept_loop(
     while tasks.join_next().await.is_some() {}
 }
 
+/// Whether a failed handshake was the client's certificate: missing, or
+/// not signed by the client CA.
+fn client_certificate_refused(err: &std::io::Error) -> bool {
+    matches!(
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
+    )
+}
+
+/// What every admission connection is served with.
+#[derive(Clone)]
+struct Shared {
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
 /// One admission connection: TLS handshake, then HTTP/1 or HTTP/2 until the
 /// client is done, the connection idles out, its slot is shed, or the
 /// server stops (then in-flight requests finish first).
@@ -199,11 +242,15 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     slot: Slot,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-    limits: Limits,
+    shared: Shared,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Shared {
+        acceptor,
+        router,
+        limits,
+        metrics,
+    } = shared;
     let activity = Arc::clone(slot.activity());
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp));
@@ -211,6 +258,9 @@ async fn serve_connection(
         done = handshake => match done {
             Ok(Ok(tls)) => tls,
             Ok(Err(err)) => {
+                if client_certificate_refused(&err) {
+                    metrics.refused_connection("client_certificate");
+                }
                 tracing::debug!(%peer, error = %err, "tls handshake failed");
                 return;
             }
@@ -222,13 +272,26 @@ async fn serve_connection(
         _ = activity.shed() => return,
         _ = stopped(&mut stop) => return,
     };
+    // Only a verified chain gets this far when client certificates are
+    // required; without them no certificate is asked for.
+    slot.handshake_done(tls.get_ref().1.peer_certificates().is_some());
+    let address = peer.ip().to_canonical();
     let service = {
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let mut router = router.clone();
             let busy = activity.request();
+            let activity = Arc::clone(&activity);
+            request.extensions_mut().insert(Peer {
+                address,
+                proven: activity.is_proven(),
+                activity: Arc::clone(&activity),
+            });
             async move {
                 let response = tower::Service::call(&mut router, request).await;
+                if response.as_ref().is_ok_and(|r| r.status().is_success()) {
+                    activity.completed_request();
+                }
                 drop(busy);
                 response
             }
@@ -279,20 +342,24 @@ async fn serve_connection(
     // Refuse new requests (HTTP/2: GOAWAY) and close once in-flight ones
     // are done. An idle or shed connection gets a moment for that, then is
     // dropped: a client dawdling over its next request head must not hold
-    // the slot (a request that did start is always finished).
+    // the slot. A request being served is always finished; one whose body
+    // still waits for room in the body budget has not started and goes
+    // with its connection.
     connection.as_mut().graceful_shutdown();
     if closing == "stop" {
         let _ = connection.await;
     } else {
+        let mut patience = FLUSH_PATIENCE;
         loop {
             tokio::select! {
                 _ = connection.as_mut() => break,
-                _ = tokio::time::sleep(CLOSE_PATIENCE) => {
-                    if !activity.is_busy() {
+                _ = tokio::time::sleep(patience) => {
+                    if !activity.is_serving() {
                         break;
                     }
                 }
             }
+            patience = CLOSE_PATIENCE;
         }
     }
     drop(slot);

@@ -80,6 +80,14 @@ pub enum ServerError {
         crate::kube::SERVICE_ACCOUNT_DIR
     )]
     NotInCluster,
+    /// `--kube-pull-secrets` while any TLS client may post reviews.
+    #[error(
+        "--kube-pull-secrets without --client-ca would let any client that reaches the admission \
+         port make imgate read the pull secrets of any namespace; set --client-ca to the CA of the \
+         API server's client certificate (docs/operations.md, \"Client authentication\") or, \
+         knowingly, --allow-unauthenticated-pull-secrets"
+    )]
+    UnauthenticatedPullSecrets,
 }
 
 /// Everything the server needs, from flags or their `IMGATE_*` twins.
@@ -101,6 +109,14 @@ pub struct Settings {
     pub docker_config: Option<PathBuf>,
     /// Read pods' and service accounts' pull secrets from the Kubernetes API.
     pub kube_pull_secrets: bool,
+    /// PEM CA bundle whose certificates clients of the admission port must
+    /// present (watched with the serving certificate); `None`: any TLS
+    /// client may post reviews.
+    pub client_ca: Option<PathBuf>,
+    /// Read pull secrets even though any TLS client may post reviews (no
+    /// `client_ca`): whoever reaches the port can then have imgate use any
+    /// namespace's pull secrets.
+    pub allow_unauthenticated_pull_secrets: bool,
     /// How often the policy and certificate files are checked for changes.
     pub reload_interval: Duration,
     /// How long in-flight reviews may take to finish after SIGTERM.
@@ -123,6 +139,8 @@ impl Settings {
             deadline: DEFAULT_DEADLINE,
             docker_config: None,
             kube_pull_secrets: false,
+            client_ca: None,
+            allow_unauthenticated_pull_secrets: false,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             grace: DEFAULT_SHUTDOWN_GRACE,
             body_limit: DEFAULT_BODY_LIMIT,
@@ -144,6 +162,19 @@ impl Settings {
             operation_timeout: self.deadline,
             ..ClientConfig::default()
         }
+    }
+
+    /// Whether reviews may make imgate read pull secrets: only when asked
+    /// for, and only when clients must authenticate (or the operator
+    /// explicitly accepts that anyone reaching the port may have them read).
+    pub fn pull_secrets(&self) -> Result<bool, ServerError> {
+        if !self.kube_pull_secrets {
+            return Ok(false);
+        }
+        if self.client_ca.is_none() && !self.allow_unauthenticated_pull_secrets {
+            return Err(ServerError::UnauthenticatedPullSecrets);
+        }
+        Ok(true)
     }
 }
 
@@ -193,6 +224,8 @@ struct Inner {
     body_limit: usize,
     /// Time for a whole request body.
     body_timeout: Duration,
+    /// Bytes per second a request body must keep arriving at.
+    min_body_rate: usize,
     /// Request-body bytes buffered at once.
     body_budget: BodyBudget,
 }
@@ -215,7 +248,11 @@ impl AppState {
                 readiness: Readiness::default(),
                 body_limit,
                 body_timeout: limits.body_timeout,
-                body_budget: BodyBudget::new(limits.max_buffered_bytes),
+                min_body_rate: limits.min_body_rate,
+                body_budget: BodyBudget::new(
+                    limits.max_buffered_bytes,
+                    limits.max_buffered_bytes_per_source,
+                ),
             }),
         }
     }
@@ -223,6 +260,14 @@ impl AppState {
     /// Loads the policy and builds the clients and engine for `settings`.
     /// Each failure names the file or field, before anything is bound.
     pub fn load(settings: &Settings) -> Result<AppState, ServerError> {
+        let pull_secrets = settings.pull_secrets()?;
+        if pull_secrets && settings.client_ca.is_none() {
+            tracing::warn!(
+                "pull secrets are read for reviews from any client of the admission port \
+                 (--allow-unauthenticated-pull-secrets without --client-ca): whoever reaches it \
+                 can have imgate use another namespace's pull secrets"
+            );
+        }
         let policy = load_policy(&settings.policy)?;
         for warning in policy.warnings() {
             tracing::warn!(policy = %settings.policy.display(), "{warning}");
@@ -234,13 +279,13 @@ impl AppState {
         // since that needs RBAC to read secrets.
         let cluster = match KubeClient::in_cluster(Duration::from_secs(2)) {
             Ok(client) => client.map(Arc::new),
-            Err(err) if settings.kube_pull_secrets => return Err(err.into()),
+            Err(err) if pull_secrets => return Err(err.into()),
             Err(err) => {
                 tracing::warn!(error = %err, "kubernetes api client unavailable; namespace label selectors cannot be evaluated");
                 None
             }
         };
-        if settings.kube_pull_secrets && cluster.is_none() {
+        if pull_secrets && cluster.is_none() {
             return Err(ServerError::NotInCluster);
         }
         let mut engine = Engine::builder(policy, client)
@@ -248,8 +293,10 @@ impl AppState {
             .metrics(metrics.clone());
         if let Some(cluster) = &cluster {
             engine = engine.namespace_labels(cluster.clone());
-            // Pull secrets only when asked for: that needs RBAC to read secrets.
-            if settings.kube_pull_secrets {
+            // The one switch between the admission port and the namespaces'
+            // credentials: pull secrets only when asked for (that needs
+            // RBAC to read secrets) and allowed above.
+            if pull_secrets {
                 engine = engine.pull_secrets(cluster.clone());
             }
         }
@@ -283,6 +330,11 @@ impl AppState {
         self.inner.body_timeout
     }
 
+    /// Bytes per second a request body must keep arriving at.
+    pub(crate) fn min_body_rate(&self) -> usize {
+        self.inner.min_body_rate
+    }
+
     /// Request-body bytes buffered at once.
     pub(crate) fn body_budget(&self) -> &BodyBudget {
         &self.inner.body_budget
@@ -304,4 +356,28 @@ pub fn registry_client(
 ) -> Result<RegistryClient, ServerError> {
     RegistryClient::new(policy.client_config(settings.base_client_config()))
         .map_err(ServerError::Registry)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_secrets_need_client_authentication_or_an_explicit_opt_in() {
+        let mut settings = Settings::new("p".into(), "c".into(), "k".into());
+        assert!(!settings.pull_secrets().unwrap(), "off unless asked for");
+        settings.kube_pull_secrets = true;
+        let err = settings.pull_secrets().unwrap_err().to_string();
+        assert!(err.contains("--client-ca"), "{err}");
+        assert!(
+            err.contains("--allow-unauthenticated-pull-secrets"),
+            "{err}"
+        );
+        settings.allow_unauthenticated_pull_secrets = true;
+        assert!(settings.pull_secrets().unwrap());
+        settings.allow_unauthenticated_pull_secrets = false;
+        settings.client_ca = Some("client-ca.crt".into());
+        assert!(settings.pull_secrets().unwrap());
+    }
 }

@@ -58,10 +58,22 @@ struct ServeArgs {
     /// Docker config file with static registry credentials (e.g. a mounted Secret).
     #[arg(long, value_name = "FILE", env = "IMGATE_DOCKER_CONFIG")]
     docker_config: Option<PathBuf>,
+    /// Require every client of the admission port to present a certificate
+    /// signed by this CA (PEM; watched: reloaded on rotation). Give the API
+    /// server that certificate in its AdmissionConfiguration.
+    #[arg(long, value_name = "FILE", env = "IMGATE_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
     /// Read pods' and their service accounts' imagePullSecrets through the
-    /// Kubernetes API (needs RBAC to get secrets and serviceaccounts).
+    /// Kubernetes API (needs RBAC to get secrets and serviceaccounts, and
+    /// --client-ca).
     #[arg(long, env = "IMGATE_KUBE_PULL_SECRETS")]
     kube_pull_secrets: bool,
+    /// With --kube-pull-secrets and no --client-ca: read pull secrets anyway,
+    /// so any client that reaches the admission port can make imgate use any
+    /// namespace's pull secrets (for API servers that cannot present a
+    /// client certificate).
+    #[arg(long, env = "IMGATE_ALLOW_UNAUTHENTICATED_PULL_SECRETS")]
+    allow_unauthenticated_pull_secrets: bool,
     /// How often the policy and certificate files are checked for changes (SIGHUP: now).
     #[arg(long, value_name = "DURATION", env = "IMGATE_RELOAD_INTERVAL", default_value_t = server::DEFAULT_RELOAD_INTERVAL.into())]
     reload_interval: HumanDuration,
@@ -79,14 +91,24 @@ struct LimitArgs {
     /// Largest admission request body, in bytes (413 above).
     #[arg(long, value_name = "BYTES", env = "IMGATE_MAX_BODY_BYTES", default_value_t = server::DEFAULT_BODY_LIMIT)]
     max_body_bytes: usize,
-    /// Request-body bytes buffered at once over all requests; past a
-    /// quarter reserved for each body's first 64 KiB, large bodies get 503.
+    /// Request-body bytes buffered at once over all requests; past the two
+    /// quarters reserved for each body's first 64 KiB, large bodies get 503.
     #[arg(long, value_name = "BYTES", env = "IMGATE_MAX_BUFFERED_BODY_BYTES", default_value_t = limits::DEFAULT_MAX_BUFFERED_BYTES)]
     max_buffered_body_bytes: usize,
-    /// Open admission connections; at the bound the longest-idle one is
-    /// closed for a new one (lowered to fit the open-files limit).
+    /// Request-body bytes buffered at once for one client address.
+    #[arg(long, value_name = "BYTES", env = "IMGATE_MAX_BUFFERED_BODY_BYTES_PER_SOURCE", default_value_t = limits::DEFAULT_MAX_BUFFERED_BYTES_PER_SOURCE)]
+    max_buffered_body_bytes_per_source: usize,
+    /// Open admission connections (lowered to fit the open-files limit); at
+    /// the bound a new one displaces only a connection that never completed
+    /// a request, else waits.
     #[arg(long, value_name = "N", env = "IMGATE_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Open admission connections from one client address.
+    #[arg(long, value_name = "N", env = "IMGATE_MAX_CONNECTIONS_PER_SOURCE", default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_SOURCE)]
+    max_connections_per_source: usize,
+    /// TLS handshakes in progress from one client address.
+    #[arg(long, value_name = "N", env = "IMGATE_MAX_HANDSHAKES_PER_SOURCE", default_value_t = limits::DEFAULT_MAX_HANDSHAKES_PER_SOURCE)]
+    max_handshakes_per_source: usize,
     /// Time for a TLS handshake.
     #[arg(long, value_name = "DURATION", env = "IMGATE_TLS_HANDSHAKE_TIMEOUT", default_value_t = limits::DEFAULT_TLS_HANDSHAKE_TIMEOUT.into())]
     tls_handshake_timeout: HumanDuration,
@@ -96,6 +118,10 @@ struct LimitArgs {
     /// Time for a whole request body to arrive (408 after).
     #[arg(long, value_name = "DURATION", env = "IMGATE_BODY_TIMEOUT", default_value_t = limits::DEFAULT_BODY_TIMEOUT.into())]
     body_timeout: HumanDuration,
+    /// Bytes per second a request body must keep arriving at, measured over
+    /// each second (408 when a second brings less).
+    #[arg(long, value_name = "BYTES", env = "IMGATE_MIN_BODY_RATE", default_value_t = limits::DEFAULT_MIN_BODY_RATE)]
+    min_body_rate: usize,
     /// Time a connection may stay open with no request in flight.
     #[arg(long, value_name = "DURATION", env = "IMGATE_IDLE_TIMEOUT", default_value_t = limits::DEFAULT_IDLE_TIMEOUT.into())]
     idle_timeout: HumanDuration,
@@ -124,7 +150,20 @@ impl LimitArgs {
         let counts = [
             ("--max-body-bytes", self.max_body_bytes),
             ("--max-buffered-body-bytes", self.max_buffered_body_bytes),
+            (
+                "--max-buffered-body-bytes-per-source",
+                self.max_buffered_body_bytes_per_source,
+            ),
+            ("--min-body-rate", self.min_body_rate),
             ("--max-connections", self.max_connections),
+            (
+                "--max-connections-per-source",
+                self.max_connections_per_source,
+            ),
+            (
+                "--max-handshakes-per-source",
+                self.max_handshakes_per_source,
+            ),
             ("--http2-max-streams", self.http2_max_streams as usize),
         ];
         for (flag, value) in counts {
@@ -132,10 +171,18 @@ impl LimitArgs {
                 anyhow::bail!("{flag} must be above 0");
             }
         }
-        if self.max_buffered_body_bytes < self.max_body_bytes {
+        // Half the budget is for bytes beyond each body's first 64 KiB.
+        if self.max_buffered_body_bytes / 2 < self.max_body_bytes {
             anyhow::bail!(
-                "--max-buffered-body-bytes {} is below --max-body-bytes {}: no body of the largest size could be read",
+                "--max-buffered-body-bytes {} is below twice --max-body-bytes {}: no body of the largest size could be read",
                 self.max_buffered_body_bytes,
+                self.max_body_bytes
+            );
+        }
+        if self.max_buffered_body_bytes_per_source < self.max_body_bytes {
+            anyhow::bail!(
+                "--max-buffered-body-bytes-per-source {} is below --max-body-bytes {}: no body of the largest size could be read",
+                self.max_buffered_body_bytes_per_source,
                 self.max_body_bytes
             );
         }
@@ -143,11 +190,15 @@ impl LimitArgs {
             tls_handshake_timeout: self.tls_handshake_timeout.get(),
             header_read_timeout: self.header_read_timeout.get(),
             body_timeout: self.body_timeout.get(),
+            min_body_rate: self.min_body_rate,
             idle_timeout: self.idle_timeout.get(),
             http2_keepalive: self.http2_keepalive.get(),
             http2_max_streams: self.http2_max_streams,
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            max_handshakes_per_source: self.max_handshakes_per_source,
             max_buffered_bytes: self.max_buffered_body_bytes,
+            max_buffered_bytes_per_source: self.max_buffered_body_bytes_per_source,
         })
     }
 }
@@ -209,6 +260,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         deadline,
         docker_config: args.docker_config,
         kube_pull_secrets: args.kube_pull_secrets,
+        client_ca: args.client_ca,
+        allow_unauthenticated_pull_secrets: args.allow_unauthenticated_pull_secrets,
         reload_interval: args.reload_interval.get(),
         grace: args.shutdown_grace.get(),
         body_limit: args.limits.max_body_bytes,
@@ -281,6 +334,8 @@ mod tests {
         assert_eq!(args.shutdown_grace.get(), settings.grace);
         assert_eq!(args.limits.max_body_bytes, settings.body_limit);
         assert_eq!(args.limits.limits().unwrap(), settings.limits);
+        assert_eq!(args.client_ca, settings.client_ca);
+        assert!(!args.allow_unauthenticated_pull_secrets);
     }
 
     #[test]
@@ -298,7 +353,7 @@ mod tests {
             assert_eq!(env, expected, "--{long}");
             seen += 1;
         }
-        assert!(seen >= 18, "{seen} flags");
+        assert!(seen >= 24, "{seen} flags");
     }
 
     #[test]
@@ -307,6 +362,9 @@ mod tests {
             ("--max-connections", "0"),
             ("--body-timeout", "0s"),
             ("--max-buffered-body-bytes", "1024"),
+            ("--max-buffered-body-bytes-per-source", "1024"),
+            ("--min-body-rate", "0"),
+            ("--max-handshakes-per-source", "0"),
         ] {
             let err = parse(&[flag, value]).unwrap().limits.limits().unwrap_err();
             assert!(err.to_string().contains(flag), "{flag}: {err}");

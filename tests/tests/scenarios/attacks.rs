@@ -3,9 +3,12 @@
 //! thousands of distinct images, and a `.sig` manifest whose layers all
 //! point at one 64 MiB blob. Each must be denied in time, keep the process
 //! under the Deployment's memory limit, and leave legitimate reviews
-//! answered within the deadline while it runs.
+//! answered within the deadline while it runs. `impersonation`: a review
+//! written by a tenant in another namespace's name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod impersonation;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -66,10 +66,12 @@ fn ok(cmd: &mut Command) -> String {
 }
 
 /// A copy of `deploy/` in a temp dir with the self-managed certificate files
-/// in place (the repository keeps none: they hold a private key).
+/// and the client CA in place (the repository keeps none: they hold a
+/// private key, or belong to one installation).
 struct DeployTree {
     dir: tempfile::TempDir,
     ca_pem: String,
+    client_ca_pem: String,
 }
 
 impl DeployTree {
@@ -84,9 +86,13 @@ impl DeployTree {
         std::fs::write(certs.join("ca.crt"), ca.cert_pem()).expect("ca.crt");
         std::fs::write(certs.join("tls.crt"), &leaf.cert_pem).expect("tls.crt");
         std::fs::write(certs.join("tls.key"), &leaf.key_pem).expect("tls.key");
+        let client_ca = imgate_tests::pki::TestCa::new("imgate deploy test client CA").expect("CA");
+        let client_ca_dir = dir.path().join("deploy/components/client-auth/client-ca");
+        std::fs::write(client_ca_dir.join("ca.crt"), client_ca.cert_pem()).expect("ca.crt");
         DeployTree {
             dir,
             ca_pem: ca.cert_pem(),
+            client_ca_pem: client_ca.cert_pem(),
         }
     }
 
@@ -338,7 +344,8 @@ fn pull_secrets_component_grants_get_only() {
     let tree = DeployTree::new();
     let overlay = tree.overlay(
         "pull-secrets",
-        "resources: [../enforce]\ncomponents: [../../components/pull-secrets]\n",
+        "resources: [../enforce]\n\
+         components: [../../components/client-auth, ../../components/pull-secrets]\n",
     );
     let r = tree.render(&overlay);
     check_install(&r, "Fail", "enforce", Tls::SelfManaged, true);
@@ -365,6 +372,89 @@ fn pull_secrets_component_grants_get_only() {
     assert_eq!(s(&subjects[0], "kind"), "ServiceAccount");
     assert_eq!(s(&subjects[0], "name"), "imgate");
     assert_eq!(s(&subjects[0], "namespace"), NAMESPACE);
+}
+
+/// Pull secrets without client authentication make the admission port an
+/// oracle for every namespace's credentials: the webhook refuses to start
+/// so, and the install check catches the render before anyone applies it.
+#[test]
+fn pull_secrets_without_client_auth_are_caught() {
+    let tree = DeployTree::new();
+    let overlay = tree.overlay(
+        "pull-secrets-alone",
+        "resources: [../enforce]\ncomponents: [../../components/pull-secrets]\n",
+    );
+    let r = tree.render(&overlay);
+    assert_eq!(
+        checks::pull_secrets_unauthenticated(&r),
+        Some("--kube-pull-secrets without --client-ca or --allow-unauthenticated-pull-secrets"),
+    );
+    let guarded = tree.overlay(
+        "pull-secrets-guarded",
+        "resources: [../enforce]\n\
+         components: [../../components/client-auth, ../../components/pull-secrets]\n",
+    );
+    assert_eq!(
+        checks::pull_secrets_unauthenticated(&tree.render(&guarded)),
+        None
+    );
+}
+
+/// `components/client-auth`: the pods get `--client-ca` naming the mounted
+/// ConfigMap's `ca.crt`, which is the operator's client CA, and the real
+/// binary accepts the flag the manifests pass.
+#[test]
+fn client_auth_component_mounts_the_client_ca() {
+    let tree = DeployTree::new();
+    let overlay = tree.overlay(
+        "client-auth",
+        "resources: [../enforce]\ncomponents: [../../components/client-auth]\n",
+    );
+    let r = tree.render(&overlay);
+    check_install(&r, "Fail", "enforce", Tls::SelfManaged, false);
+    let path = checks::client_ca_path(&r).expect("--client-ca in the container args");
+    let (config_map, key) = checks::mounted_config_map(&r, &path).expect("a mounted ConfigMap");
+    assert_eq!(
+        (config_map.as_str(), key.as_str()),
+        ("imgate-client-ca", "ca.crt")
+    );
+    let data = r.one("ConfigMap", "imgate-client-ca");
+    assert_eq!(
+        data.get("data")
+            .and_then(|d| d.get("ca.crt"))
+            .and_then(Value::as_str),
+        Some(tree.client_ca_pem.as_str())
+    );
+    let help = ok(Command::new(imgate_bin()).args(["webhook", "--help"]));
+    assert!(help.contains("--client-ca <FILE>"), "{help}");
+}
+
+/// `components/local-apiserver`: the pods run on control-plane nodes and
+/// the NetworkPolicy admits no source to 8443 (only the node itself, which
+/// a NetworkPolicy cannot block, reaches it).
+#[test]
+fn local_apiserver_component_closes_8443_to_pods() {
+    let tree = DeployTree::new();
+    let overlay = tree.overlay(
+        "local-apiserver",
+        "resources: [../enforce]\ncomponents: [../../components/local-apiserver]\n",
+    );
+    let r = tree.render(&overlay);
+    check_install(&r, "Fail", "enforce", Tls::SelfManaged, false);
+    let np = r.one("NetworkPolicy", "imgate");
+    let open: Vec<u64> = seq(np, "spec.ingress")
+        .iter()
+        .flat_map(|rule| {
+            seq(rule, "ports")
+                .iter()
+                .filter_map(|p| at(p, "port").as_u64())
+        })
+        .collect();
+    assert_eq!(open, [9090], "ingress to the metrics port only");
+    assert!(
+        checks::pinned_to_control_plane(&r),
+        "pods on control-plane nodes"
+    );
 }
 
 #[test]

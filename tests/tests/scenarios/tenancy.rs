@@ -225,7 +225,12 @@ fn a_private_answer_never_reaches_a_namespace_without_access() {
 
         let certs = dir.path().join("certs");
         generate_certs(&certs, false).unwrap();
-        let mut options = WebhookOptions::new(&policy, &certs).args(["--kube-pull-secrets"]);
+        // The test's client plays the API server without a client
+        // certificate (attacks::impersonation covers client authentication).
+        let mut options = WebhookOptions::new(&policy, &certs).args([
+            "--kube-pull-secrets",
+            "--allow-unauthenticated-pull-secrets",
+        ]);
         options.env = api.env();
         let webhook = Webhook::start(&options).unwrap();
         let client = webhook.client(false).unwrap();

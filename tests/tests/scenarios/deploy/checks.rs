@@ -397,6 +397,20 @@ fn check_pods(r: &Rendered, pull_secrets: bool) {
         pull_secrets,
         "{what}: --kube-pull-secrets exactly with the pull-secrets component"
     );
+    // The webhook would refuse to start; worse, it would be an oracle.
+    if let Some(problem) = pull_secrets_unauthenticated(r) {
+        panic!("{what}: {problem}");
+    }
+    // A client CA is a file the pod actually has.
+    if let Some(path) = client_ca_path(r) {
+        let (name, key) = mounted_config_map(r, &path)
+            .unwrap_or_else(|| panic!("{what}: --client-ca {path} is not in a mounted ConfigMap"));
+        let config_map = r.one("ConfigMap", &name);
+        assert!(
+            config_map.get("data").and_then(|d| d.get(&key)).is_some(),
+            "{what}: ConfigMap {name} has no {key} for --client-ca"
+        );
+    }
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(
             s(c, &format!("{probe}.httpGet.path")),
@@ -448,6 +462,70 @@ fn check_pods(r: &Rendered, pull_secrets: bool) {
     r.policy_text();
 }
 
+/// The container's arguments.
+fn container_args(r: &Rendered) -> Vec<String> {
+    strings(
+        &seq(r.deployment(), "spec.template.spec.containers")[0],
+        "args",
+    )
+}
+
+/// The file `--client-ca` names, if the container is given one.
+pub(super) fn client_ca_path(r: &Rendered) -> Option<String> {
+    let args = container_args(r);
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--client-ca=")
+            .map(str::to_string)
+            .or_else(|| {
+                (a == "--client-ca")
+                    .then(|| args.get(i + 1).cloned())
+                    .flatten()
+            })
+    })
+}
+
+/// Why the render reads pull secrets for any client, if it does.
+pub(super) fn pull_secrets_unauthenticated(r: &Rendered) -> Option<&'static str> {
+    let args = container_args(r);
+    let pull_secrets = args.iter().any(|a| a == "--kube-pull-secrets");
+    let opted_in = args
+        .iter()
+        .any(|a| a == "--allow-unauthenticated-pull-secrets");
+    (pull_secrets && client_ca_path(r).is_none() && !opted_in).then_some(
+        "--kube-pull-secrets without --client-ca or --allow-unauthenticated-pull-secrets",
+    )
+}
+
+/// The ConfigMap and key mounted at `path` in the imgate container.
+pub(super) fn mounted_config_map(r: &Rendered, path: &str) -> Option<(String, String)> {
+    let pod = at(r.deployment(), "spec.template.spec");
+    let container = &seq(pod, "containers")[0];
+    let (dir, file) = path.rsplit_once('/')?;
+    let mount = seq(container, "volumeMounts")
+        .iter()
+        .find(|m| s(m, "mountPath").trim_end_matches('/') == dir)?;
+    let volume = seq(pod, "volumes")
+        .iter()
+        .find(|v| s(v, "name") == s(mount, "name"))?;
+    let name = at(volume, "configMap.name").as_str()?;
+    Some((name.to_string(), file.to_string()))
+}
+
+/// The pods may only run on control-plane nodes (required node affinity).
+pub(super) fn pinned_to_control_plane(r: &Rendered) -> bool {
+    let terms = seq(
+        r.deployment(),
+        "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+    );
+    !terms.is_empty()
+        && terms.iter().all(|term| {
+            seq(term, "matchExpressions").iter().any(|e| {
+                s(e, "key") == "node-role.kubernetes.io/control-plane"
+                    && s(e, "operator") == "Exists"
+            })
+        })
+}
+
 fn check_network_policy(r: &Rendered) {
     let np = r.one("NetworkPolicy", "imgate");
     let what = format!("{}: NetworkPolicy imgate", r.name);
@@ -472,8 +550,18 @@ fn check_network_policy(r: &Rendered) {
             .collect()
     };
     let ingress = ports(seq(np, "spec.ingress"));
-    let want: BTreeSet<_> = [("TCP".to_string(), 8443), ("TCP".to_string(), 9090)].into();
-    assert_eq!(ingress, want, "{what}: ingress only to 8443 and 9090");
+    let allowed: BTreeSet<_> = [("TCP".to_string(), 8443), ("TCP".to_string(), 9090)].into();
+    assert!(
+        ingress.is_subset(&allowed) && ingress.contains(&("TCP".to_string(), 9090)),
+        "{what}: ingress only to 8443 and 9090: {ingress:?}"
+    );
+    // The API server must reach 8443: through the policy, or from the node
+    // the pod runs on (which no policy blocks) when the pods run where the
+    // API server does.
+    assert!(
+        ingress.contains(&("TCP".to_string(), 8443)) || pinned_to_control_plane(r),
+        "{what}: nothing admits the API server to 8443"
+    );
     let egress = ports(seq(np, "spec.egress"));
     for need in [("UDP", 53), ("TCP", 53), ("TCP", 443)] {
         assert!(

@@ -327,6 +327,136 @@ fn docs_links_resolve() {
     assert!(links > 20, "only {links} links checked");
 }
 
+/// docs/operations.md "Client authentication", exactly as written: its
+/// script makes a client CA and the API server's certificate; the
+/// kubeconfig names the webhooks' Service (as the manifests define it) and
+/// those files; the admission configuration gives that kubeconfig to both
+/// webhook plugins; the k3s settings name the admission configuration. The
+/// real webhook, given the CA the script made, answers a review presented
+/// with the API server's certificate and refuses one without.
+#[test]
+fn client_authentication_recipe_from_the_doc() {
+    use imgate_tests::webhook::{self, ClientIdentity, Webhook, WebhookOptions};
+
+    let doc = std::fs::read_to_string(workspace_root().join("docs/operations.md"))
+        .expect("operations.md");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("make-client-certs.sh"),
+        doc_block(&doc, "make-client-certs.sh"),
+    )
+    .expect("write script");
+    ok(Command::new("bash")
+        .arg("make-client-certs.sh")
+        .current_dir(dir.path()));
+
+    // The kubeconfig's user is the Service the webhooks call.
+    let tree = DeployTree::new();
+    let r = tree.render("overlays/enforce");
+    let service = |kind| {
+        let hook = r.webhook(kind);
+        format!(
+            "{}.{}.svc",
+            s(hook, "clientConfig.service.name"),
+            s(hook, "clientConfig.service.namespace")
+        )
+    };
+    let home = "/etc/rancher/k3s/imgate";
+    let kubeconfig: Value =
+        serde_yaml::from_str(&doc_block(&doc, &format!("{home}/kubeconfig.yaml"))).expect("YAML");
+    let users = seq(&kubeconfig, "users");
+    assert_eq!(users.len(), 1, "{kubeconfig:?}");
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        assert_eq!(s(&users[0], "name"), service(kind));
+    }
+    assert_eq!(
+        s(&users[0], "user.client-certificate"),
+        format!("{home}/apiserver.crt")
+    );
+    assert_eq!(
+        s(&users[0], "user.client-key"),
+        format!("{home}/apiserver.key")
+    );
+
+    let admission: Value =
+        serde_yaml::from_str(&doc_block(&doc, &format!("{home}/admission.yaml"))).expect("YAML");
+    assert_eq!(s(&admission, "apiVersion"), "apiserver.config.k8s.io/v1");
+    assert_eq!(s(&admission, "kind"), "AdmissionConfiguration");
+    let plugins = seq(&admission, "plugins");
+    let mut names: Vec<&str> = plugins.iter().map(|p| s(p, "name")).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"]
+    );
+    for plugin in plugins {
+        assert_eq!(
+            s(plugin, "configuration.apiVersion"),
+            "apiserver.config.k8s.io/v1"
+        );
+        assert_eq!(
+            s(plugin, "configuration.kind"),
+            "WebhookAdmissionConfiguration"
+        );
+        assert_eq!(
+            s(plugin, "configuration.kubeConfigFile"),
+            format!("{home}/kubeconfig.yaml")
+        );
+    }
+    let flag = format!("admission-control-config-file={home}/admission.yaml");
+    assert!(
+        doc.contains(&format!("--kube-apiserver-arg={flag}")),
+        "the k3s flag"
+    );
+    let k3s: Value =
+        serde_yaml::from_str(&doc_block(&doc, "/etc/rancher/k3s/config.yaml")).expect("YAML");
+    assert_eq!(super::strings(&k3s, "kube-apiserver-arg"), [flag]);
+
+    // The certificates work with the real webhook.
+    let serving = dir.path().join("serving");
+    webhook::generate_certs(&serving, false).expect("serving certificate");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "trustedRegistries: [\"registry.example.com/**\"]\n",
+    )
+    .expect("policy");
+    let client_ca = dir.path().join("client-ca.crt").display().to_string();
+    let hook = Webhook::start(
+        &WebhookOptions::new(&policy, &serving).args(["--client-ca", client_ca.as_str()]),
+    )
+    .expect("webhook");
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect("read");
+    let api_server = ClientIdentity {
+        cert_pem: read("apiserver.crt"),
+        key_pem: read("apiserver.key"),
+    };
+    let review = webhook::review(
+        "doc",
+        "team",
+        &webhook::pod("team", &["evil.example/app:1"]),
+    );
+    imgate_tests::block_on(async {
+        let (status, body) = hook
+            .post(
+                &hook.client_as(&api_server).expect("client"),
+                "/mutate",
+                &review,
+            )
+            .await
+            .expect("answered");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response"]["uid"], "doc", "{body}");
+        let anonymous = hook
+            .post(&hook.client(true).expect("client"), "/mutate", &review)
+            .await;
+        assert!(anonymous.is_err(), "{anonymous:?}");
+    });
+}
+
 /// Every repository path DEVELOPMENT.md names in backquotes (`core/src/…`,
 /// `scripts/bench.sh`, `tests/tests/scenarios/`) exists, so the guide for
 /// people changing imgate never points at a file that moved.
