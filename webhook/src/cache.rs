@@ -142,25 +142,21 @@ where
     }
 
     /// How many computations are in flight.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.state.lock().map(|s| s.in_flight.len()).unwrap_or(0)
     }
 
     /// Number of stored (possibly expired) entries.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.state.lock().map(|s| s.entries.len()).unwrap_or(0)
     }
 
     /// Whether nothing is stored.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Drops every stored value (in-flight computations finish and store theirs).
-    pub fn clear(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.entries.clear();
-        }
     }
 
     /// The stored, unexpired value for `key`.
@@ -175,6 +171,7 @@ where
     }
 
     /// Stores `value` for `ttl` (a zero TTL stores nothing).
+    #[cfg(test)]
     pub fn insert(&self, key: K, value: V, ttl: Duration) {
         if let Ok(mut state) = self.state.lock() {
             self.store(&mut state, key, value, ttl);

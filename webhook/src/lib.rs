@@ -1,20 +1,15 @@
 //! imgate-webhook: the admission engine shared by `imgate admit` and the
-//! webhook server, plus the HTTPS server, caches and metrics.
+//! webhook server (`admission`, with its caches, the Kubernetes reads it
+//! needs and the AdmissionReview format), and the HTTPS server with its
+//! limits, TLS and hot reload (`server`).
 
 #![warn(missing_docs)]
 
 pub mod admission;
-pub mod cache;
-pub mod certs;
-mod handlers;
-pub mod kube;
-pub mod limits;
+mod cache;
+mod kube;
 pub mod metrics;
 pub mod pullsecrets;
-mod reload;
 pub mod review;
 pub mod server;
-mod shutdown;
 mod sparse;
-mod state;
-pub mod tls;

@@ -3,7 +3,7 @@
 //!
 //! Every server flag has an `IMGATE_*` environment twin, so the Deployment
 //! can configure it either way; the work is done by
-//! `imgate_webhook::server` and `imgate_webhook::certs`.
+//! `imgate_webhook::server` and `imgate_webhook::server::certs`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use imgate_core::policy::HumanDuration;
 use imgate_webhook::admission::DEFAULT_DEADLINE;
-use imgate_webhook::certs::{self, CertOptions};
-use imgate_webhook::limits::{self, Limits};
+use imgate_webhook::server::certs::{self, CertOptions};
+use imgate_webhook::server::limits::{self, PortLimits};
 use imgate_webhook::server::{self, Settings};
 
 use super::Outcome;
@@ -134,7 +134,7 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn limits(&self) -> anyhow::Result<Limits> {
+    fn limits(&self) -> anyhow::Result<PortLimits> {
         let positive = [
             ("--tls-handshake-timeout", self.tls_handshake_timeout),
             ("--header-read-timeout", self.header_read_timeout),
@@ -186,7 +186,7 @@ impl LimitArgs {
                 self.max_body_bytes
             );
         }
-        Ok(Limits {
+        Ok(PortLimits {
             tls_handshake_timeout: self.tls_handshake_timeout.get(),
             header_read_timeout: self.header_read_timeout.get(),
             body_timeout: self.body_timeout.get(),

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use imgate_core::Digest;
 
-use crate::shutdown::stopped;
-use crate::state::{load_policy, AppState, Settings};
-use crate::tls::{Reload, ReloadingCert};
+use crate::server::shutdown::stopped;
+use crate::server::state::{load_policy, AppState, Settings};
+use crate::server::tls::{Reload, ReloadingCert};
 
 /// Polls the certificate and policy files (and reacts to SIGHUP) until stopped.
 pub(crate) async fn reload_loop(

@@ -15,9 +15,9 @@ use imgate_core::registry::{ClientConfig, RegistryClient, RegistryError, DEFAULT
 
 use crate::admission::{Engine, DEFAULT_DEADLINE};
 use crate::kube::{KubeClient, KubeError};
-use crate::limits::{BodyBudget, Limits};
 use crate::metrics::Metrics;
-use crate::tls::TlsError;
+use crate::server::limits::{BodyBudget, PortLimits};
+use crate::server::tls::TlsError;
 
 /// Largest admission request body accepted. The API server sends whole
 /// objects; 3 MiB is above etcd's 1.5 MiB object limit with the old object
@@ -124,7 +124,7 @@ pub struct Settings {
     /// Largest accepted request body.
     pub body_limit: usize,
     /// Connection, time and buffering bounds of the admission port.
-    pub limits: Limits,
+    pub limits: PortLimits,
 }
 
 impl Settings {
@@ -144,7 +144,7 @@ impl Settings {
             reload_interval: DEFAULT_RELOAD_INTERVAL,
             grace: DEFAULT_SHUTDOWN_GRACE,
             body_limit: DEFAULT_BODY_LIMIT,
-            limits: Limits::default(),
+            limits: PortLimits::default(),
         }
     }
 
@@ -233,14 +233,19 @@ struct Inner {
 impl AppState {
     /// State around an engine (built with every port it uses).
     pub fn new(engine: Engine, metrics: Arc<Metrics>) -> Self {
-        Self::build(engine, metrics, DEFAULT_BODY_LIMIT, &Limits::default())
+        Self::build(engine, metrics, DEFAULT_BODY_LIMIT, &PortLimits::default())
     }
 
     fn with_limits(engine: Engine, metrics: Arc<Metrics>, settings: &Settings) -> Self {
         Self::build(engine, metrics, settings.body_limit, &settings.limits)
     }
 
-    fn build(engine: Engine, metrics: Arc<Metrics>, body_limit: usize, limits: &Limits) -> Self {
+    fn build(
+        engine: Engine,
+        metrics: Arc<Metrics>,
+        body_limit: usize,
+        limits: &PortLimits,
+    ) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 engine,

@@ -304,6 +304,7 @@ pub struct ReloadingCert {
 
 impl ReloadingCert {
     /// Loads the certificate chain and key; fails naming the file at fault.
+    #[cfg(test)]
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
         Self::load_with_client_ca(cert_path, key_path, None)
     }

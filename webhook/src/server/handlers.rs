@@ -15,10 +15,10 @@ use imgate_core::policy::HumanDuration;
 use tracing::Instrument;
 
 use crate::admission::Endpoint;
-use crate::limits::{BodyPermit, BodySource, Peer, BODY_RATE_WINDOW};
 use crate::metrics::Metrics;
 use crate::review::{self, AdmissionResponse};
-use crate::state::AppState;
+use crate::server::limits::{BodyPermit, BodySource, Peer, BODY_RATE_WINDOW};
+use crate::server::state::AppState;
 
 /// The admission router: `POST /mutate`, `POST /validate`.
 pub fn admission_router(state: AppState) -> Router {

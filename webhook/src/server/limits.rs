@@ -72,7 +72,7 @@ pub const FD_RESERVE: u64 = 128;
 
 /// The connection and body limits of the admission port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct PortLimits {
     /// Time for a TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Time for a request's headers (HTTP/1).
@@ -102,9 +102,9 @@ pub struct Limits {
     pub max_buffered_bytes_per_source: usize,
 }
 
-impl Default for Limits {
+impl Default for PortLimits {
     fn default() -> Self {
-        Limits {
+        PortLimits {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,

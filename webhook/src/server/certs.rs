@@ -395,7 +395,7 @@ mod tests {
         roots.add(ca).unwrap();
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
             std::sync::Arc::new(roots),
-            crate::tls::provider(),
+            crate::server::tls::provider(),
         )
         .build()
         .unwrap();
@@ -441,8 +441,11 @@ mod tests {
             again.cert_pem
         );
         // The result loads as the webhook's serving certificate.
-        crate::tls::ReloadingCert::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
-            .unwrap();
+        crate::server::tls::ReloadingCert::load(
+            &dir.path().join("tls.crt"),
+            &dir.path().join("tls.key"),
+        )
+        .unwrap();
     }
 
     #[test]

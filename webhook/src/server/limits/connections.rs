@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-use super::Limits;
+use super::PortLimits;
 
 /// How long admitting waits for a shed connection to close before it
 /// sheds the next.
@@ -314,7 +314,7 @@ impl Connections {
     /// `protect_authenticated` (client certificates required), connections
     /// that authenticated are never displaced.
     pub fn new(
-        limits: &Limits,
+        limits: &PortLimits,
         protect_authenticated: bool,
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Self> {
@@ -433,12 +433,12 @@ impl Connections {
 mod tests {
     use super::*;
 
-    fn bounds(max: usize, per_source: usize, handshakes: usize) -> Limits {
-        Limits {
+    fn bounds(max: usize, per_source: usize, handshakes: usize) -> PortLimits {
+        PortLimits {
             max_connections: max,
             max_connections_per_source: per_source,
             max_handshakes_per_source: handshakes,
-            ..Limits::default()
+            ..PortLimits::default()
         }
     }
 

@@ -6,10 +6,20 @@
 //! and validate everything first (a bad policy or certificate fails the
 //! start, naming the field or file), bind and log the addresses, serve, and
 //! on SIGTERM stop accepting and drain in-flight reviews within a grace
-//! period. The routes live in `handlers`, the shared state in
-//! `state`, the stop signal in `shutdown`; this module
-//! owns the listeners and the TLS accept loop, which is manual so the
-//! certificate can be swapped under it.
+//! period. The routes live in `handlers`, the shared state in `state`, the
+//! stop signal in `shutdown`, the connection and body bounds in `limits`,
+//! certificates in `tls` (serving, reloading) and `certs` (`imgate webhook
+//! certs`), hot reload in `reload`; this module owns the listeners and the
+//! TLS accept loop, which is manual so the certificate can be swapped under
+//! it.
+
+pub mod certs;
+mod handlers;
+pub mod limits;
+mod reload;
+mod shutdown;
+mod state;
+mod tls;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -19,16 +29,16 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::limits::{
-    fit_connections, raise_fd_limit, Connections, Limits, Peer, Slot, HTTP2_KEEPALIVE_TIMEOUT,
-};
 use crate::metrics::Metrics;
-use crate::shutdown::{stop_flag, stopped};
-use crate::tls::ReloadingCert;
+use crate::server::limits::{
+    fit_connections, raise_fd_limit, Connections, Peer, PortLimits, Slot, HTTP2_KEEPALIVE_TIMEOUT,
+};
+use crate::server::shutdown::{stop_flag, stopped};
+use crate::server::tls::ReloadingCert;
 
-pub use crate::handlers::{admission_router, metrics_router};
-pub use crate::shutdown::shutdown_signal;
-pub use crate::state::{
+pub use crate::server::handlers::{admission_router, metrics_router};
+pub use crate::server::shutdown::shutdown_signal;
+pub use crate::server::state::{
     load_policy, registry_client, AppState, Readiness, ServerError, Settings, DEFAULT_BODY_LIMIT,
     DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN, DEFAULT_RELOAD_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
     MAX_DEADLINE,
@@ -108,7 +118,7 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = stop_flag();
-    let reloader = tokio::spawn(crate::reload::reload_loop(
+    let reloader = tokio::spawn(crate::server::reload::reload_loop(
         state.clone(),
         settings.clone(),
         cert.clone(),
@@ -162,7 +172,7 @@ async fn accept_loop(
     tls_config: Arc<rustls::ServerConfig>,
     client_auth: bool,
     router: Router,
-    limits: Limits,
+    limits: PortLimits,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -231,7 +241,7 @@ fn client_certificate_refused(err: &std::io::Error) -> bool {
 struct Shared {
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
-    limits: Limits,
+    limits: PortLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -331,14 +341,14 @@ async fn serve_connection(
             }
             _ = tokio::time::sleep(idle_left) => {
                 if activity.idle_for() >= limits.idle_timeout {
-                    break "idle";
+                    break Closing::Idle;
                 }
             }
-            _ = activity.shed() => break "shed",
-            _ = stopped(&mut stop) => break "stop",
+            _ = activity.shed() => break Closing::Shed,
+            _ = stopped(&mut stop) => break Closing::Stop,
         }
     };
-    tracing::debug!(%peer, reason = closing, "closing connection");
+    tracing::debug!(%peer, reason = closing.as_str(), "closing connection");
     // Refuse new requests (HTTP/2: GOAWAY) and close once in-flight ones
     // are done. An idle or shed connection gets a moment for that, then is
     // dropped: a client dawdling over its next request head must not hold
@@ -346,7 +356,7 @@ async fn serve_connection(
     // still waits for room in the body budget has not started and goes
     // with its connection.
     connection.as_mut().graceful_shutdown();
-    if closing == "stop" {
+    if closing == Closing::Stop {
         let _ = connection.await;
     } else {
         let mut patience = FLUSH_PATIENCE;
@@ -363,4 +373,25 @@ async fn serve_connection(
         }
     }
     drop(slot);
+}
+
+/// Why the server closes a connection it is serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// No request for the idle timeout.
+    Idle,
+    /// Displaced to admit another connection at the bound.
+    Shed,
+    /// The server is shutting down: in-flight requests are finished.
+    Stop,
+}
+
+impl Closing {
+    fn as_str(self) -> &'static str {
+        match self {
+            Closing::Idle => "idle",
+            Closing::Shed => "shed",
+            Closing::Stop => "stop",
+        }
+    }
 }
