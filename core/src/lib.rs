@@ -5,6 +5,7 @@
 //! binary and the webhook are thin layers over this crate.
 
 pub mod digest;
+pub mod kyverno;
 pub mod oci;
 pub mod pin;
 pub mod policy;

@@ -1,0 +1,5 @@
+//! Importing Kyverno policies (work in progress).
+
+mod automaton;
+mod cond;
+mod names;
