@@ -25,6 +25,12 @@ pub(super) enum Cond {
     Unknown,
 }
 
+impl Default for Cond {
+    fn default() -> Self {
+        Cond::True
+    }
+}
+
 impl Cond {
     pub fn not(self) -> Cond {
         match self {

@@ -1,0 +1,303 @@
+//! The references that show what changed, computed from the patterns
+//! themselves and decided by both sides: the Kyverno side by Kyverno's own
+//! wildcard rules over the whole policy, the imgate side by the written
+//! policy as imgate loaded it.
+//!
+//! Kyverno admitted, imgate denies: each wildcard of an allow-list entry is
+//! filled with strings that cross the boundaries imgate keeps (`.`, `:`,
+//! `/`, a port), and the references the Kyverno policy admitted and imgate
+//! denies are kept. Kyverno denied, imgate admits: the names an imgate
+//! pattern matches are written every way a pod spec may write them, with
+//! tags, digests and both, and those the Kyverno policy denied are kept.
+
+use std::collections::BTreeSet;
+
+use super::build::{Outcome, Plan};
+use super::cond::Cond;
+use super::model::{Imported, Lists};
+use super::names::{raw_spellings, NamePattern};
+use super::report::{Decision, Example, Finding, FindingKind};
+use crate::policy::Policy;
+use crate::reference::ImageRef;
+
+/// Most examples per finding.
+const MAX_EXAMPLES: usize = 3;
+
+/// What a `*` is filled with: strings that cross each boundary.
+const STAR_FILLS: &[&str] = &[
+    ".evil.example/x:1",
+    "0:5000/x:1",
+    ":5000/x:1",
+    "/x/y:1",
+    "x:1",
+    "-x/y:1",
+    "/x:1",
+    "",
+    "x",
+];
+
+/// What a `?` is filled with.
+const ONE_FILLS: &[&str] = &["x", "0", ".", "/"];
+
+const DIGEST: &str = "@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Whether the written policy admits `reference` (by registry and rule; a
+/// rule that verifies still needs its signature).
+fn imgate_admits(policy: &Policy, reference: &str) -> bool {
+    ImageRef::parse(reference).is_ok_and(|image| policy.is_trusted(&image) && policy.rule_for(&image).is_some())
+}
+
+/// `glob` with its wildcards filled every way (the first two; later ones
+/// with `x`).
+fn fills(glob: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut wildcards = 0;
+    for c in glob.chars() {
+        let options: &[&str] = match c {
+            '*' => STAR_FILLS,
+            '?' => ONE_FILLS,
+            _ => {
+                out.iter_mut().for_each(|s| s.push(c));
+                continue;
+            }
+        };
+        wildcards += 1;
+        let options = if wildcards > 2 { &["x"][..] } else { options };
+        out = out
+            .iter()
+            .flat_map(|s| options.iter().map(move |o| format!("{s}{o}")))
+            .collect();
+    }
+    out
+}
+
+/// Suffixes for the names of a pattern: a tag, none, a digest, both, and
+/// the tags the policies name.
+fn suffixes(imported: &Imported) -> Vec<String> {
+    let mut out: Vec<String> = vec![":1.0".into(), String::new(), DIGEST.into(), format!(":1.0{DIGEST}")];
+    for atom in &imported.atoms.list {
+        let (_, version) = super::names::split_version(&atom.glob);
+        if let Some(tag) = version.strip_prefix(':') {
+            let tag = tag.replace(['*', '?'], "0");
+            if ImageRef::parse(&format!("x:{tag}")).is_ok() && !out.contains(&format!(":{tag}")) {
+                out.push(format!(":{tag}"));
+            }
+        }
+    }
+    out
+}
+
+/// Every way to write every sample name of `pattern`.
+fn spellings(imported: &Imported, pattern: &NamePattern) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in pattern.sample_names() {
+        let Some((registry, repository)) = name.split_once('/') else { continue };
+        for spelling in raw_spellings(registry, repository) {
+            for suffix in suffixes(imported) {
+                out.push(format!("{spelling}{suffix}"));
+            }
+        }
+    }
+    out
+}
+
+fn registry_of(reference: &str) -> String {
+    ImageRef::parse(reference).map(|i| i.registry).unwrap_or_default()
+}
+
+/// Adds the meaning-change, reverse and coverage findings.
+pub(super) fn findings(imported: &mut Imported, plan: &Plan, policy: &Policy) {
+    let mut shown = BTreeSet::new();
+    let atoms: Vec<usize> = plan.outcomes.keys().copied().collect();
+    for n in atoms {
+        atom_finding(imported, plan, policy, n, &mut shown);
+    }
+    for i in 0..imported.checks.len() {
+        check_finding(imported, plan, policy, i, &mut shown);
+    }
+    coverage(imported, plan, policy);
+}
+
+fn atom_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, n: usize, shown: &mut BTreeSet<String>) {
+    let atom = imported.atoms.get(n).clone();
+    let outcome = &plan.outcomes[&n];
+    let translated = match outcome {
+        Outcome::Translated(p) => Some(p.clone()),
+        Outcome::Rejected(..) => super::names::allow_candidate(&atom.glob).ok(),
+    };
+    // Kyverno admitted, imgate denies.
+    let mut candidates = fills(&atom.glob);
+    if let Some(p) = &translated {
+        candidates.extend(spellings(imported, p));
+    }
+    let mut forward: Vec<Example> = Vec::new();
+    for reference in candidates {
+        if forward.len() >= MAX_EXAMPLES || shown.contains(&reference) {
+            continue;
+        }
+        let Ok(image) = ImageRef::parse(&reference) else { continue };
+        if !super::automaton::wildcard_match(&atom.glob, &reference)
+            || !imported.atoms.admits(&plan.allow, &reference)
+            || imgate_admits(policy, &reference)
+            || forward.iter().any(|e| registry_of(&e.reference) == image.registry)
+        {
+            continue;
+        }
+        let detail = match &translated {
+            Some(p) if p.registry != image.registry => format!("registry {}: the wildcard ran into the host name or port", image.registry),
+            Some(_) => format!("{}: the wildcard ran across `/` or into the tag", image.name()),
+            None => format!("{} is not trusted", image.name()),
+        };
+        forward.push(Example { reference, kyverno: Decision::Admitted, imgate: Decision::Denied, detail });
+    }
+    // Kyverno denied, imgate admits.
+    let check = imported.checks.iter().position(|c| c.cond.atoms().contains(&n));
+    let mut reverse: Vec<Example> = Vec::new();
+    if let (Outcome::Translated(p), Some(check)) = (outcome, check) {
+        let cond = imported.checks[check].cond.strict();
+        for reference in spellings(imported, p) {
+            if !reverse.is_empty() || shown.contains(&reference) {
+                continue;
+            }
+            if super::automaton::wildcard_match(&atom.glob, &reference)
+                || imported.atoms.admits(&cond, &reference)
+                || imported.atoms.admits(&plan.allow, &reference)
+                || !imgate_admits(policy, &reference)
+            {
+                continue;
+            }
+            let detail = why_denied(imported, &cond, &reference);
+            reverse.push(Example { reference, kyverno: Decision::Denied, imgate: Decision::Admitted, detail });
+        }
+    }
+    let message = match (outcome, forward.is_empty(), reverse.is_empty()) {
+        (Outcome::Rejected(why, _), true, _) if translated.is_none() => {
+            // Nothing it admitted is lost (another entry or rule covers it,
+            // or it was never an allow-list entry): nothing to report.
+            let _ = why;
+            return;
+        }
+        (Outcome::Rejected(why, _), _, _) => format!("not carried over: {why}"),
+        (_, true, true) => return,
+        (_, false, true) => "Kyverno's `*` ran across `.`, `:` and `/` over the reference as written; imgate's pattern is normalised and stops at those boundaries".into(),
+        (_, true, false) => "Kyverno compared the reference as written; imgate compares the image it names, however it is written".into(),
+        (_, false, false) => "both ways: Kyverno's `*` ran across `.`, `:` and `/`, and Kyverno compared references as written while imgate compares the images they name".into(),
+    };
+    let mut f = Finding::new(FindingKind::Changed, &atom.source, &atom.path, message);
+    f.pattern = Some(atom.glob.clone());
+    f.imgate = translated.filter(|_| matches!(outcome, Outcome::Translated(_))).map(|p| p.text());
+    for e in forward.into_iter().chain(reverse) {
+        shown.insert(e.reference.clone());
+        f.examples.push(e);
+    }
+    imported.findings.push(f);
+}
+
+/// Why the Kyverno condition denied `reference`: no digest, the way it was
+/// written, or its tag.
+fn why_denied(imported: &Imported, cond: &Cond, reference: &str) -> String {
+    if !reference.contains('@') && imported.atoms.admits(cond, &format!("{reference}{DIGEST}")) {
+        return "no digest in the reference; imgate pins tags to digests instead".into();
+    }
+    let Ok(image) = ImageRef::parse(reference) else { return String::new() };
+    // The tag and digest as written: from the tag's `:` (after the last
+    // `/`) or the digest's `@`, whichever comes first.
+    let name_end = reference.find('@').unwrap_or(reference.len());
+    let after_slash = reference[..name_end].rfind('/').map_or(0, |i| i + 1);
+    let start = reference[after_slash..name_end].find(':').map_or(name_end, |i| after_slash + i);
+    let suffix = &reference[start..];
+    for other in raw_spellings(&image.registry, &image.repository) {
+        let other = format!("{other}{suffix}");
+        if other != reference && imported.atoms.admits(cond, &other) {
+            return format!("written differently from {other}, which Kyverno admitted: the same image");
+        }
+    }
+    "its tag or digest: imgate has no rule on tags (it pins them to digests)".into()
+}
+
+/// References a rule denied that imgate admits, not shown yet (a rule on
+/// tags, a negated pattern).
+fn check_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, i: usize, shown: &mut BTreeSet<String>) {
+    let cond = imported.checks[i].cond.strict();
+    let mut examples = Vec::new();
+    for t in &plan.trusted {
+        for reference in spellings(imported, &t.pattern) {
+            if examples.len() >= MAX_EXAMPLES || shown.contains(&reference) {
+                continue;
+            }
+            if imported.atoms.admits(&cond, &reference) || !imgate_admits(policy, &reference) {
+                continue;
+            }
+            let detail = why_denied(imported, &cond, &reference);
+            shown.insert(reference.clone());
+            examples.push(Example { reference, kyverno: Decision::Denied, imgate: Decision::Admitted, detail });
+        }
+    }
+    if examples.is_empty() {
+        return;
+    }
+    let rule = imported.rules[imported.checks[i].rule].clone();
+    let mut f = Finding::new(
+        FindingKind::Changed,
+        &rule.source,
+        &rule.path,
+        "this rule denied references imgate admits: imgate decides by the image a reference names, never by how it is written or by its tag",
+    );
+    f.examples = examples;
+    imported.findings.push(f);
+}
+
+/// The container lists no allow-list check looked at.
+fn coverage(imported: &mut Imported, plan: &Plan, policy: &Policy) {
+    if !plan.has_allowlist {
+        return;
+    }
+    let covered = imported
+        .checks
+        .iter()
+        .filter(|c| c.cond.strict() != Cond::True)
+        .fold(Lists::default(), |acc, c| acc.union(c.lists));
+    let Some(first) = imported.checks.first().map(|c| imported.rules[c.rule].clone()) else { return };
+    let denied = ["evil.example/app:1", "unlisted.imgate.invalid/app:1"]
+        .into_iter()
+        .find(|r| !imgate_admits(policy, r));
+    for (on, field, what) in [
+        (covered.containers, "containers", "containers"),
+        (covered.init, "initContainers", "init containers"),
+        (covered.ephemeral, "ephemeralContainers", "ephemeral containers (kubectl debug)"),
+    ] {
+        if on {
+            continue;
+        }
+        let mut f = Finding::new(
+            FindingKind::NotCovered,
+            &first.source,
+            &first.path,
+            format!("{field}: the Kyverno policy never checked the images of {what}; imgate checks them against the same trusted registries"),
+        );
+        if let Some(reference) = denied {
+            f.examples.push(Example {
+                reference: reference.to_string(),
+                kyverno: Decision::Admitted,
+                imgate: Decision::Denied,
+                detail: format!("as an image of {what}"),
+            });
+        }
+        imported.findings.push(f);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_cross_boundaries() {
+        let f = fills("10.0.20.10*");
+        assert!(f.contains(&"10.0.20.10.evil.example/x:1".to_string()));
+        assert!(f.contains(&"10.0.20.100:5000/x:1".to_string()));
+        assert!(f.contains(&"10.0.20.10:5000/x:1".to_string()));
+        assert_eq!(fills("a*b*c*d").len(), STAR_FILLS.len() * STAR_FILLS.len());
+    }
+}
