@@ -46,12 +46,16 @@ impl CharSet {
 
     /// The characters from `lo` to `hi`, both included.
     pub fn range(lo: u8, hi: u8) -> CharSet {
-        (lo..=hi).fold(CharSet::NONE, |set, b| set.union(CharSet::of(char::from(b))))
+        (lo..=hi).fold(CharSet::NONE, |set, b| {
+            set.union(CharSet::of(char::from(b)))
+        })
     }
 
     /// The characters of `chars`.
     pub fn chars(chars: &str) -> CharSet {
-        chars.chars().fold(CharSet::NONE, |set, c| set.union(CharSet::of(c)))
+        chars
+            .chars()
+            .fold(CharSet::NONE, |set, c| set.union(CharSet::of(c)))
     }
 
     pub fn union(self, other: CharSet) -> CharSet {
@@ -289,6 +293,7 @@ impl Nfa {
     }
 
     /// Whether the automaton accepts `text`.
+    #[cfg(test)]
     pub fn accepts(&self, text: &str) -> bool {
         let mut set = self.initial();
         for c in text.chars() {

@@ -98,7 +98,9 @@ fn witness_tags(imported: &Imported) -> Vec<String> {
         if let Some(tag) = version.strip_prefix(':') {
             let tag = tag.replace(['*', '?'], "0");
             let valid = tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if valid && !tags.contains(&tag) && tags.len() < MAX_WITNESS_TAGS {
                 tags.push(tag);
             }
@@ -115,13 +117,24 @@ fn witness_tags(imported: &Imported) -> Vec<String> {
 /// Whether some way of writing every image of `pattern` with every digest
 /// (or, `tag_only`, with some one tag) satisfies `cond`; else a reference
 /// `cond` denies.
-fn prove(imported: &Imported, pattern: &NamePattern, cond: &Cond, tag_only: bool) -> Result<(), Option<String>> {
+fn prove(
+    imported: &Imported,
+    pattern: &NamePattern,
+    cond: &Cond,
+    tag_only: bool,
+) -> Result<(), Option<String>> {
     let tags = witness_tags(imported);
     let suffixes: Vec<Re> = if tag_only {
         tags.iter().map(|t| Re::lit(&format!(":{t}"))).collect()
     } else {
-        let mut s = vec![names::digest_suffix(), Re::Seq(vec![names::tag_suffix(), names::digest_suffix()])];
-        s.extend(tags.iter().map(|t| Re::Seq(vec![Re::lit(&format!(":{t}")), names::digest_suffix()])));
+        let mut s = vec![
+            names::digest_suffix(),
+            Re::Seq(vec![names::tag_suffix(), names::digest_suffix()]),
+        ];
+        s.extend(
+            tags.iter()
+                .map(|t| Re::Seq(vec![Re::lit(&format!(":{t}")), names::digest_suffix()])),
+        );
         s
     };
     let mut counterexample = None;
@@ -153,7 +166,10 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
                     let outcome = match prove(imported, &pattern, &plan.allow, false) {
                         Ok(()) => Outcome::Translated(pattern.clone()),
                         Err(example) => Outcome::Rejected(
-                            format!("the Kyverno policy did not admit every image of {}", pattern.text()),
+                            format!(
+                                "the Kyverno policy did not admit every image of {}",
+                                pattern.text()
+                            ),
                             example,
                         ),
                     };
@@ -172,7 +188,10 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
     }
     // A pattern another one covers adds nothing (`docker.io/**` covers
     // `docker.io/library/nginx*`); keep the broader one, with both sources.
-    let parsed: Vec<_> = accepted.iter().map(|(p, _)| p.image_pattern().ok()).collect();
+    let parsed: Vec<_> = accepted
+        .iter()
+        .map(|(p, _)| p.image_pattern().ok())
+        .collect();
     let covered_by = |i: usize| {
         (0..accepted.len()).find(|&j| {
             j != i
@@ -200,7 +219,10 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
             continue;
         }
         let atom = imported.atoms.get(covered[0]).clone();
-        let globs: Vec<String> = covered.iter().map(|&n| format!("`{}`", imported.atoms.get(n).glob)).collect();
+        let globs: Vec<String> = covered
+            .iter()
+            .map(|&n| format!("`{}`", imported.atoms.get(n).glob))
+            .collect();
         let mut f = Finding::new(
             FindingKind::Note,
             &atom.source,
@@ -220,7 +242,12 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
             pattern: accepted[i].0.clone(),
             from: (0..accepted.len())
                 .filter(|&m| top[m] == i)
-                .flat_map(|m| accepted[m].1.iter().map(|&n| imported.atoms.get(n).glob.clone()))
+                .flat_map(|m| {
+                    accepted[m]
+                        .1
+                        .iter()
+                        .map(|&n| imported.atoms.get(n).glob.clone())
+                })
                 .collect(),
         })
         .collect();
@@ -258,7 +285,10 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
 /// matches it (`Unknown` counts as yes: fail closed).
 fn meets(pattern: &NamePattern, world: World, glob: &Nfa) -> bool {
     let spelling = Nfa::from_re(&pattern.spelling(world));
-    !matches!(automaton::every(&spelling, &[glob], |m| !m[0]), Answer::Holds)
+    !matches!(
+        automaton::every(&spelling, &[glob], |m| !m[0]),
+        Answer::Holds
+    )
 }
 
 /// A proved cover of the images whose `world` strings `glob` matches.
@@ -267,7 +297,11 @@ fn cover(glob: &str, world: World) -> Option<NamePattern> {
     pattern.image_pattern().ok()?;
     let strings = Nfa::wildcard(glob).intersect(&Nfa::from_re(&names::any_reference(world)));
     let spelled = Nfa::from_re(&pattern.spelling(world));
-    matches!(automaton::every(&strings, &[&spelled], |m| m[0]), Answer::Holds).then_some(pattern)
+    matches!(
+        automaton::every(&strings, &[&spelled], |m| m[0]),
+        Answer::Holds
+    )
+    .then_some(pattern)
 }
 
 fn rule_name(imported: &Imported, rule: usize, used: &[RuleOut]) -> String {
@@ -303,7 +337,12 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
                     Some(p) => images.push(p),
                     None if plan.has_allowlist => {
                         let nfa = imported.atoms.get(n).nfa.clone();
-                        images.extend(plan.trusted.iter().filter(|t| meets(&t.pattern, world, &nfa)).map(|t| t.pattern.clone()));
+                        images.extend(
+                            plan.trusted
+                                .iter()
+                                .filter(|t| meets(&t.pattern, world, &nfa))
+                                .map(|t| t.pattern.clone()),
+                        );
                     }
                     None => unlisted.push(glob.clone()),
                 }
@@ -364,14 +403,22 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
                 let denied = refused.iter().any(|v| {
                     v.refs_unknown
                         || v.worlds.iter().any(|&w| {
-                            v.refs.iter().any(|&n| meets(p, w, &imported.atoms.get(n).nfa))
+                            v.refs
+                                .iter()
+                                .any(|&n| meets(p, w, &imported.atoms.get(n).nfa))
                         })
                 });
                 if denied {
-                    let (source, path) = (imported.rules[refused[0].rule].source.clone(), refused[0].path.clone());
+                    let (source, path) = (
+                        imported.rules[refused[0].rule].source.clone(),
+                        refused[0].path.clone(),
+                    );
                     imported.finding(FindingKind::Refused, &source, &path, format!("{} is not trusted: some of its images needed this verification, which was not carried over", p.text()));
                 } else if !plan.trusted.iter().any(|t| &t.pattern == p) {
-                    plan.trusted.push(Trusted { pattern: p.clone(), from: Vec::new() });
+                    plan.trusted.push(Trusted {
+                        pattern: p.clone(),
+                        from: Vec::new(),
+                    });
                 }
             }
         }
@@ -395,11 +442,25 @@ fn overlap(a: &NamePattern, b: &NamePattern) -> bool {
 
 /// A verification imgate cannot carry: the trusted patterns whose images
 /// it applied to are dropped, so those images are denied.
-fn deny_covered(imported: &mut Imported, plan: &mut Plan, v: &super::model::Verification, source: &str) {
-    let nfas: Vec<Nfa> = v.refs.iter().map(|&n| imported.atoms.get(n).nfa.clone()).collect();
+fn deny_covered(
+    imported: &mut Imported,
+    plan: &mut Plan,
+    v: &super::model::Verification,
+    source: &str,
+) {
+    let nfas: Vec<Nfa> = v
+        .refs
+        .iter()
+        .map(|&n| imported.atoms.get(n).nfa.clone())
+        .collect();
     let (dropped, kept): (Vec<Trusted>, Vec<Trusted>) = std::mem::take(&mut plan.trusted)
         .into_iter()
-        .partition(|t| v.refs_unknown || v.worlds.iter().any(|&w| nfas.iter().any(|n| meets(&t.pattern, w, n))));
+        .partition(|t| {
+            v.refs_unknown
+                || v.worlds
+                    .iter()
+                    .any(|&w| nfas.iter().any(|n| meets(&t.pattern, w, n)))
+        });
     plan.trusted = kept;
     for t in dropped {
         imported.finding(

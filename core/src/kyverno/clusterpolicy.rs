@@ -41,18 +41,23 @@ pub(super) fn enforces(action: Option<&Value>) -> Option<bool> {
 
 /// `Ignore` → `Some(true)`, `Fail` → `Some(false)`.
 pub(super) fn ignores_failures(policy: Option<&Value>) -> Option<bool> {
-    policy.and_then(Value::as_str).map(|p| p.eq_ignore_ascii_case("ignore"))
+    policy
+        .and_then(Value::as_str)
+        .map(|p| p.eq_ignore_ascii_case("ignore"))
 }
 
 /// Reads one policy; returns whether it had an image rule.
-pub(super) fn read(imported: &mut Imported, source: &str, object: &Value) -> Result<bool, ImportError> {
-    let namespace = (object.get("kind").and_then(Value::as_str) == Some("Policy"))
-        .then(|| {
-            object
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-        });
+pub(super) fn read(
+    imported: &mut Imported,
+    source: &str,
+    object: &Value,
+) -> Result<bool, ImportError> {
+    let namespace = (object.get("kind").and_then(Value::as_str) == Some("Policy")).then(|| {
+        object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+    });
     let Some(spec) = object.get("spec").and_then(Value::as_object) else {
         imported.refuse(source, "spec", "no spec", false);
         return Ok(false);
@@ -63,15 +68,23 @@ pub(super) fn read(imported: &mut Imported, source: &str, object: &Value) -> Res
         .map(|k| format!("spec.{k}"))
         .collect();
     let mut enforce = enforces(spec.get("validationFailureAction")).unwrap_or(false);
-    if let Some(overrides) = spec.get("validationFailureActionOverrides").and_then(Value::as_array) {
-        if overrides.iter().any(|o| enforces(o.get("action")) != Some(enforce)) {
+    if let Some(overrides) = spec
+        .get("validationFailureActionOverrides")
+        .and_then(Value::as_array)
+    {
+        if overrides
+            .iter()
+            .any(|o| enforces(o.get("action")) != Some(enforce))
+        {
             imported.finding(
                 FindingKind::Stricter,
                 source,
                 "spec.validationFailureActionOverrides",
                 "Kyverno enforced some namespaces and audited others; imgate has one mode for the policy, and enforces if any namespace was enforced",
             );
-            enforce |= overrides.iter().any(|o| enforces(o.get("action")) == Some(true));
+            enforce |= overrides
+                .iter()
+                .any(|o| enforces(o.get("action")) == Some(true));
         }
     }
     if spec.get("admission").and_then(Value::as_bool) == Some(false) {
@@ -86,7 +99,11 @@ pub(super) fn read(imported: &mut Imported, source: &str, object: &Value) -> Res
     let webhook = spec.get("webhookConfiguration");
     imported.policies.push(PolicyInfo {
         source: source.to_string(),
-        ignore_failures: ignores_failures(webhook.and_then(|w| w.get("failurePolicy")).or(spec.get("failurePolicy"))),
+        ignore_failures: ignores_failures(
+            webhook
+                .and_then(|w| w.get("failurePolicy"))
+                .or(spec.get("failurePolicy")),
+        ),
         timeout_seconds: webhook
             .and_then(|w| w.get("timeoutSeconds"))
             .or(spec.get("webhookTimeoutSeconds"))
@@ -103,7 +120,13 @@ pub(super) fn read(imported: &mut Imported, source: &str, object: &Value) -> Res
     let first_check = imported.checks.len();
     let first_verification = imported.verifications.len();
     let mut images = false;
-    for (i, rule) in spec.get("rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, rule) in spec
+        .get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let mut r = RuleReader {
             imported: &mut *imported,
             source,
@@ -119,12 +142,22 @@ pub(super) fn read(imported: &mut Imported, source: &str, object: &Value) -> Res
     }
     if images && !unknown.is_empty() {
         for path in &unknown {
-            imported.refuse(source, path, "a policy setting the importer does not know", true);
+            imported.refuse(
+                source,
+                path,
+                "a policy setting the importer does not know",
+                true,
+            );
         }
         poison(imported, first_check, first_verification);
     } else {
         for path in &unknown {
-            imported.refuse(source, path, "a policy setting the importer does not know", false);
+            imported.refuse(
+                source,
+                path,
+                "a policy setting the importer does not know",
+                false,
+            );
         }
     }
     Ok(images)
@@ -169,9 +202,22 @@ impl RuleReader<'_> {
             match key.as_str() {
                 "name" | "match" | "exclude" | "skipBackgroundRequests" | "reportProperties" => {}
                 "preconditions" | "celPreconditions" => gates.push(at),
-                "context" => self.imported.refuse(source, &at, "context lookups (apiCall, configMap, variables) are not imported", false),
-                "mutate" => self.imported.refuse(source, &at, "mutate rules are not imported (imgate rewrites only tags, to digests)", false),
-                "generate" => self.imported.refuse(source, &at, "generate rules are not imported", false),
+                "context" => self.imported.refuse(
+                    source,
+                    &at,
+                    "context lookups (apiCall, configMap, variables) are not imported",
+                    false,
+                ),
+                "mutate" => self.imported.refuse(
+                    source,
+                    &at,
+                    "mutate rules are not imported (imgate rewrites only tags, to digests)",
+                    false,
+                ),
+                "generate" => {
+                    self.imported
+                        .refuse(source, &at, "generate rules are not imported", false)
+                }
                 "validate" => images |= self.validate(value, &at, &scope)?,
                 "verifyImages" => {
                     for (j, entry) in value.as_array().into_iter().flatten().enumerate() {
@@ -179,9 +225,18 @@ impl RuleReader<'_> {
                         images = true;
                     }
                 }
-                "imageExtractors" => poisoned.push((at, "custom image locations (imageExtractors)")),
-                _ if mentions_image(value) => poisoned.push((at, "a rule field the importer does not know")),
-                _ => self.imported.refuse(source, &at, "a rule field the importer does not know", false),
+                "imageExtractors" => {
+                    poisoned.push((at, "custom image locations (imageExtractors)"))
+                }
+                _ if mentions_image(value) => {
+                    poisoned.push((at, "a rule field the importer does not know"))
+                }
+                _ => self.imported.refuse(
+                    source,
+                    &at,
+                    "a rule field the importer does not know",
+                    false,
+                ),
             }
         }
         if !images {
@@ -217,7 +272,9 @@ impl RuleReader<'_> {
 
     fn rule_info(&mut self, path: &str, enforce: bool, scope: &scope::Scope) -> usize {
         // `name/verifyImages[1]` is `name-1`; the first entry is the rule's name.
-        let entry = path.rsplit_once("verifyImages[").and_then(|(_, n)| n.strip_suffix(']'));
+        let entry = path
+            .rsplit_once("verifyImages[")
+            .and_then(|(_, n)| n.strip_suffix(']'));
         let label = match entry {
             Some(n) if n != "0" => format!("{}-{n}", self.label),
             _ => self.label.clone(),
@@ -232,7 +289,12 @@ impl RuleReader<'_> {
         self.imported.rules.len() - 1
     }
 
-    fn validate(&mut self, validate: &Value, path: &str, scope: &scope::Scope) -> Result<bool, ImportError> {
+    fn validate(
+        &mut self,
+        validate: &Value,
+        path: &str,
+        scope: &scope::Scope,
+    ) -> Result<bool, ImportError> {
         let mut reader = Reader {
             imported: &mut *self.imported,
             source: self.source,
@@ -243,7 +305,12 @@ impl RuleReader<'_> {
         let (about_images, not_images) = (reader.about_images, reader.not_images);
         let source = self.source;
         if !about_images {
-            self.imported.refuse(source, path, "a validation that does not check images", false);
+            self.imported.refuse(
+                source,
+                path,
+                "a validation that does not check images",
+                false,
+            );
             return Ok(false);
         }
         if !not_images.is_empty() {
@@ -266,7 +333,12 @@ impl RuleReader<'_> {
         Ok(true)
     }
 
-    fn verification(&mut self, entry: &Value, path: &str, scope: &scope::Scope) -> Result<(), ImportError> {
+    fn verification(
+        &mut self,
+        entry: &Value,
+        path: &str,
+        scope: &scope::Scope,
+    ) -> Result<(), ImportError> {
         let source = self.source;
         let mut refs = Vec::new();
         let mut refs_unknown = false;
@@ -275,8 +347,17 @@ impl RuleReader<'_> {
         if let Some(image) = entry.get("image").and_then(Value::as_str) {
             globs.push((format!("{path}.image"), image));
         }
-        for (i, r) in entry.get("imageReferences").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            globs.push((format!("{path}.imageReferences[{i}]"), r.as_str().unwrap_or("{{")));
+        for (i, r) in entry
+            .get("imageReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            globs.push((
+                format!("{path}.imageReferences[{i}]"),
+                r.as_str().unwrap_or("{{"),
+            ));
         }
         if globs.is_empty() {
             refs_unknown = true;
@@ -284,12 +365,23 @@ impl RuleReader<'_> {
         for (at, glob) in globs {
             if glob.contains("{{") {
                 refs_unknown = true;
-                self.imported.finding(FindingKind::Stricter, source, &at, "a templated image reference: imgate verifies every image instead");
+                self.imported.finding(
+                    FindingKind::Stricter,
+                    source,
+                    &at,
+                    "a templated image reference: imgate verifies every image instead",
+                );
             } else if let Cond::Atom(n) = self.imported.glob(source, &at, glob)? {
                 refs.push(n);
             }
         }
-        for (i, r) in entry.get("skipImageReferences").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, r) in entry
+            .get("skipImageReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let at = format!("{path}.skipImageReferences[{i}]");
             match r.as_str() {
                 Some(glob) if !glob.contains("{{") => {
@@ -297,11 +389,19 @@ impl RuleReader<'_> {
                         skip.push(n);
                     }
                 }
-                _ => self.imported.finding(FindingKind::Stricter, source, &at, "a skip the importer cannot read: those images are verified too"),
+                _ => self.imported.finding(
+                    FindingKind::Stricter,
+                    source,
+                    &at,
+                    "a skip the importer cannot read: those images are verified too",
+                ),
             }
         }
         let enforce = enforces(entry.get("failureAction")).unwrap_or(self.enforce);
-        let mutate_digest = entry.get("mutateDigest").and_then(Value::as_bool).unwrap_or(true);
+        let mutate_digest = entry
+            .get("mutateDigest")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let mut s = Signing::new(self.imported, source);
         for (key, value) in entry.as_object().into_iter().flatten() {
             let at = format!("{path}.{key}");
@@ -339,7 +439,10 @@ impl RuleReader<'_> {
                 _ => s.refuse(&at, &format!("`{key}` is not understood by the importer")),
             }
         }
-        if entry.get("subject").is_some() || entry.get("issuer").is_some() || entry.get("subjectRegExp").is_some() {
+        if entry.get("subject").is_some()
+            || entry.get("issuer").is_some()
+            || entry.get("subjectRegExp").is_some()
+        {
             s.keyless(entry, path);
         }
         let signers = s.finish(path);

@@ -111,6 +111,7 @@ impl Cond {
     }
 
     /// Whether an unknown part is in it.
+    #[cfg(test)]
     pub fn has_unknown(&self) -> bool {
         match self {
             Cond::Unknown => true,
@@ -226,9 +227,17 @@ mod tests {
         assert_eq!(c.strict(), Cond::Not(Box::new(Cond::Atom(0))));
         // Every image admitted by the strict form is admitted by the
         // original, whatever the unknown is (checked both ways round).
-        for image in ["ghcr.io/x:1", "ghcr.io/x:latest", "quay.io/y:latest", "nginx"] {
+        for image in [
+            "ghcr.io/x:1",
+            "ghcr.io/x:latest",
+            "quay.io/y:latest",
+            "nginx",
+        ] {
             for unknown in [false, true] {
-                let original = Cond::and(vec![a.clone(), Cond::or(vec![b.clone().not(), Cond::Unknown])]);
+                let original = Cond::and(vec![
+                    a.clone(),
+                    Cond::or(vec![b.clone().not(), Cond::Unknown]),
+                ]);
                 let strict = original.strict();
                 let with = |c: &Cond| {
                     let replaced = replace_unknown(c, unknown);
@@ -251,7 +260,9 @@ mod tests {
                 }
             }
             Cond::Not(inner) => Cond::Not(Box::new(replace_unknown(inner, value))),
-            Cond::And(parts) => Cond::And(parts.iter().map(|p| replace_unknown(p, value)).collect()),
+            Cond::And(parts) => {
+                Cond::And(parts.iter().map(|p| replace_unknown(p, value)).collect())
+            }
             Cond::Or(parts) => Cond::Or(parts.iter().map(|p| replace_unknown(p, value)).collect()),
             other => other.clone(),
         }
@@ -259,7 +270,11 @@ mod tests {
 
     #[test]
     fn positive_atoms_skip_negated_ones() {
-        let c = Cond::and(vec![Cond::Atom(0), Cond::Atom(1).not(), Cond::or(vec![Cond::Atom(2)])]);
+        let c = Cond::and(vec![
+            Cond::Atom(0),
+            Cond::Atom(1).not(),
+            Cond::or(vec![Cond::Atom(2)]),
+        ]);
         assert_eq!(c.positive_atoms(), vec![0, 2]);
         assert_eq!(c.atoms(), vec![0, 1, 2]);
     }

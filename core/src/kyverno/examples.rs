@@ -44,7 +44,8 @@ const DIGEST: &str = "@sha256:00000000000000000000000000000000000000000000000000
 /// Whether the written policy admits `reference` (by registry and rule; a
 /// rule that verifies still needs its signature).
 fn imgate_admits(policy: &Policy, reference: &str) -> bool {
-    ImageRef::parse(reference).is_ok_and(|image| policy.is_trusted(&image) && policy.rule_for(&image).is_some())
+    ImageRef::parse(reference)
+        .is_ok_and(|image| policy.is_trusted(&image) && policy.rule_for(&image).is_some())
 }
 
 /// `glob` with its wildcards filled every way (the first two; later ones
@@ -74,7 +75,12 @@ fn fills(glob: &str) -> Vec<String> {
 /// Suffixes for the names of a pattern: a tag, none, a digest, both, and
 /// the tags the policies name.
 fn suffixes(imported: &Imported) -> Vec<String> {
-    let mut out: Vec<String> = vec![":1.0".into(), String::new(), DIGEST.into(), format!(":1.0{DIGEST}")];
+    let mut out: Vec<String> = vec![
+        ":1.0".into(),
+        String::new(),
+        DIGEST.into(),
+        format!(":1.0{DIGEST}"),
+    ];
     for atom in &imported.atoms.list {
         let (_, version) = super::names::split_version(&atom.glob);
         if let Some(tag) = version.strip_prefix(':') {
@@ -91,7 +97,9 @@ fn suffixes(imported: &Imported) -> Vec<String> {
 fn spellings(imported: &Imported, pattern: &NamePattern) -> Vec<String> {
     let mut out = Vec::new();
     for name in pattern.sample_names() {
-        let Some((registry, repository)) = name.split_once('/') else { continue };
+        let Some((registry, repository)) = name.split_once('/') else {
+            continue;
+        };
         for spelling in raw_spellings(registry, repository) {
             for suffix in suffixes(imported) {
                 out.push(format!("{spelling}{suffix}"));
@@ -102,7 +110,9 @@ fn spellings(imported: &Imported, pattern: &NamePattern) -> Vec<String> {
 }
 
 fn registry_of(reference: &str) -> String {
-    ImageRef::parse(reference).map(|i| i.registry).unwrap_or_default()
+    ImageRef::parse(reference)
+        .map(|i| i.registry)
+        .unwrap_or_default()
 }
 
 /// Adds the meaning-change, reverse and coverage findings.
@@ -118,7 +128,13 @@ pub(super) fn findings(imported: &mut Imported, plan: &Plan, policy: &Policy) {
     coverage(imported, plan, policy);
 }
 
-fn atom_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, n: usize, shown: &mut BTreeSet<String>) {
+fn atom_finding(
+    imported: &mut Imported,
+    plan: &Plan,
+    policy: &Policy,
+    n: usize,
+    shown: &mut BTreeSet<String>,
+) {
     let atom = imported.atoms.get(n).clone();
     let outcome = &plan.outcomes[&n];
     let translated = match outcome {
@@ -135,23 +151,41 @@ fn atom_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, n: usize,
         if forward.len() >= MAX_EXAMPLES || shown.contains(&reference) {
             continue;
         }
-        let Ok(image) = ImageRef::parse(&reference) else { continue };
+        let Ok(image) = ImageRef::parse(&reference) else {
+            continue;
+        };
         if !super::automaton::wildcard_match(&atom.glob, &reference)
             || !imported.atoms.admits(&plan.allow, &reference)
             || imgate_admits(policy, &reference)
-            || forward.iter().any(|e| registry_of(&e.reference) == image.registry)
+            || forward
+                .iter()
+                .any(|e| registry_of(&e.reference) == image.registry)
         {
             continue;
         }
         let detail = match &translated {
-            Some(p) if p.registry != image.registry => format!("registry {}: the wildcard ran into the host name or port", image.registry),
-            Some(_) => format!("{}: the wildcard ran across `/` or into the tag", image.name()),
+            Some(p) if p.registry != image.registry => format!(
+                "registry {}: the wildcard ran into the host name or port",
+                image.registry
+            ),
+            Some(_) => format!(
+                "{}: the wildcard ran across `/` or into the tag",
+                image.name()
+            ),
             None => format!("{} is not trusted", image.name()),
         };
-        forward.push(Example { reference, kyverno: Decision::Admitted, imgate: Decision::Denied, detail });
+        forward.push(Example {
+            reference,
+            kyverno: Decision::Admitted,
+            imgate: Decision::Denied,
+            detail,
+        });
     }
     // Kyverno denied, imgate admits.
-    let check = imported.checks.iter().position(|c| c.cond.atoms().contains(&n));
+    let check = imported
+        .checks
+        .iter()
+        .position(|c| c.cond.atoms().contains(&n));
     let mut reverse: Vec<Example> = Vec::new();
     if let (Outcome::Translated(p), Some(check)) = (outcome, check) {
         let cond = imported.checks[check].cond.strict();
@@ -167,7 +201,12 @@ fn atom_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, n: usize,
                 continue;
             }
             let detail = why_denied(imported, &cond, &reference);
-            reverse.push(Example { reference, kyverno: Decision::Denied, imgate: Decision::Admitted, detail });
+            reverse.push(Example {
+                reference,
+                kyverno: Decision::Denied,
+                imgate: Decision::Admitted,
+                detail,
+            });
         }
     }
     let message = match (outcome, forward.is_empty(), reverse.is_empty()) {
@@ -177,7 +216,8 @@ fn atom_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, n: usize,
             let _ = why;
             return;
         }
-        (Outcome::Rejected(why, _), _, _) => format!("not carried over: {why}"),
+        (Outcome::Rejected(why, Some(denied)), _, _) => format!("not carried over: {why} (it denied {denied})"),
+        (Outcome::Rejected(why, None), _, _) => format!("not carried over: {why}"),
         (_, true, true) => return,
         (_, false, true) => "Kyverno's `*` ran across `.`, `:` and `/` over the reference as written; imgate's pattern is normalised and stops at those boundaries".into(),
         (_, true, false) => "Kyverno compared the reference as written; imgate compares the image it names, however it is written".into(),
@@ -185,7 +225,9 @@ fn atom_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, n: usize,
     };
     let mut f = Finding::new(FindingKind::Changed, &atom.source, &atom.path, message);
     f.pattern = Some(atom.glob.clone());
-    f.imgate = translated.filter(|_| matches!(outcome, Outcome::Translated(_))).map(|p| p.text());
+    f.imgate = translated
+        .filter(|_| matches!(outcome, Outcome::Translated(_)))
+        .map(|p| p.text());
     for e in forward.into_iter().chain(reverse) {
         shown.insert(e.reference.clone());
         f.examples.push(e);
@@ -199,17 +241,23 @@ fn why_denied(imported: &Imported, cond: &Cond, reference: &str) -> String {
     if !reference.contains('@') && imported.atoms.admits(cond, &format!("{reference}{DIGEST}")) {
         return "no digest in the reference; imgate pins tags to digests instead".into();
     }
-    let Ok(image) = ImageRef::parse(reference) else { return String::new() };
+    let Ok(image) = ImageRef::parse(reference) else {
+        return String::new();
+    };
     // The tag and digest as written: from the tag's `:` (after the last
     // `/`) or the digest's `@`, whichever comes first.
     let name_end = reference.find('@').unwrap_or(reference.len());
     let after_slash = reference[..name_end].rfind('/').map_or(0, |i| i + 1);
-    let start = reference[after_slash..name_end].find(':').map_or(name_end, |i| after_slash + i);
+    let start = reference[after_slash..name_end]
+        .find(':')
+        .map_or(name_end, |i| after_slash + i);
     let suffix = &reference[start..];
     for other in raw_spellings(&image.registry, &image.repository) {
         let other = format!("{other}{suffix}");
         if other != reference && imported.atoms.admits(cond, &other) {
-            return format!("written differently from {other}, which Kyverno admitted: the same image");
+            return format!(
+                "written differently from {other}, which Kyverno admitted: the same image"
+            );
         }
     }
     "its tag or digest: imgate has no rule on tags (it pins them to digests)".into()
@@ -217,7 +265,13 @@ fn why_denied(imported: &Imported, cond: &Cond, reference: &str) -> String {
 
 /// References a rule denied that imgate admits, not shown yet (a rule on
 /// tags, a negated pattern).
-fn check_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, i: usize, shown: &mut BTreeSet<String>) {
+fn check_finding(
+    imported: &mut Imported,
+    plan: &Plan,
+    policy: &Policy,
+    i: usize,
+    shown: &mut BTreeSet<String>,
+) {
     let cond = imported.checks[i].cond.strict();
     let mut examples = Vec::new();
     for t in &plan.trusted {
@@ -230,7 +284,12 @@ fn check_finding(imported: &mut Imported, plan: &Plan, policy: &Policy, i: usize
             }
             let detail = why_denied(imported, &cond, &reference);
             shown.insert(reference.clone());
-            examples.push(Example { reference, kyverno: Decision::Denied, imgate: Decision::Admitted, detail });
+            examples.push(Example {
+                reference,
+                kyverno: Decision::Denied,
+                imgate: Decision::Admitted,
+                detail,
+            });
         }
     }
     if examples.is_empty() {
@@ -257,14 +316,24 @@ fn coverage(imported: &mut Imported, plan: &Plan, policy: &Policy) {
         .iter()
         .filter(|c| c.cond.strict() != Cond::True)
         .fold(Lists::default(), |acc, c| acc.union(c.lists));
-    let Some(first) = imported.checks.first().map(|c| imported.rules[c.rule].clone()) else { return };
+    let Some(first) = imported
+        .checks
+        .first()
+        .map(|c| imported.rules[c.rule].clone())
+    else {
+        return;
+    };
     let denied = ["evil.example/app:1", "unlisted.imgate.invalid/app:1"]
         .into_iter()
         .find(|r| !imgate_admits(policy, r));
     for (on, field, what) in [
         (covered.containers, "containers", "containers"),
         (covered.init, "initContainers", "init containers"),
-        (covered.ephemeral, "ephemeralContainers", "ephemeral containers (kubectl debug)"),
+        (
+            covered.ephemeral,
+            "ephemeralContainers",
+            "ephemeral containers (kubectl debug)",
+        ),
     ] {
         if on {
             continue;

@@ -45,7 +45,10 @@ pub(super) fn objects(sources: &[Source]) -> Result<Vec<Object>, ImportError> {
                 detail: e.to_string(),
             })?;
             if depth(&value) > MAX_DEPTH {
-                return Err(ImportError::TooDeep { origin, max: MAX_DEPTH });
+                return Err(ImportError::TooDeep {
+                    origin,
+                    max: MAX_DEPTH,
+                });
             }
             push(&mut out, origin, value, 0)?;
         }
@@ -53,7 +56,12 @@ pub(super) fn objects(sources: &[Source]) -> Result<Vec<Object>, ImportError> {
     Ok(out)
 }
 
-fn push(out: &mut Vec<Object>, origin: String, value: Value, nesting: usize) -> Result<(), ImportError> {
+fn push(
+    out: &mut Vec<Object>,
+    origin: String,
+    value: Value,
+    nesting: usize,
+) -> Result<(), ImportError> {
     match value {
         Value::Null => Ok(()),
         Value::Object(ref map) => {
@@ -61,7 +69,12 @@ fn push(out: &mut Vec<Object>, origin: String, value: Value, nesting: usize) -> 
             if kind.ends_with("List") && nesting < 2 {
                 if let Some(Value::Array(items)) = map.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        push(out, format!("{origin} item {}", i + 1), item.clone(), nesting + 1)?;
+                        push(
+                            out,
+                            format!("{origin} item {}", i + 1),
+                            item.clone(),
+                            nesting + 1,
+                        )?;
                     }
                     return Ok(());
                 }

@@ -29,8 +29,10 @@
 mod automaton;
 mod build;
 mod cel;
+mod cel_parse;
 mod clusterpolicy;
 mod cond;
+mod deny;
 mod examples;
 mod input;
 mod model;
@@ -166,16 +168,33 @@ pub fn import(sources: &[Source]) -> Result<Import, ImportError> {
     let mut policies = Vec::new();
     let mut with_images = 0;
     for object in &objects {
-        let api_version = object.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-        let kind = object.value.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let name = object.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+        let api_version = object
+            .value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = object
+            .value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = object
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
         let source = format!("{kind}/{name}");
         let group = api_version.split('/').next().unwrap_or_default();
         let images = match (group, kind) {
-            ("kyverno.io", "ClusterPolicy" | "Policy") => clusterpolicy::read(&mut imported, &source, &object.value)?,
+            ("kyverno.io", "ClusterPolicy" | "Policy") => {
+                clusterpolicy::read(&mut imported, &source, &object.value)?
+            }
             (
                 "policies.kyverno.io",
-                "ValidatingPolicy" | "NamespacedValidatingPolicy" | "ImageValidatingPolicy" | "NamespacedImageValidatingPolicy",
+                "ValidatingPolicy"
+                | "NamespacedValidatingPolicy"
+                | "ImageValidatingPolicy"
+                | "NamespacedImageValidatingPolicy",
             ) => vpol::read(&mut imported, &source, &object.value)?,
             ("kyverno.io" | "policies.kyverno.io" | "wgpolicyk8s.io" | "reports.kyverno.io", _) => {
                 let why = if kind.contains("Exception") {
@@ -189,7 +208,11 @@ pub fn import(sources: &[Source]) -> Result<Import, ImportError> {
             _ => {
                 return Err(ImportError::NotKyverno {
                     origin: object.origin.clone(),
-                    kind: if kind.is_empty() { "an object without a kind".into() } else { kind.to_string() },
+                    kind: if kind.is_empty() {
+                        "an object without a kind".into()
+                    } else {
+                        kind.to_string()
+                    },
                     api_version: api_version.to_string(),
                 })
             }
@@ -201,7 +224,9 @@ pub fn import(sources: &[Source]) -> Result<Import, ImportError> {
         return Err(ImportError::NoPolicies);
     }
     if with_images == 0 || imported.rules.is_empty() {
-        return Err(ImportError::NoImageRules { policies: policies.join(", ") });
+        return Err(ImportError::NoImageRules {
+            policies: policies.join(", "),
+        });
     }
     let plan = build::plan(&mut imported);
     let settings = settings::settings(&mut imported, &plan);
@@ -211,7 +236,14 @@ pub fn import(sources: &[Source]) -> Result<Import, ImportError> {
         .filter(|f| f.kind == FindingKind::Refused)
         .map(|f| format!("{} {}: {}", f.source, f.path, f.message))
         .collect();
-    let text = write::yaml(&plan, &settings, &write::Header { sources: &policies, refused: &refused });
+    let text = write::yaml(
+        &plan,
+        &settings,
+        &write::Header {
+            sources: &policies,
+            refused: &refused,
+        },
+    );
     let policy = Policy::from_yaml(&text, "the imported policy").map_err(ImportError::Written)?;
     examples::findings(&mut imported, &plan, &policy);
     for warning in policy.warnings() {
@@ -222,14 +254,21 @@ pub fn import(sources: &[Source]) -> Result<Import, ImportError> {
         mode: text_of(&settings.mode.0),
         pin_digests: text_of(&settings.pin.0),
         on_registry_error: text_of(&settings.on_registry_error.0),
-        trusted_registries: policy.trusted_registries.iter().map(|p| p.as_str().to_string()).collect(),
+        trusted_registries: policy
+            .trusted_registries
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect(),
         rules: policy.rules.iter().map(|r| r.name.clone()).collect(),
         excluded_namespaces: policy.namespaces.exclude.clone(),
     };
     Ok(Import {
         policy_yaml: text,
         policy,
-        report: Report { summary, findings: imported.findings },
+        report: Report {
+            summary,
+            findings: imported.findings,
+        },
     })
 }
 

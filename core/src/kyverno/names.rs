@@ -76,9 +76,8 @@ impl NamePattern {
     /// digest: `registry/path`, and for Docker Hub also without the
     /// registry and, for official images, without `library/`.
     pub fn raw_forms(&self) -> Vec<Re> {
-        let full = |prefix: &str, segments: &[Seg]| {
-            Re::Seq(vec![Re::lit(prefix), path_re(segments)])
-        };
+        let full =
+            |prefix: &str, segments: &[Seg]| Re::Seq(vec![Re::lit(prefix), path_re(segments)]);
         let mut forms = Vec::new();
         if self.registry == DOCKER_HUB {
             if let [Seg::Glob(library), Seg::Glob(_)] = self.segments.as_slice() {
@@ -203,7 +202,10 @@ pub(super) fn tag_suffix() -> Re {
 pub(super) fn any_reference(world: World) -> Re {
     let host = Re::Seq(vec![
         Re::plus(Re::Set(CharSet::host())),
-        Re::opt(Re::Seq(vec![Re::lit(":"), Re::plus(Re::Set(CharSet::digit()))])),
+        Re::opt(Re::Seq(vec![
+            Re::lit(":"),
+            Re::plus(Re::Set(CharSet::digit())),
+        ])),
     ]);
     let path = path_re(&[Seg::AnyDepth]);
     match world {
@@ -267,7 +269,10 @@ pub(super) fn allow_candidate(glob: &str) -> Result<NamePattern, String> {
             if looks_like_host(only) {
                 return Err("a registry host without a repository".into());
             }
-            return Ok(with_library(DOCKER_HUB.into(), vec![Seg::Glob(only.into())]));
+            return Ok(with_library(
+                DOCKER_HUB.into(),
+                vec![Seg::Glob(only.into())],
+            ));
         };
         let prefix = &only[..star];
         if prefix.is_empty() {
@@ -283,7 +288,10 @@ pub(super) fn allow_candidate(glob: &str) -> Result<NamePattern, String> {
                 segments: vec![Seg::AnyDepth],
             });
         }
-        return Ok(with_library(DOCKER_HUB.into(), vec![Seg::Glob(only.into())]));
+        return Ok(with_library(
+            DOCKER_HUB.into(),
+            vec![Seg::Glob(only.into())],
+        ));
     }
     let first = components[0];
     if first.contains('*') {
@@ -420,12 +428,19 @@ mod tests {
     #[case("ghcr.io/org/*", World::Normalised, Some("ghcr.io/org/**"))]
     #[case("ghcr.io/org/app*", World::Normalised, Some("ghcr.io/org/app*/**"))]
     #[case("ghcr.io/org/app:v*", World::Normalised, Some("ghcr.io/org/app"))]
-    #[case("docker.io/library/nginx*", World::Normalised, Some("docker.io/library/nginx*/**"))]
+    #[case(
+        "docker.io/library/nginx*",
+        World::Normalised,
+        Some("docker.io/library/nginx*/**")
+    )]
     #[case("*", World::Normalised, None)]
     #[case("nginx*", World::Raw, None)]
     #[case("docker.io/x/*", World::Raw, Some("docker.io/**"))]
     fn cover_candidates(#[case] glob: &str, #[case] world: World, #[case] expected: Option<&str>) {
-        assert_eq!(cover_candidate(glob, world).map(|p| p.text()).as_deref(), expected);
+        assert_eq!(
+            cover_candidate(glob, world).map(|p| p.text()).as_deref(),
+            expected
+        );
     }
 
     #[test]
@@ -473,7 +488,10 @@ mod tests {
 
     #[test]
     fn versions_split_after_the_last_slash() {
-        assert_eq!(split_version("10.0.20.10:5000/x:1"), ("10.0.20.10:5000/x", ":1"));
+        assert_eq!(
+            split_version("10.0.20.10:5000/x:1"),
+            ("10.0.20.10:5000/x", ":1")
+        );
         assert_eq!(split_version("nginx@sha256:ab"), ("nginx", "@sha256:ab"));
         assert_eq!(split_version("nginx*"), ("nginx*", ""));
     }
@@ -482,7 +500,12 @@ mod tests {
     fn raw_spellings_of_official_images() {
         assert_eq!(
             raw_spellings("docker.io", "library/nginx"),
-            vec!["nginx", "docker.io/nginx", "library/nginx", "docker.io/library/nginx"]
+            vec![
+                "nginx",
+                "docker.io/nginx",
+                "library/nginx",
+                "docker.io/library/nginx"
+            ]
         );
         assert_eq!(raw_spellings("ghcr.io", "a/b"), vec!["ghcr.io/a/b"]);
     }

@@ -85,7 +85,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub(super) fn new(kind: FindingKind, source: &str, path: &str, message: impl Into<String>) -> Finding {
+    pub(super) fn new(
+        kind: FindingKind,
+        source: &str,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Finding {
         Finding {
             kind,
             source: source.to_string(),
@@ -145,9 +150,17 @@ impl Report {
             s.mode,
             s.pin_digests,
             s.on_registry_error,
-            plural(s.trusted_registries.len(), "trusted registry pattern", "trusted registry patterns"),
+            plural(
+                s.trusted_registries.len(),
+                "trusted registry pattern",
+                "trusted registry patterns"
+            ),
             plural(s.rules.len(), "rule", "rules"),
-            plural(s.excluded_namespaces.len(), "excluded namespace", "excluded namespaces"),
+            plural(
+                s.excluded_namespaces.len(),
+                "excluded namespace",
+                "excluded namespaces"
+            ),
         ));
         let mut kinds: Vec<FindingKind> = self.findings.iter().map(|f| f.kind).collect();
         kinds.sort();
@@ -177,7 +190,11 @@ impl Report {
                 render(&mut out, finding);
             }
         }
-        let flagged = self.findings.iter().filter(|f| f.kind != FindingKind::Note).count();
+        let flagged = self
+            .findings
+            .iter()
+            .filter(|f| f.kind != FindingKind::Note)
+            .count();
         out.push_str(&if flagged == 0 {
             "\neverything translated as it was\n".to_string()
         } else {
@@ -203,7 +220,12 @@ fn render(out: &mut String, f: &Finding) {
         _ => String::new(),
     };
     out.push_str(&format!("    {what}{}\n", f.message));
-    let width = f.examples.iter().map(|e| e.reference.len()).max().unwrap_or(0);
+    let width = f
+        .examples
+        .iter()
+        .map(|e| e.reference.len())
+        .max()
+        .unwrap_or(0);
     for e in &f.examples {
         out.push_str(&format!(
             "      {:width$}  Kyverno {}, imgate {}: {}\n",

@@ -110,19 +110,25 @@ impl Reader<'_> {
 
     fn filter(&mut self, at: &str, f: &Value) -> Filter {
         let resources = f.get("resources").unwrap_or(&Value::Null);
-        let pod_kinds = resources.get("kinds").and_then(Value::as_array).map(|kinds| {
-            kinds
-                .iter()
-                .filter_map(Value::as_str)
-                .filter_map(pod_kind)
-                .collect()
-        });
-        let namespaces = resources.get("namespaces").and_then(Value::as_array).map(|ns| {
-            ns.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        });
+        let pod_kinds = resources
+            .get("kinds")
+            .and_then(Value::as_array)
+            .map(|kinds| {
+                kinds
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(pod_kind)
+                    .collect()
+            });
+        let namespaces = resources
+            .get("namespaces")
+            .and_then(Value::as_array)
+            .map(|ns| {
+                ns.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            });
         let mut narrowing: Vec<String> = NARROWING
             .iter()
             .filter(|a| resources.get(**a).is_some())
@@ -208,7 +214,8 @@ impl Reader<'_> {
             if all && all_count > 1 {
                 self.stricter(
                     &at,
-                    "an exclusion that needs several filters at once; imgate does not exclude it".into(),
+                    "an exclusion that needs several filters at once; imgate does not exclude it"
+                        .into(),
                 );
                 continue;
             }
@@ -237,8 +244,9 @@ impl Reader<'_> {
                 );
                 continue;
             }
-            let (names, wild): (Vec<String>, Vec<String>) =
-                namespaces.into_iter().partition(|n| !n.contains(['*', '?']));
+            let (names, wild): (Vec<String>, Vec<String>) = namespaces
+                .into_iter()
+                .partition(|n| !n.contains(['*', '?']));
             if !wild.is_empty() {
                 self.stricter(
                     &format!("{at}.resources.namespaces"),
@@ -274,7 +282,13 @@ mod tests {
     fn scope(rule: &str, namespace: Option<&str>) -> (Scope, Imported) {
         let mut imported = Imported::default();
         let rule: Value = serde_yaml::from_str(rule).unwrap();
-        let s = read(&mut imported, "ClusterPolicy/t", "spec.rules[0]", &rule, namespace);
+        let s = read(
+            &mut imported,
+            "ClusterPolicy/t",
+            "spec.rules[0]",
+            &rule,
+            namespace,
+        );
         (s, imported)
     }
 
@@ -301,7 +315,12 @@ mod tests {
         );
         assert_eq!(s.unconstrained, NsSet::AllBut(set(&["prod"])));
         let kinds: Vec<FindingKind> = imported.findings.iter().map(|f| f.kind).collect();
-        assert_eq!(kinds, vec![FindingKind::Stricter; 3], "{:?}", imported.findings);
+        assert_eq!(
+            kinds,
+            vec![FindingKind::Stricter; 3],
+            "{:?}",
+            imported.findings
+        );
     }
 
     #[test]
@@ -311,7 +330,10 @@ mod tests {
         let (s, _) = scope("match: {resources: {kinds: [v1/Pod]}}", Some("team"));
         assert!(s.pods);
         assert_eq!(s.unconstrained, NsSet::AllBut(set(&["team"])));
-        assert_eq!(pod_kind("apps/v1/Deployment").as_deref(), Some("Deployment"));
+        assert_eq!(
+            pod_kind("apps/v1/Deployment").as_deref(),
+            Some("Deployment")
+        );
         assert_eq!(pod_kind("Pod/ephemeralcontainers").as_deref(), Some("Pod"));
         assert_eq!(pod_kind("Service"), None);
     }

@@ -37,9 +37,13 @@ pub(super) fn settings(imported: &mut Imported, plan: &Plan) -> Settings {
 }
 
 fn mode(imported: &mut Imported) -> (Mode, String) {
-    let (enforced, audited): (Vec<_>, Vec<_>) = imported.rules.iter().cloned().partition(|r| r.enforce);
+    let (enforced, audited): (Vec<_>, Vec<_>) =
+        imported.rules.iter().cloned().partition(|r| r.enforce);
     if enforced.is_empty() {
-        return (Mode::Audit, "every imported rule was Audit in Kyverno".into());
+        return (
+            Mode::Audit,
+            "every imported rule was Audit in Kyverno".into(),
+        );
     }
     for r in &audited {
         imported.finding(
@@ -49,14 +53,24 @@ fn mode(imported: &mut Imported) -> (Mode, String) {
             "Audit in Kyverno; imgate has one mode per policy and enforces it with the enforced rules (run the imgate policy in audit mode first)",
         );
     }
-    (Mode::Enforce, format!("Enforce in Kyverno ({})", enforced[0].source))
+    (
+        Mode::Enforce,
+        format!("Enforce in Kyverno ({})", enforced[0].source),
+    )
 }
 
 fn pin(imported: &mut Imported, plan: &Plan) -> (PinScope, String) {
     if plan.digest_required {
-        return (PinScope::All, "Kyverno required digests in references: imgate pins them".into());
+        return (
+            PinScope::All,
+            "Kyverno required digests in references: imgate pins them".into(),
+        );
     }
-    let source = imported.rules.first().map(|r| r.source.clone()).unwrap_or_default();
+    let source = imported
+        .rules
+        .first()
+        .map(|r| r.source.clone())
+        .unwrap_or_default();
     if plan.verifications_pin {
         imported.finding(
             FindingKind::Note,
@@ -72,7 +86,10 @@ fn pin(imported: &mut Imported, plan: &Plan) -> (PinScope, String) {
         "",
         "validate rules never rewrote images: pinDigests: none keeps it so, and imgate then calls no registry for these images; pinDigests: pods pins each tag to the digest it names",
     );
-    (PinScope::None, "Kyverno's validate rules did not rewrite images".into())
+    (
+        PinScope::None,
+        "Kyverno's validate rules did not rewrite images".into(),
+    )
 }
 
 fn registry_errors(imported: &mut Imported) -> (OnRegistryError, String) {
@@ -91,7 +108,11 @@ fn registry_errors(imported: &mut Imported) -> (OnRegistryError, String) {
         );
     }
     if let Some(seconds) = policies.iter().filter_map(|p| p.timeout_seconds).max() {
-        let source = policies.iter().find(|p| p.timeout_seconds == Some(seconds)).map(|p| p.source.clone()).unwrap_or_default();
+        let source = policies
+            .iter()
+            .find(|p| p.timeout_seconds == Some(seconds))
+            .map(|p| p.source.clone())
+            .unwrap_or_default();
         imported.finding(
             FindingKind::Note,
             &source,
@@ -100,7 +121,10 @@ fn registry_errors(imported: &mut Imported) -> (OnRegistryError, String) {
         );
     }
     if !policies.is_empty() && ignoring.len() == policies.len() {
-        return (OnRegistryError::Allow, format!("failurePolicy: Ignore ({})", ignoring.join(", ")));
+        return (
+            OnRegistryError::Allow,
+            format!("failurePolicy: Ignore ({})", ignoring.join(", ")),
+        );
     }
     if !ignoring.is_empty() {
         imported.finding(
@@ -110,12 +134,23 @@ fn registry_errors(imported: &mut Imported) -> (OnRegistryError, String) {
             "Ignore here but not in every policy: imgate has one onRegistryError and fails closed",
         );
     }
-    (OnRegistryError::Deny, "fail closed (Kyverno's default failurePolicy: Fail)".into())
+    (
+        OnRegistryError::Deny,
+        "fail closed (Kyverno's default failurePolicy: Fail)".into(),
+    )
 }
 
 fn namespaces(imported: &mut Imported) -> Settings {
-    let sets: Vec<NsSet> = imported.rules.iter().map(|r| r.unconstrained.clone()).collect();
-    let left_alone = sets.iter().cloned().reduce(NsSet::intersect).unwrap_or_else(NsSet::none);
+    let sets: Vec<NsSet> = imported
+        .rules
+        .iter()
+        .map(|r| r.unconstrained.clone())
+        .collect();
+    let left_alone = sets
+        .iter()
+        .cloned()
+        .reduce(NsSet::intersect)
+        .unwrap_or_else(NsSet::none);
     let (mut exclude, only_in) = match left_alone {
         NsSet::Only(names) => (names, None),
         NsSet::AllBut(names) => {
@@ -137,7 +172,12 @@ fn namespaces(imported: &mut Imported) -> Settings {
     for name in &invalid {
         exclude.remove(name);
         let source = imported.rules[0].source.clone();
-        imported.finding(FindingKind::Stricter, &source, "", format!("{name:?} is not a namespace name: not excluded"));
+        imported.finding(
+            FindingKind::Stricter,
+            &source,
+            "",
+            format!("{name:?} is not a namespace name: not excluded"),
+        );
     }
     // Excluded by some rules only: imgate cannot, so it checks them.
     let mut partly = BTreeSet::new();
@@ -165,14 +205,19 @@ fn namespaces(imported: &mut Imported) -> Settings {
             }
         }
     }
-    let source = imported.rules.first().map(|r| r.source.clone()).unwrap_or_default();
+    let source = imported
+        .rules
+        .first()
+        .map(|r| r.source.clone())
+        .unwrap_or_default();
     for name in &exclude {
         let message = if NEVER_SENT.contains(&name.as_str()) {
             "excluded; imgate's webhooks also never receive it (their namespaceSelector, deploy/base/webhooks.yaml)"
         } else {
             "excluded (namespaces.exclude): imgate receives its reviews and allows them; label it imgate.dev/ignore=true so the API server never calls imgate for it, as the webhooks' namespaceSelector does for kube-system and imgate-system"
         };
-        let mut f = super::report::Finding::new(FindingKind::ExcludedNamespace, &source, "", message);
+        let mut f =
+            super::report::Finding::new(FindingKind::ExcludedNamespace, &source, "", message);
         f.pattern = Some(name.clone());
         imported.findings.push(f);
     }
@@ -207,5 +252,7 @@ fn dns_label(name: &str) -> bool {
         && name.len() <= 63
         && !name.starts_with('-')
         && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }

@@ -27,7 +27,7 @@ pub(super) struct PerList {
 }
 
 impl PerList {
-    fn of(lists: Lists, cond: Cond) -> PerList {
+    pub(super) fn of(lists: Lists, cond: Cond) -> PerList {
         let pick = |on: bool| on.then(|| cond.clone());
         PerList {
             containers: pick(lists.containers),
@@ -41,7 +41,7 @@ impl PerList {
     }
 
     /// Both must hold.
-    fn and(mut self, mut other: PerList) -> PerList {
+    pub(super) fn and(mut self, mut other: PerList) -> PerList {
         for (mine, theirs) in self.slots().into_iter().zip(other.slots()) {
             *mine = match (mine.take(), theirs.take()) {
                 (Some(a), Some(b)) => Some(Cond::and(vec![a, b])),
@@ -128,14 +128,14 @@ pub(super) struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn unknown(&mut self, path: &str, reason: &str) -> Cond {
+    pub(super) fn unknown(&mut self, path: &str, reason: &str) -> Cond {
         self.about_images = true;
         let source = self.source.to_string();
         self.imported.refuse(&source, path, reason, true);
         Cond::Unknown
     }
 
-    fn stricter(&mut self, path: &str, message: &str) {
+    pub(super) fn stricter(&mut self, path: &str, message: &str) {
         let source = self.source.to_string();
         self.imported
             .finding(FindingKind::Stricter, &source, path, message);
@@ -156,7 +156,10 @@ impl Reader<'_> {
         for (key, value) in map {
             let at = format!("{path}.{key}");
             match key.as_str() {
-                "message" | "failureAction" | "failureActionOverrides" | "allowExistingViolations" => {}
+                "message"
+                | "failureAction"
+                | "failureActionOverrides"
+                | "allowExistingViolations" => {}
                 "pattern" => and(self.pattern(value, &at)?),
                 "anyPattern" => {
                     let Some(patterns) = value.as_array() else {
@@ -186,14 +189,21 @@ impl Reader<'_> {
                 "foreach" => and(self.foreach(value, &at)?),
                 "podSecurity" => {
                     let source = self.source.to_string();
-                    self.imported
-                        .refuse(&source, &at, "podSecurity (Pod Security Standards)", false);
+                    self.imported.refuse(
+                        &source,
+                        &at,
+                        "podSecurity (Pod Security Standards)",
+                        false,
+                    );
                 }
                 _ => {
                     if mentions_image(value) {
                         and(PerList::of(
                             Lists::ALL,
-                            self.unknown(&at, &format!("`{key}` is not understood by the importer")),
+                            self.unknown(
+                                &at,
+                                &format!("`{key}` is not understood by the importer"),
+                            ),
                         ));
                     } else {
                         self.not_images.push(at);
@@ -240,7 +250,10 @@ impl Reader<'_> {
             }
             _ => Ok(PerList::of(
                 Lists::ALL,
-                self.unknown(path, "an anchor or value the importer does not follow around image checks"),
+                self.unknown(
+                    path,
+                    "an anchor or value the importer does not follow around image checks",
+                ),
             )),
         }
     }
@@ -279,7 +292,10 @@ impl Reader<'_> {
     fn not_image(&mut self, value: &Value, path: &str) -> PerList {
         if mentions_image(value) {
             // An image check somewhere the importer does not look.
-            let unknown = self.unknown(path, "an image check outside the pod spec's container lists");
+            let unknown = self.unknown(
+                path,
+                "an image check outside the pod spec's container lists",
+            );
             return PerList::of(Lists::ALL, unknown);
         }
         self.not_images.push(path.to_string());
@@ -287,14 +303,26 @@ impl Reader<'_> {
     }
 
     /// A container list pattern: one element every container must match.
-    fn list(&mut self, a: Anchor, value: &Value, path: &str, lists: Lists) -> Result<PerList, ImportError> {
+    fn list(
+        &mut self,
+        a: Anchor,
+        value: &Value,
+        path: &str,
+        lists: Lists,
+    ) -> Result<PerList, ImportError> {
         match a {
             Anchor::Negation => {
                 self.not_images.push(path.to_string());
                 return Ok(PerList::default());
             }
             Anchor::Conditional | Anchor::Global | Anchor::AddIfNotPresent => {
-                return Ok(PerList::of(lists, self.unknown(path, "an anchor on a container list the importer does not translate")));
+                return Ok(PerList::of(
+                    lists,
+                    self.unknown(
+                        path,
+                        "an anchor on a container list the importer does not translate",
+                    ),
+                ));
             }
             Anchor::Existence => self.stricter(
                 path,
@@ -307,7 +335,10 @@ impl Reader<'_> {
             _ => {
                 return Ok(PerList::of(
                     lists,
-                    self.unknown(path, "a container list pattern that is not exactly one element"),
+                    self.unknown(
+                        path,
+                        "a container list pattern that is not exactly one element",
+                    ),
                 ))
             }
         };
@@ -369,234 +400,6 @@ impl Reader<'_> {
         }
         Ok(cond)
     }
-
-    /// A `deny` block: its conditions, of image lists (`request.object...
-    /// .image`) or, in a `foreach`, of `element.image` (`scalar`).
-    pub fn deny(&mut self, deny: &Value, path: &str, scalar: Option<Lists>) -> Result<PerList, ImportError> {
-        let conditions = deny.get("conditions");
-        let (any, all) = match conditions {
-            None => {
-                // No conditions: Kyverno denies every request the rule sees.
-                self.about_images = true;
-                return Ok(PerList::of(scalar.unwrap_or(Lists::ALL), Cond::False));
-            }
-            Some(Value::Array(list)) => (None, Some((list, format!("{path}.conditions")))),
-            Some(Value::Object(map)) => (
-                map.get("any").and_then(Value::as_array).map(|l| (l, format!("{path}.conditions.any"))),
-                map.get("all").and_then(Value::as_array).map(|l| (l, format!("{path}.conditions.all"))),
-            ),
-            Some(_) => {
-                return Ok(PerList::of(Lists::ALL, self.unknown(path, "conditions that are neither a list nor any/all")))
-            }
-        };
-        let both = any.is_some() && all.is_some();
-        let mut lists = Lists::default();
-        let mut blocks = Vec::new();
-        let mut gates = Vec::new();
-        let mut separate = Vec::new();
-        for (block, is_all) in [(any, false), (all, true)] {
-            let Some((conditions, at)) = block else { continue };
-            let mut parts = Vec::new();
-            let mut existential = 0;
-            let mut gated = false;
-            for (i, c) in conditions.iter().enumerate() {
-                let at = format!("{at}[{i}]");
-                match self.condition(c, &at, scalar)? {
-                    Some((cond, on, is_existential)) => {
-                        lists = lists.union(on);
-                        existential += usize::from(is_existential);
-                        parts.push(cond);
-                    }
-                    // A condition on something else that an image condition
-                    // needs too (`all`, or `any` next to `all`): taken as
-                    // always met, so the image check always applies.
-                    None if is_all || both => {
-                        gated = true;
-                        gates.push(at);
-                    }
-                    // A denial of its own, not about images.
-                    None => separate.push(at),
-                }
-            }
-            blocks.push(if !is_all && gated {
-                Cond::True
-            } else if is_all && existential > 1 {
-                // "some image fails A and some image fails B" is not a
-                // condition on one image; "an image fails A or B" denies
-                // whenever it does.
-                self.stricter(&at, "several image conditions that must all hold: imgate denies an image that meets any of them");
-                Cond::or(parts)
-            } else if is_all {
-                Cond::and(parts)
-            } else {
-                Cond::or(parts)
-            });
-        }
-        self.not_images.extend(separate);
-        if lists.is_empty() {
-            self.not_images.extend(gates);
-            return Ok(PerList::default());
-        }
-        for gate in gates {
-            self.stricter(&gate, "a condition not about images, taken as always true (the image check always applies)");
-        }
-        Ok(PerList::of(lists, Cond::and(blocks).not()))
-    }
-
-    /// One deny condition as "this image is denied", with the lists it is
-    /// about and whether it is existential over a list; `None` when it is
-    /// not about images.
-    fn condition(
-        &mut self,
-        c: &Value,
-        path: &str,
-        scalar: Option<Lists>,
-    ) -> Result<Option<(Cond, Lists, bool)>, ImportError> {
-        let key = c.get("key").and_then(Value::as_str).unwrap_or_default();
-        let expr = jmespath_of(key);
-        let (lists, is_list) = if let (Some(lists), true) = (scalar, expr == "element.image") {
-            (lists, false)
-        } else if let Some(lists) = list_key(&expr, ".image") {
-            (lists, true)
-        } else if mentions_image(c) {
-            return Ok(Some((self.unknown(path, &format!("a condition on `{key}` the importer does not translate")), scalar.unwrap_or(Lists::ALL), false)));
-        } else {
-            return Ok(None);
-        };
-        self.about_images = true;
-        let operator = c.get("operator").and_then(Value::as_str).unwrap_or_default();
-        let values: Option<Vec<&str>> = match c.get("value") {
-            Some(Value::String(s)) => Some(vec![s.as_str()]),
-            Some(Value::Array(items)) => items.iter().map(Value::as_str).collect(),
-            _ => None,
-        };
-        let Some(values) = values else {
-            return Ok(Some((self.unknown(path, "a value that is not a string or a list of strings"), lists, is_list)));
-        };
-        let mut globs = Vec::new();
-        for (i, v) in values.iter().enumerate() {
-            let at = format!("{path}.value[{i}]");
-            if v.contains("{{") {
-                globs.push(self.unknown(&at, "a templated value ({{ }}): imgate cannot evaluate Kyverno variables"));
-            } else {
-                let source = self.source.to_string();
-                globs.push(self.imported.glob(&source, &at, v)?);
-            }
-        }
-        let any_of = Cond::or(globs.clone());
-        let denied = match (operator, is_list) {
-            ("AnyIn", _) | ("In", false) | ("AllIn", false) => any_of,
-            ("AnyNotIn", _) | ("NotIn", false) | ("AllNotIn", false) => any_of.not(),
-            ("Equals", false) if globs.len() == 1 => any_of,
-            ("NotEquals", false) if globs.len() == 1 => any_of.not(),
-            ("AllIn" | "In", true) => {
-                self.stricter(path, &format!("{operator}: Kyverno denied only when every image matched; imgate denies each image that matches"));
-                any_of
-            }
-            ("AllNotIn", true) => {
-                self.stricter(path, "AllNotIn: Kyverno denied only when no image was listed; imgate denies each image not listed");
-                any_of.not()
-            }
-            _ => self.unknown(path, &format!("operator `{operator}` on an image")),
-        };
-        Ok(Some((denied, lists, is_list)))
-    }
-
-    /// `foreach` declarations: each applies its pattern or deny to every
-    /// element of a container list.
-    fn foreach(&mut self, value: &Value, path: &str) -> Result<PerList, ImportError> {
-        let Some(entries) = value.as_array() else {
-            return Ok(PerList::of(Lists::ALL, self.unknown(path, "not a list")));
-        };
-        let mut out = PerList::default();
-        for (i, entry) in entries.iter().enumerate() {
-            let at = format!("{path}[{i}]");
-            let list = entry.get("list").and_then(Value::as_str).unwrap_or_default();
-            let Some(lists) = list_key(&jmespath_of(list), "") else {
-                if mentions_image(entry) {
-                    out = out.and(PerList::of(Lists::ALL, self.unknown(&format!("{at}.list"), &format!("a foreach list `{list}` the importer does not translate"))));
-                } else {
-                    self.not_images.push(at);
-                }
-                continue;
-            };
-            let Some(map) = entry.as_object() else { continue };
-            for (key, v) in map {
-                let field = format!("{at}.{key}");
-                let part = match key.as_str() {
-                    "list" | "elementScope" => continue,
-                    "pattern" => PerList::of(lists, self.element(v, &field)?),
-                    "anyPattern" => {
-                        let mut any = Vec::new();
-                        for (j, p) in v.as_array().into_iter().flatten().enumerate() {
-                            any.push(self.element(p, &format!("{field}[{j}]"))?);
-                        }
-                        PerList::of(lists, Cond::or(any))
-                    }
-                    "deny" => self.deny(v, &field, Some(lists))?,
-                    "preconditions" => {
-                        self.stricter(&field, "foreach preconditions are not imported: the image check applies to every element");
-                        continue;
-                    }
-                    "context" => {
-                        let source = self.source.to_string();
-                        self.imported.refuse(&source, &field, "context lookups (apiCall, configMap, variables)", false);
-                        continue;
-                    }
-                    _ => PerList::of(lists, self.unknown(&field, &format!("`{key}` in a foreach is not understood by the importer"))),
-                };
-                out = out.and(part);
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The JMESPath inside `{{ }}`, without spaces or a `|| []` default.
-fn jmespath_of(text: &str) -> String {
-    let inner = text
-        .trim()
-        .strip_prefix("{{")
-        .and_then(|t| t.strip_suffix("}}"))
-        .unwrap_or(text);
-    let compact: String = inner.chars().filter(|c| !c.is_whitespace()).collect();
-    match compact.split_once("||") {
-        Some((expr, default)) if ["`[]`", "'[]'", "[]", "''", "``"].contains(&default) => expr.to_string(),
-        _ => compact,
-    }
-}
-
-/// The container lists a JMESPath names, followed by `suffix` (`.image`
-/// for the images, empty for the containers themselves):
-/// `request.object.spec.containers[].image`, the same under
-/// `template.spec.` or `jobTemplate.spec.template.spec.`, and the
-/// multi-select `request.object.spec.[initContainers,containers][]`.
-fn list_key(expr: &str, suffix: &str) -> Option<Lists> {
-    let rest = expr.strip_prefix("request.object.spec.")?;
-    let rest = rest
-        .strip_prefix("jobTemplate.spec.template.spec.")
-        .or_else(|| rest.strip_prefix("template.spec."))
-        .unwrap_or(rest);
-    let rest = rest.strip_suffix(suffix)?;
-    let (names, tail) = match rest.strip_prefix('[') {
-        Some(multi) => {
-            let (names, tail) = multi.split_once(']')?;
-            (names.split(',').collect::<Vec<_>>(), tail)
-        }
-        None => {
-            let end = rest.find('[').unwrap_or(rest.len());
-            (vec![&rest[..end]], &rest[end..])
-        }
-    };
-    // A projection or flattening over the list; an empty tail only for the
-    // list itself (no `.image`).
-    let tail_ok = matches!(tail, "[]" | "[*]" | "[][]") || (tail.is_empty() && suffix.is_empty());
-    if !tail_ok {
-        return None;
-    }
-    names
-        .iter()
-        .try_fold(Lists::default(), |acc, n| Lists::of_field(n).map(|l| acc.union(l)))
 }
 
 /// Whether any key or string below is about image references: an `image`,
@@ -617,10 +420,10 @@ pub(super) fn mentions_image(value: &Value) -> bool {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn read(yaml: &str) -> (PerList, Imported, Vec<String>) {
+    pub(in super::super) fn read(yaml: &str) -> (PerList, Imported, Vec<String>) {
         let mut imported = Imported::default();
         let value: Value = serde_yaml::from_str(yaml).unwrap();
         let mut r = Reader {
@@ -634,8 +437,9 @@ mod tests {
         (per, imported, not_images)
     }
 
-    fn admits(imported: &Imported, cond: &Option<Cond>, image: &str) -> bool {
-        cond.as_ref().is_none_or(|c| imported.atoms.admits(&c.strict(), image))
+    pub(in super::super) fn admits(imported: &Imported, cond: &Option<Cond>, image: &str) -> bool {
+        cond.as_ref()
+            .is_none_or(|c| imported.atoms.admits(&c.strict(), image))
     }
 
     #[test]
@@ -657,28 +461,6 @@ mod tests {
     }
 
     #[test]
-    fn deny_conditions_over_image_lists() {
-        let (per, imported, _) = read(
-            "deny:\n  conditions:\n    any:\n    - key: '{{ request.object.spec.[ephemeralContainers, initContainers, containers][].image }}'\n      operator: AnyNotIn\n      value: ['ghcr.io/*', 'quay.io/*']\n    - key: '{{ request.object.spec.containers[].image }}'\n      operator: AnyIn\n      value: '*:latest'\n",
-        );
-        assert!(admits(&imported, &per.containers, "ghcr.io/a:1"));
-        assert!(!admits(&imported, &per.containers, "ghcr.io/a:latest"));
-        assert!(admits(&imported, &per.init, "quay.io/a:latest"));
-        assert!(!admits(&imported, &per.ephemeral, "docker.io/a:1"));
-    }
-
-    #[test]
-    fn foreach_with_element_conditions() {
-        let (per, imported, _) = read(
-            "foreach:\n- list: request.object.spec.initContainers\n  deny:\n    conditions:\n    - key: '{{ element.image }}'\n      operator: NotEquals\n      value: 'registry.example.com/*'\n- list: \"request.object.spec.containers\"\n  pattern:\n    image: '!*:latest'\n",
-        );
-        assert!(admits(&imported, &per.init, "registry.example.com/x"));
-        assert!(!admits(&imported, &per.init, "ghcr.io/x"));
-        assert!(!admits(&imported, &per.containers, "ghcr.io/x:latest"));
-        assert!(admits(&imported, &per.containers, "ghcr.io/x:1"));
-    }
-
-    #[test]
     fn unknown_image_constructs_deny_everything_they_cover() {
         for yaml in [
             "pattern:\n  spec:\n    containers:\n    - X(image): '*'\n",
@@ -695,15 +477,5 @@ mod tests {
             }
             assert!(imported.findings.iter().any(|f| f.kind == FindingKind::Refused), "{yaml}");
         }
-    }
-
-    #[test]
-    fn list_keys() {
-        let all = Lists::ALL;
-        assert_eq!(list_key("request.object.spec.[ephemeralContainers,initContainers,containers][].image", ".image"), Some(all));
-        assert_eq!(list_key("request.object.spec.template.spec.containers[*].image", ".image").map(|l| l.containers), Some(true));
-        assert_eq!(list_key("request.object.spec.containers", ""), Lists::of_field("containers"));
-        assert_eq!(list_key("request.object.spec.volumes[].image", ".image"), None);
-        assert_eq!(jmespath_of("{{ request.object.spec.containers[].image || `[]` }}"), "request.object.spec.containers[].image");
     }
 }

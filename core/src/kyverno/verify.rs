@@ -74,7 +74,11 @@ impl<'a> Signing<'a> {
                 )
             }
         };
-        let entries = set.get("entries").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let entries = set
+            .get("entries")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let count = set.get("count").and_then(Value::as_u64);
         let needed = count.unwrap_or(entries.len() as u64);
         if entries.is_empty() || needed == 0 {
@@ -83,7 +87,10 @@ impl<'a> Signing<'a> {
         if needed > 1 {
             return self.refuse(
                 &format!("{path}[0].count"),
-                &format!("{needed} of {} signers must have signed: imgate accepts any one", entries.len()),
+                &format!(
+                    "{needed} of {} signers must have signed: imgate accepts any one",
+                    entries.len()
+                ),
             );
         }
         for (i, entry) in entries.iter().enumerate() {
@@ -100,13 +107,21 @@ impl<'a> Signing<'a> {
             match key.as_str() {
                 "keys" => self.key(value, &at),
                 "keyless" => self.keyless(value, &at),
-                "annotations" => match serde_json::from_value::<BTreeMap<String, String>>(value.clone()) {
-                    Ok(a) => self.annotations.push(a),
-                    Err(_) => self.refuse(&at, "annotations that are not strings"),
-                },
-                "certificates" => self.refuse(&at, "certificate-based signatures have no imgate equivalent"),
+                "annotations" => {
+                    match serde_json::from_value::<BTreeMap<String, String>>(value.clone()) {
+                        Ok(a) => self.annotations.push(a),
+                        Err(_) => self.refuse(&at, "annotations that are not strings"),
+                    }
+                }
+                "certificates" => self.refuse(
+                    &at,
+                    "certificate-based signatures have no imgate equivalent",
+                ),
                 "attestor" => self.refuse(&at, "nested attestors have no imgate equivalent"),
-                "repository" => self.refuse(&at, "signatures in another repository have no imgate equivalent"),
+                "repository" => self.refuse(
+                    &at,
+                    "signatures in another repository have no imgate equivalent",
+                ),
                 _ => self.refuse(&at, &format!("`{key}` is not understood by the importer")),
             }
         }
@@ -124,10 +139,16 @@ impl<'a> Signing<'a> {
         }
         if let Some(alg) = keys.get("signatureAlgorithm").and_then(Value::as_str) {
             if alg != "sha256" {
-                return self.refuse(&format!("{path}.signatureAlgorithm"), "imgate verifies sha256 signatures");
+                return self.refuse(
+                    &format!("{path}.signatureAlgorithm"),
+                    "imgate verifies sha256 signatures",
+                );
             }
         }
-        let pem = keys.get("publicKeys").and_then(Value::as_str).unwrap_or_default();
+        let pem = keys
+            .get("publicKeys")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let before = self.keys.len();
         self.pem_key(pem, &format!("{path}.publicKeys"));
         let ignore_tlog = self.rekor(keys.get("rekor"), &format!("{path}.rekor"), false);
@@ -144,12 +165,20 @@ impl<'a> Signing<'a> {
             return self.refuse(path, "a templated key ({{ }})");
         }
         if pem.trim_start().starts_with("k8s://") {
-            return self.refuse(path, "a key in a Kubernetes Secret (k8s://) imgate cannot read");
+            return self.refuse(
+                path,
+                "a key in a Kubernetes Secret (k8s://) imgate cannot read",
+            );
         }
         match pem.matches("-----BEGIN PUBLIC KEY-----").count() {
             0 => return self.refuse(path, "not an inline PEM public key"),
             1 => {}
-            _ => return self.refuse(path, "several keys in one entry: list each as its own entry"),
+            _ => {
+                return self.refuse(
+                    path,
+                    "several keys in one entry: list each as its own entry",
+                )
+            }
         }
         match imgate_keys::PublicKey::from_pem(pem.trim().as_bytes(), path) {
             Ok(_) => self.keys.push((pem.trim().to_string(), false)),
@@ -163,13 +192,19 @@ impl<'a> Signing<'a> {
         let Some(rekor) = rekor else { return false };
         if let Some(url) = rekor.get("url").and_then(Value::as_str) {
             if url.trim_end_matches('/') != PUBLIC_REKOR {
-                self.refuse(&format!("{path}.url"), "a private Rekor: imgate needs its trusted root (trustRoot); set it by hand");
+                self.refuse(
+                    &format!("{path}.url"),
+                    "a private Rekor: imgate needs its trusted root (trustRoot); set it by hand",
+                );
             }
         }
         if rekor.get("pubkey").is_some() {
             self.refuse(&format!("{path}.pubkey"), "a Rekor key: imgate takes log keys from a trusted root (trustRoot); set it by hand");
         }
-        let ignore = rekor.get("ignoreTlog").and_then(Value::as_bool).unwrap_or(false);
+        let ignore = rekor
+            .get("ignoreTlog")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if ignore && keyless {
             self.finding(
                 FindingKind::Stricter,
@@ -188,7 +223,10 @@ impl<'a> Signing<'a> {
         let subject = self.identity(keyless, path, "subject", "subjectRegExp");
         let issuer = self.identity(keyless, path, "issuer", "issuerRegExp");
         let mut extensions = BTreeMap::new();
-        if let Some(map) = keyless.get("additionalExtensions").and_then(Value::as_object) {
+        if let Some(map) = keyless
+            .get("additionalExtensions")
+            .and_then(Value::as_object)
+        {
             for (name, value) in map {
                 let at = format!("{path}.additionalExtensions.{name}");
                 match (EXTENSIONS.iter().find(|(k, _)| k == name), value.as_str()) {
@@ -216,10 +254,101 @@ impl<'a> Signing<'a> {
         }
     }
 
+    /// An ImageValidatingPolicy's `cosign` attestor: an inline key or
+    /// keyless identities, with its `ctlog` settings.
+    pub fn cosign(&mut self, cosign: &Value, path: &str) {
+        let keys_before = self.keys.len();
+        let keyless_before = self.keyless.len();
+        let mut ignore_tlog = false;
+        for (key, value) in cosign.as_object().into_iter().flatten() {
+            let at = format!("{path}.{key}");
+            match key.as_str() {
+                "key" => {
+                    for (field, why) in [
+                        ("kms", "a KMS key imgate cannot read"),
+                        (
+                            "secretRef",
+                            "a key in a Kubernetes Secret imgate cannot read",
+                        ),
+                        ("expression", "a key computed by CEL"),
+                    ] {
+                        if value.get(field).is_some() {
+                            self.refuse(&format!("{at}.{field}"), why);
+                        }
+                    }
+                    if value
+                        .get("hashAlgorithm")
+                        .and_then(Value::as_str)
+                        .is_some_and(|h| h != "sha256")
+                    {
+                        self.refuse(
+                            &format!("{at}.hashAlgorithm"),
+                            "imgate verifies sha256 signatures",
+                        );
+                    }
+                    if let Some(pem) = value.get("data").and_then(Value::as_str) {
+                        self.pem_key(pem, &format!("{at}.data"));
+                    }
+                }
+                "keyless" => {
+                    if value.get("roots").is_some() || value.get("root").is_some() {
+                        self.refuse(&at, "custom Fulcio roots: imgate needs them in a trusted root (trustRoot); set it by hand");
+                    }
+                    for (i, identity) in value
+                        .get("identities")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                    {
+                        self.keyless(identity, &format!("{at}.identities[{i}]"));
+                    }
+                }
+                "ctlog" => {
+                    if let Some(url) = value.get("url").and_then(Value::as_str) {
+                        if url.trim_end_matches('/') != PUBLIC_REKOR {
+                            self.refuse(&format!("{at}.url"), "a private Rekor: imgate needs its trusted root (trustRoot); set it by hand");
+                        }
+                    }
+                    for field in ["rekorPubKey", "ctLogPubKey", "tsaCertChain"] {
+                        if value.get(field).is_some() {
+                            self.refuse(&format!("{at}.{field}"), "log and timestamp keys: imgate takes them from a trusted root (trustRoot); set it by hand");
+                        }
+                    }
+                    ignore_tlog =
+                        value.get("insecureIgnoreTlog").and_then(Value::as_bool) == Some(true);
+                    if value.get("insecureIgnoreSCT").and_then(Value::as_bool) == Some(true) {
+                        self.finding(
+                            FindingKind::Stricter,
+                            &format!("{at}.insecureIgnoreSCT"),
+                            "imgate always checks the certificate's SCT",
+                        );
+                    }
+                }
+                "source" | "tuf" | "certificate" => {
+                    self.refuse(&at, &format!("`{key}` has no imgate equivalent"))
+                }
+                _ => self.refuse(&at, &format!("`{key}` is not understood by the importer")),
+            }
+        }
+        for entry in &mut self.keys[keys_before..] {
+            entry.1 = ignore_tlog;
+        }
+        if ignore_tlog && self.keyless.len() > keyless_before {
+            self.finding(FindingKind::Stricter, &format!("{path}.ctlog.insecureIgnoreTlog"), "imgate always requires a transparency-log entry or timestamp for keyless signatures");
+        }
+    }
+
     /// `subject` (a Kyverno wildcard) or `subjectRegExp`, as imgate matches.
     fn identity(&mut self, v: &Value, path: &str, exact: &str, regexp: &str) -> Option<Match> {
-        let exact_value = v.get(exact).and_then(Value::as_str).filter(|s| !s.is_empty());
-        let re_value = v.get(regexp).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let exact_value = v
+            .get(exact)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let re_value = v
+            .get(regexp)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         let m = match (exact_value, re_value) {
             (Some(text), None) if text.contains(['*', '?']) => Match::RegExp(wildcard_regex(text)),
             (Some(text), None) => Match::Exact(text.to_string()),
@@ -227,7 +356,10 @@ impl<'a> Signing<'a> {
                 let bare = re.strip_prefix('^').unwrap_or(re);
                 let bare = bare.strip_suffix('$').unwrap_or(bare);
                 if regex::Regex::new(bare).is_err() {
-                    self.refuse(&format!("{path}.{regexp}"), "a regular expression imgate cannot compile");
+                    self.refuse(
+                        &format!("{path}.{regexp}"),
+                        "a regular expression imgate cannot compile",
+                    );
                     return None;
                 }
                 if bare.len() == re.len() {
@@ -244,7 +376,10 @@ impl<'a> Signing<'a> {
                 return None;
             }
             (None, None) => {
-                self.refuse(path, &format!("no {exact}: imgate needs the signer's {exact}"));
+                self.refuse(
+                    path,
+                    &format!("no {exact}: imgate needs the signer's {exact}"),
+                );
                 return None;
             }
         };
@@ -338,8 +473,14 @@ mod tests {
         let s = s.unwrap_or_else(|| panic!("{:?}", imported.findings));
         assert_eq!(s.keys.len(), 1);
         assert_eq!(s.tlog, TlogSetting::Ignore);
-        assert_eq!(s.keyless[0].subject, Match::RegExp("https://github\\.com/org/.*".into()));
-        assert_eq!(s.keyless[0].extensions["github-workflow-repository"], "org/app");
+        assert_eq!(
+            s.keyless[0].subject,
+            Match::RegExp("https://github\\.com/org/.*".into())
+        );
+        assert_eq!(
+            s.keyless[0].extensions["github-workflow-repository"],
+            "org/app"
+        );
     }
 
     #[test]
@@ -369,6 +510,9 @@ mod tests {
         );
         let (s, imported) = signers(&yaml);
         assert_eq!(s.unwrap().tlog, TlogSetting::Required);
-        assert!(imported.findings.iter().any(|f| f.message.contains("Rekor")));
+        assert!(imported
+            .findings
+            .iter()
+            .any(|f| f.message.contains("Rekor")));
     }
 }

@@ -40,7 +40,11 @@ pub(super) fn yaml(plan: &Plan, settings: &Settings, header: &Header<'_>) -> Str
         }
     }
     let (mode, why) = &settings.mode;
-    let mode = if *mode == Mode::Audit { "audit" } else { "enforce" };
+    let mode = if *mode == Mode::Audit {
+        "audit"
+    } else {
+        "enforce"
+    };
     out.push_str(&format!("mode: {mode}  # {why}\n"));
     let (pin, why) = &settings.pin;
     let pin = match pin {
@@ -50,7 +54,11 @@ pub(super) fn yaml(plan: &Plan, settings: &Settings, header: &Header<'_>) -> Str
     };
     out.push_str(&format!("pinDigests: {pin}  # {why}\n"));
     let (errors, why) = &settings.on_registry_error;
-    let errors = if *errors == OnRegistryError::Allow { "allow" } else { "deny" };
+    let errors = if *errors == OnRegistryError::Allow {
+        "allow"
+    } else {
+        "deny"
+    };
     out.push_str(&format!("onRegistryError: {errors}  # {why}\n"));
     if !settings.exclude.is_empty() || settings.only_in.is_some() {
         out.push_str("namespaces:\n");
@@ -71,20 +79,34 @@ pub(super) fn yaml(plan: &Plan, settings: &Settings, header: &Header<'_>) -> Str
     }
     if plan.trusted.is_empty() {
         out.push_str("# Nothing could be carried over: this policy denies every image (outside\n");
-        out.push_str("# excluded namespaces) until you list the registries images may come from.\n");
+        out.push_str(
+            "# excluded namespaces) until you list the registries images may come from.\n",
+        );
         out.push_str(&format!("trustedRegistries:\n  - {}\n", q(NOTHING)));
-        out.push_str(&format!("rules:\n  - name: nothing-imported\n    images: [{}]\n    verify: none\n", q(NOTHING)));
+        out.push_str(&format!(
+            "rules:\n  - name: nothing-imported\n    images: [{}]\n    verify: none\n",
+            q(NOTHING)
+        ));
         return out;
     }
     out.push_str("trustedRegistries:\n");
     for t in &plan.trusted {
         let text = t.pattern.text();
-        let mut from: Vec<&str> = t.from.iter().map(String::as_str).filter(|f| *f != text).collect();
+        let mut from: Vec<&str> = t
+            .from
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != text)
+            .collect();
         from.dedup();
         let comment = match from.len() {
             0 => String::new(),
             n if n <= MAX_FROM => format!("  # from {}", from.join(", ")),
-            n => format!("  # from {} and {} more", from[..MAX_FROM].join(", "), n - MAX_FROM),
+            n => format!(
+                "  # from {} and {} more",
+                from[..MAX_FROM].join(", "),
+                n - MAX_FROM
+            ),
         };
         out.push_str(&format!("  - {}{comment}\n", q(&text)));
     }
