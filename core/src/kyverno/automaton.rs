@@ -14,12 +14,36 @@
 //! question too large to answer is [`Answer::Unknown`], which every caller
 //! treats as "no" (fail closed).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 
 /// Most product states one question may visit. Real policies need a few
 /// hundred; a hostile one gets "cannot prove" instead of a long wait.
-pub(super) const MAX_STATES: usize = 50_000;
+pub(super) const MAX_STATES: usize = 20_000;
+
+/// Most product states all the questions of one import may visit together.
+pub(super) const MAX_TOTAL_STATES: usize = 400_000;
+
+/// What is left of [`MAX_TOTAL_STATES`] for one import.
+#[derive(Debug)]
+pub(super) struct Budget(Cell<usize>);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget(Cell::new(MAX_TOTAL_STATES))
+    }
+}
+
+impl Budget {
+    fn left(&self) -> usize {
+        self.0.get()
+    }
+
+    fn spend(&self, states: usize) {
+        self.0.set(self.0.get().saturating_sub(states));
+    }
+}
 
 /// A set of ASCII characters: what one transition reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,6 +193,8 @@ pub(super) struct Nfa {
     edges: Vec<Vec<(CharSet, u32)>>,
     start: u32,
     accept: u32,
+    /// The distinct character sets of `edges`, for the alphabet.
+    sets: Vec<CharSet>,
 }
 
 impl Nfa {
@@ -180,6 +206,7 @@ impl Nfa {
         nfa.build(re, start, accept);
         nfa.start = start;
         nfa.accept = accept;
+        nfa.sets = nfa.char_sets();
         nfa
     }
 
@@ -251,17 +278,15 @@ impl Nfa {
 
     /// The states reachable from `set` without reading (sorted, unique).
     fn closure(&self, mut set: Vec<u32>) -> Vec<u32> {
-        let mut seen = vec![false; self.eps.len()];
-        let mut stack = set.clone();
-        for &s in &set {
-            seen[s as usize] = true;
-        }
-        while let Some(s) = stack.pop() {
+        // Sets are small (a few states of a short pattern): a linear
+        // membership test beats allocating a bitmap per step.
+        let mut at = 0;
+        while at < set.len() {
+            let s = set[at];
+            at += 1;
             for &t in &self.eps[s as usize] {
-                if !seen[t as usize] {
-                    seen[t as usize] = true;
+                if !set.contains(&t) {
                     set.push(t);
-                    stack.push(t);
                 }
             }
         }
@@ -347,11 +372,41 @@ impl Nfa {
             Some(&s) => s,
             None => out.state(),
         };
+        out.sets = out.char_sets();
         out
     }
 
-    fn char_sets(&self) -> impl Iterator<Item = CharSet> + '_ {
-        self.edges.iter().flatten().map(|(set, _)| *set)
+    /// The characters every accepted string starts with (up to 256).
+    pub fn literal_prefix(&self) -> String {
+        let mut prefix = String::new();
+        let mut set = self.initial();
+        while prefix.len() < 256 && !self.accepting(&set) {
+            let mut only: Option<CharSet> = None;
+            for &s in &set {
+                for &(chars, _) in &self.edges[s as usize] {
+                    if only.is_some_and(|o| o != chars) {
+                        return prefix;
+                    }
+                    only = Some(chars);
+                }
+            }
+            let Some(chars) = only else { return prefix };
+            let mut members = (b'!'..=b'~').filter(|&b| chars.contains(b));
+            let (Some(byte), None) = (members.next(), members.next()) else {
+                return prefix;
+            };
+            prefix.push(char::from(byte));
+            set = self.step(&set, byte);
+        }
+        prefix
+    }
+
+    /// The distinct character sets its transitions read.
+    fn char_sets(&self) -> Vec<CharSet> {
+        let mut sets: Vec<CharSet> = self.edges.iter().flatten().map(|(set, _)| *set).collect();
+        sets.sort_unstable_by_key(|s| s.0);
+        sets.dedup();
+        sets
     }
 }
 
@@ -368,7 +423,21 @@ pub(super) enum Answer {
 
 /// Whether every string `a` accepts satisfies `holds`, which is told, for
 /// each of `atoms`, whether that atom accepts the string too.
-pub(super) fn every(a: &Nfa, atoms: &[&Nfa], holds: impl Fn(&[bool]) -> bool) -> Answer {
+pub(super) fn every(
+    a: &Nfa,
+    atoms: &[&Nfa],
+    holds: impl Fn(&[bool]) -> bool,
+    budget: &Budget,
+) -> Answer {
+    let limit = MAX_STATES.min(budget.left());
+    let answer = walk(a, atoms, holds, limit);
+    budget.spend(answer.1);
+    answer.0
+}
+
+/// The walk of [`every`], visiting at most `limit` states; returns the
+/// answer and the states visited.
+fn walk(a: &Nfa, atoms: &[&Nfa], holds: impl Fn(&[bool]) -> bool, limit: usize) -> (Answer, usize) {
     let alphabet = alphabet(a, atoms);
     type Key = (Vec<u32>, Vec<(u32, Vec<u32>)>);
     let initial: Key = (
@@ -393,7 +462,7 @@ pub(super) fn every(a: &Nfa, atoms: &[&Nfa], holds: impl Fn(&[bool]) -> bool) ->
                 accepted[*i as usize] = atoms[*i as usize].accepting(set);
             }
             if !holds(&accepted) {
-                return Answer::Fails(trace(&states, current));
+                return (Answer::Fails(trace(&states, current)), states.len());
             }
         }
         let (a_set, alive) = states[current].0.clone();
@@ -411,24 +480,24 @@ pub(super) fn every(a: &Nfa, atoms: &[&Nfa], holds: impl Fn(&[bool]) -> bool) ->
                 .collect();
             let key = (a_next, alive_next);
             if !seen.contains_key(&key) {
-                if states.len() >= MAX_STATES {
-                    return Answer::Unknown;
+                if states.len() >= limit {
+                    return (Answer::Unknown, states.len());
                 }
                 seen.insert(key.clone(), states.len());
                 states.push((key, Some((current, byte))));
             }
         }
     }
-    Answer::Holds
+    (Answer::Holds, states.len())
 }
 
 /// One character for each class of characters that every automaton
 /// involved treats alike.
 fn alphabet(a: &Nfa, atoms: &[&Nfa]) -> Vec<u8> {
-    let mut sets: Vec<CharSet> = a
-        .char_sets()
-        .chain(atoms.iter().flat_map(|n| n.char_sets()))
-        .collect();
+    let mut sets: Vec<CharSet> = a.sets.clone();
+    for n in atoms {
+        sets.extend_from_slice(&n.sets);
+    }
     sets.sort_unstable_by_key(|s| s.0);
     sets.dedup();
     let mut classes: HashMap<Vec<bool>, u8> = HashMap::new();
@@ -455,13 +524,22 @@ fn trace<K>(states: &[(K, Option<(usize, u8)>)], mut at: usize) -> String {
 /// `:`), `?` exactly one character, everything else itself; over the whole
 /// string. Linear: the last `*` is the only one ever grown.
 pub(super) fn wildcard_match(pattern: &str, name: &str) -> bool {
+    if pattern.is_ascii() && name.is_ascii() {
+        // The common case, without allocating.
+        return wildcard_match_in(pattern.as_bytes(), name.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
+    wildcard_match_in(&p, &n)
+}
+
+fn wildcard_match_in<T: Copy + PartialEq + From<u8>>(p: &[T], n: &[T]) -> bool {
+    let (star_char, one_char) = (T::from(b'*'), T::from(b'?'));
     let (mut px, mut nx) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while nx < n.len() {
         if px < p.len() {
-            if p[px] == '*' {
+            if p[px] == star_char {
                 px += 1;
                 if px == p.len() {
                     return true;
@@ -469,7 +547,7 @@ pub(super) fn wildcard_match(pattern: &str, name: &str) -> bool {
                 star = Some((px, nx));
                 continue;
             }
-            if p[px] == '?' || p[px] == n[nx] {
+            if p[px] == one_char || p[px] == n[nx] {
                 px += 1;
                 nx += 1;
                 continue;
@@ -484,7 +562,7 @@ pub(super) fn wildcard_match(pattern: &str, name: &str) -> bool {
             None => return false,
         }
     }
-    p[px..].iter().all(|&c| c == '*')
+    p[px..].iter().all(|&c| c == star_char)
 }
 
 #[cfg(test)]
@@ -526,8 +604,9 @@ mod tests {
         ]));
         let all = Nfa::wildcard("ghcr.io/*");
         let narrow = Nfa::wildcard("ghcr.io/a*");
-        assert_eq!(every(&a, &[&all], |m| m[0]), Answer::Holds);
-        match every(&a, &[&narrow], |m| m[0]) {
+        let b = Budget::default();
+        assert_eq!(every(&a, &[&all], |m| m[0], &b), Answer::Holds);
+        match every(&a, &[&narrow], |m| m[0], &b) {
             Answer::Fails(s) => {
                 assert_eq!(s.len(), "ghcr.io/x".len(), "{s}");
                 assert!(!s.starts_with("ghcr.io/a"), "{s}");
@@ -536,7 +615,7 @@ mod tests {
         }
         // Negation: nothing of `a` ends in `:latest`.
         assert_eq!(
-            every(&a, &[&Nfa::wildcard("*:latest")], |m| !m[0]),
+            every(&a, &[&Nfa::wildcard("*:latest")], |m| !m[0], &b),
             Answer::Holds
         );
     }
@@ -589,7 +668,12 @@ mod tests {
         let glob = Nfa::wildcard(&pattern);
         let a = Nfa::from_re(&Re::Star(Box::new(Re::Set(CharSet::chars("ab")))));
         let started = std::time::Instant::now();
-        assert_eq!(every(&a, &[&glob], |m| !m[0]), Answer::Unknown);
+        let b = Budget::default();
+        assert_eq!(every(&a, &[&glob], |m| !m[0], &b), Answer::Unknown);
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        assert_eq!(b.left(), MAX_TOTAL_STATES - MAX_STATES);
+        // An import whose budget is spent answers at once.
+        b.spend(MAX_TOTAL_STATES);
+        assert_eq!(every(&a, &[&glob], |m| !m[0], &b), Answer::Unknown);
     }
 }

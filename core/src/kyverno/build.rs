@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use super::automaton::{self, Answer, Nfa, Re};
+use super::automaton::{self, Answer, Budget, Nfa, Re};
 use super::cond::Cond;
 use super::model::{Imported, Signers};
 use super::names::{self, allow_candidate, cover_candidate, NamePattern, World};
@@ -121,9 +121,9 @@ fn prove(
     imported: &Imported,
     pattern: &NamePattern,
     cond: &Cond,
+    tags: &[String],
     tag_only: bool,
 ) -> Result<(), Option<String>> {
-    let tags = witness_tags(imported);
     let suffixes: Vec<Re> = if tag_only {
         tags.iter().map(|t| Re::lit(&format!(":{t}"))).collect()
     } else {
@@ -154,6 +154,7 @@ fn prove(
 }
 
 fn allow_list(imported: &mut Imported, plan: &mut Plan) {
+    let tags = witness_tags(imported);
     let mut accepted: Vec<(NamePattern, Vec<usize>)> = Vec::new();
     let mut tried: BTreeMap<String, Outcome> = BTreeMap::new();
     for n in plan.allow.positive_atoms() {
@@ -163,7 +164,7 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
             Ok(pattern) => match tried.get(&pattern.text()) {
                 Some(done) => done.clone(),
                 None => {
-                    let outcome = match prove(imported, &pattern, &plan.allow, false) {
+                    let outcome = match prove(imported, &pattern, &plan.allow, &tags, false) {
                         Ok(()) => Outcome::Translated(pattern.clone()),
                         Err(example) => Outcome::Rejected(
                             format!(
@@ -255,7 +256,7 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
     // Digests: does Kyverno admit any tag of each pattern without one?
     let mut required = None;
     for t in &plan.trusted {
-        if let Err(example) = prove(imported, &t.pattern, &plan.allow, true) {
+        if let Err(example) = prove(imported, &t.pattern, &plan.allow, &tags, true) {
             required = Some((t.pattern.text(), example));
         }
     }
@@ -283,22 +284,22 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
 
 /// Whether some image of `pattern` is written, in `world`, so that `glob`
 /// matches it (`Unknown` counts as yes: fail closed).
-fn meets(pattern: &NamePattern, world: World, glob: &Nfa) -> bool {
+fn meets(pattern: &NamePattern, world: World, glob: &Nfa, budget: &Budget) -> bool {
     let spelling = Nfa::from_re(&pattern.spelling(world));
     !matches!(
-        automaton::every(&spelling, &[glob], |m| !m[0]),
+        automaton::every(&spelling, &[glob], |m| !m[0], budget),
         Answer::Holds
     )
 }
 
 /// A proved cover of the images whose `world` strings `glob` matches.
-fn cover(glob: &str, world: World) -> Option<NamePattern> {
+fn cover(glob: &str, world: World, budget: &Budget) -> Option<NamePattern> {
     let pattern = cover_candidate(glob, world)?;
     pattern.image_pattern().ok()?;
     let strings = Nfa::wildcard(glob).intersect(&Nfa::from_re(&names::any_reference(world)));
     let spelled = Nfa::from_re(&pattern.spelling(world));
     matches!(
-        automaton::every(&strings, &[&spelled], |m| m[0]),
+        automaton::every(&strings, &[&spelled], |m| m[0], budget),
         Answer::Holds
     )
     .then_some(pattern)
@@ -333,14 +334,14 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
         for &n in &v.refs {
             let glob = imported.atoms.get(n).glob.clone();
             for &world in &v.worlds {
-                match cover(&glob, world) {
+                match cover(&glob, world, &imported.atoms.budget) {
                     Some(p) => images.push(p),
                     None if plan.has_allowlist => {
                         let nfa = imported.atoms.get(n).nfa.clone();
                         images.extend(
                             plan.trusted
                                 .iter()
-                                .filter(|t| meets(&t.pattern, world, &nfa))
+                                .filter(|t| meets(&t.pattern, world, &nfa, &imported.atoms.budget))
                                 .map(|t| t.pattern.clone()),
                         );
                     }
@@ -358,7 +359,9 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
         if let Some(ours) = &signers {
             let clash = covers.iter().find(|(theirs, s)| {
                 s.as_ref().is_some_and(|s| s != ours)
-                    && theirs.iter().any(|t| images.iter().any(|i| overlap(t, i)))
+                    && theirs
+                        .iter()
+                        .any(|t| images.iter().any(|i| overlap(t, i, &imported.atoms.budget)))
             });
             if clash.is_some() {
                 imported.refuse(&source, &v.path, "it verifies images another verification already covers, with other signers: imgate applies one rule per image", true);
@@ -403,9 +406,9 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
                 let denied = refused.iter().any(|v| {
                     v.refs_unknown
                         || v.worlds.iter().any(|&w| {
-                            v.refs
-                                .iter()
-                                .any(|&n| meets(p, w, &imported.atoms.get(n).nfa))
+                            v.refs.iter().any(|&n| {
+                                meets(p, w, &imported.atoms.get(n).nfa, &imported.atoms.budget)
+                            })
                         })
                 });
                 if denied {
@@ -434,10 +437,13 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
 }
 
 /// Whether two patterns share an image.
-fn overlap(a: &NamePattern, b: &NamePattern) -> bool {
+fn overlap(a: &NamePattern, b: &NamePattern, budget: &Budget) -> bool {
     let a = Nfa::from_re(&a.spelling(World::Normalised));
     let b = Nfa::from_re(&b.spelling(World::Normalised));
-    !matches!(automaton::every(&a, &[&b], |m| !m[0]), Answer::Holds)
+    !matches!(
+        automaton::every(&a, &[&b], |m| !m[0], budget),
+        Answer::Holds
+    )
 }
 
 /// A verification imgate cannot carry: the trusted patterns whose images
@@ -457,9 +463,10 @@ fn deny_covered(
         .into_iter()
         .partition(|t| {
             v.refs_unknown
-                || v.worlds
-                    .iter()
-                    .any(|&w| nfas.iter().any(|n| meets(&t.pattern, w, n)))
+                || v.worlds.iter().any(|&w| {
+                    nfas.iter()
+                        .any(|n| meets(&t.pattern, w, n, &imported.atoms.budget))
+                })
         });
     plan.trusted = kept;
     for t in dropped {
@@ -495,10 +502,9 @@ fn skips(
                     && v.worlds.iter().all(|&w| {
                         imported.atoms.every(&Nfa::from_re(&p.spelling(w)), &skip) == Answer::Holds
                     })
-                    && covers
-                        .iter()
-                        .enumerate()
-                        .all(|(j, (images, _))| j == i || !images.iter().any(|q| overlap(p, q)))
+                    && covers.iter().enumerate().all(|(j, (images, _))| {
+                        j == i || !images.iter().any(|q| overlap(p, q, &imported.atoms.budget))
+                    })
             });
             match carried {
                 Some(p) => {

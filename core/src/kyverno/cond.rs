@@ -8,11 +8,14 @@
 //! is monotone in its literals then, so the result admits no more than the
 //! original did, whatever the unknown part meant (fail closed).
 
-use super::automaton::{self, Answer, Nfa};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::automaton::{self, Answer, Budget, Nfa};
 
 /// A condition on one image string.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) enum Cond {
+    #[default]
     True,
     False,
     /// The image matches atom `n` of the table.
@@ -23,12 +26,6 @@ pub(super) enum Cond {
     /// Something the importer cannot evaluate (its refusal is reported
     /// where it was found).
     Unknown,
-}
-
-impl Default for Cond {
-    fn default() -> Self {
-        Cond::True
-    }
 }
 
 impl Cond {
@@ -124,7 +121,7 @@ impl Cond {
     /// Every atom it mentions, in order of first mention.
     pub fn atoms(&self) -> Vec<usize> {
         let mut out = Vec::new();
-        self.collect(&mut out, None, false);
+        self.collect(&mut out, &mut BTreeSet::new(), None, false);
         out
     }
 
@@ -132,21 +129,25 @@ impl Cond {
     /// form): the images it can admit come from these.
     pub fn positive_atoms(&self) -> Vec<usize> {
         let mut out = Vec::new();
-        self.collect(&mut out, Some(false), false);
+        self.collect(&mut out, &mut BTreeSet::new(), Some(false), false);
         out
     }
 
-    fn collect(&self, out: &mut Vec<usize>, polarity: Option<bool>, negated: bool) {
+    fn collect(
+        &self,
+        out: &mut Vec<usize>,
+        seen: &mut BTreeSet<usize>,
+        polarity: Option<bool>,
+        negated: bool,
+    ) {
         match self {
-            Cond::Atom(n) => {
-                if polarity.is_none_or(|p| p == negated) && !out.contains(n) {
-                    out.push(*n);
-                }
+            Cond::Atom(n) if polarity.is_none_or(|p| p == negated) && seen.insert(*n) => {
+                out.push(*n);
             }
-            Cond::Not(inner) => inner.collect(out, polarity, !negated),
+            Cond::Not(inner) => inner.collect(out, seen, polarity, !negated),
             Cond::And(parts) | Cond::Or(parts) => {
                 for part in parts {
-                    part.collect(out, polarity, negated);
+                    part.collect(out, seen, polarity, negated);
                 }
             }
             _ => {}
@@ -170,6 +171,8 @@ pub(super) struct Atom {
 #[derive(Debug, Default)]
 pub(super) struct Atoms {
     pub list: Vec<Atom>,
+    /// What is left for the proofs of this import.
+    pub budget: Budget,
 }
 
 impl Atoms {
@@ -197,15 +200,27 @@ impl Atoms {
 
     /// Whether every string of `a` satisfies `cond`.
     pub fn every(&self, a: &Nfa, cond: &Cond) -> Answer {
-        let used = cond.atoms();
-        let nfas: Vec<&Nfa> = used.iter().map(|&n| &self.list[n].nfa).collect();
-        automaton::every(a, &nfas, |matched| {
-            cond.eval(&|n| {
-                used.iter()
-                    .position(|&u| u == n)
-                    .is_some_and(|i| matched[i])
+        // An atom whose literal start no string of `a` can have never
+        // matches: it stays out of the walk (a real policy's allow-list
+        // mostly differs in its first characters).
+        let prefix = a.literal_prefix();
+        let used: Vec<usize> = cond
+            .atoms()
+            .into_iter()
+            .filter(|&n| {
+                let glob = &self.list[n].glob;
+                let start = &glob[..glob.find(['*', '?']).unwrap_or(glob.len())];
+                start.starts_with(&prefix) || prefix.starts_with(start)
             })
-        })
+            .collect();
+        let slot: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let nfas: Vec<&Nfa> = used.iter().map(|&n| &self.list[n].nfa).collect();
+        automaton::every(
+            a,
+            &nfas,
+            |matched| cond.eval(&|n| slot.get(&n).is_some_and(|&i| matched[i])),
+            &self.budget,
+        )
     }
 }
 

@@ -50,7 +50,7 @@ fn imgate_admits(policy: &Policy, reference: &str) -> bool {
 
 /// `glob` with its wildcards filled every way (the first two; later ones
 /// with `x`).
-fn fills(glob: &str) -> Vec<String> {
+pub(super) fn fills(glob: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut wildcards = 0;
     for c in glob.chars() {
@@ -119,8 +119,22 @@ fn registry_of(reference: &str) -> String {
 pub(super) fn findings(imported: &mut Imported, plan: &Plan, policy: &Policy) {
     let mut shown = BTreeSet::new();
     let atoms: Vec<usize> = plan.outcomes.keys().copied().collect();
+    // Which check each atom belongs to.
+    let mut check_of = std::collections::BTreeMap::new();
+    for (i, c) in imported.checks.iter().enumerate() {
+        for n in c.cond.atoms() {
+            check_of.entry(n).or_insert(i);
+        }
+    }
     for n in atoms {
-        atom_finding(imported, plan, policy, n, &mut shown);
+        atom_finding(
+            imported,
+            plan,
+            policy,
+            n,
+            check_of.get(&n).copied(),
+            &mut shown,
+        );
     }
     for i in 0..imported.checks.len() {
         check_finding(imported, plan, policy, i, &mut shown);
@@ -133,6 +147,7 @@ fn atom_finding(
     plan: &Plan,
     policy: &Policy,
     n: usize,
+    check: Option<usize>,
     shown: &mut BTreeSet<String>,
 ) {
     let atom = imported.atoms.get(n).clone();
@@ -182,10 +197,6 @@ fn atom_finding(
         });
     }
     // Kyverno denied, imgate admits.
-    let check = imported
-        .checks
-        .iter()
-        .position(|c| c.cond.atoms().contains(&n));
     let mut reverse: Vec<Example> = Vec::new();
     if let (Outcome::Translated(p), Some(check)) = (outcome, check) {
         let cond = imported.checks[check].cond.strict();

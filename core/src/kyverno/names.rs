@@ -297,10 +297,10 @@ pub(super) fn allow_candidate(glob: &str) -> Result<NamePattern, String> {
     if first.contains('*') {
         return Err("a wildcard in the registry host; imgate lists hosts".into());
     }
-    let (registry, path) = if looks_like_host(first) {
-        (first.to_ascii_lowercase(), &components[1..])
-    } else {
-        (DOCKER_HUB.to_string(), &components[..])
+    let (registry, path) = match first.to_ascii_lowercase() {
+        host if host == "index.docker.io" => (DOCKER_HUB.to_string(), &components[1..]),
+        host if looks_like_host(first) => (host, &components[1..]),
+        _ => (DOCKER_HUB.to_string(), &components[..]),
     };
     let mut segments = Vec::new();
     for (i, component) in path.iter().enumerate() {
@@ -308,13 +308,21 @@ pub(super) fn allow_candidate(glob: &str) -> Result<NamePattern, String> {
             return Err("an empty path segment".into());
         }
         let all_stars = component.chars().all(|c| c == '*');
-        segments.push(if all_stars && i + 1 == path.len() {
-            Seg::AnyDepth
+        if all_stars && i + 1 == path.len() {
+            // A last `*` that Kyverno let run over `/`: one or more
+            // segments. After a path (`ghcr.io/acme/*`) that is `*/**`,
+            // since `**` alone would also admit `ghcr.io/acme` itself; on
+            // Docker Hub a one-segment prefix cannot be an image alone.
+            let hub_user = registry == DOCKER_HUB && segments.len() == 1;
+            if !segments.is_empty() && !hub_user {
+                segments.push(Seg::Glob("*".into()));
+            }
+            segments.push(Seg::AnyDepth);
         } else if all_stars {
-            Seg::Glob("*".into())
+            segments.push(Seg::Glob("*".into()));
         } else {
-            Seg::Glob(collapse_stars(component))
-        });
+            segments.push(Seg::Glob(collapse_stars(component)));
+        }
     }
     Ok(with_library(registry, segments))
 }
@@ -413,6 +421,7 @@ mod tests {
     #[case("10.0.20.10*", Ok("10.0.20.10/**"))]
     #[case("10.0.20.10:5000/*", Ok("10.0.20.10:5000/**"))]
     #[case("ghcr.io/*/app", Ok("ghcr.io/*/app"))]
+    #[case("ghcr.io/acme/*", Ok("ghcr.io/acme/*/**"))]
     #[case("ghcr.io/org/app-*", Ok("ghcr.io/org/app-*"))]
     #[case("index.docker.io/bitnami/*", Ok("docker.io/bitnami/**"))]
     #[case("*", Err(()))]

@@ -117,6 +117,15 @@ fn anchor(key: &str) -> (Anchor, &str) {
     (Anchor::None, key)
 }
 
+/// Which structural part of a pattern a key leads to.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// A pod spec or a controller spec.
+    Spec,
+    /// A `template` or `jobTemplate`.
+    Template,
+}
+
 /// Reads one `validate` block.
 pub(super) struct Reader<'a> {
     pub imported: &'a mut Imported,
@@ -225,7 +234,7 @@ impl Reader<'_> {
             let (a, name) = anchor(key);
             let at = format!("{path}.{key}");
             if name == "spec" {
-                out = out.and(self.structural(a, v, &at, Self::spec)?);
+                out = out.and(self.structural(a, v, &at, Part::Spec)?);
             } else {
                 out = out.and(self.not_image(v, &at));
             }
@@ -240,10 +249,13 @@ impl Reader<'_> {
         a: Anchor,
         value: &Value,
         path: &str,
-        read: fn(&mut Self, &Map<String, Value>, &str) -> Result<PerList, ImportError>,
+        part: Part,
     ) -> Result<PerList, ImportError> {
         match (a, value.as_object()) {
-            (Anchor::None | Anchor::Equality, Some(map)) => read(self, map, path),
+            (Anchor::None | Anchor::Equality, Some(map)) => match part {
+                Part::Spec => self.spec(map, path),
+                Part::Template => self.template(map, path),
+            },
             _ if !mentions_image(value) => {
                 self.not_images.push(path.to_string());
                 Ok(PerList::default())
@@ -267,7 +279,7 @@ impl Reader<'_> {
             if let Some(lists) = Lists::of_field(name) {
                 out = out.and(self.list(a, v, &at, lists)?);
             } else if name == "template" || name == "jobTemplate" {
-                out = out.and(self.structural(a, v, &at, Self::template)?);
+                out = out.and(self.structural(a, v, &at, Part::Template)?);
             } else {
                 out = out.and(self.not_image(v, &at));
             }
@@ -281,7 +293,7 @@ impl Reader<'_> {
             let (a, name) = anchor(key);
             let at = format!("{path}.{key}");
             if name == "spec" {
-                out = out.and(self.structural(a, v, &at, Self::spec)?);
+                out = out.and(self.structural(a, v, &at, Part::Spec)?);
             } else {
                 out = out.and(self.not_image(v, &at));
             }
