@@ -14,10 +14,11 @@
 
 use std::collections::BTreeMap;
 
-use super::automaton::{self, Answer, Budget, Nfa, Re};
+use super::automaton::{Nfa, Re};
 use super::cond::Cond;
 use super::model::{Imported, Signers};
 use super::names::{self, allow_candidate, cover_candidate, NamePattern, World};
+use super::question::{self, Answer, Budget};
 use super::report::{Decision, Example, Finding, FindingKind};
 
 /// Most distinct witness tags tried per proof.
@@ -287,7 +288,7 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
 fn meets(pattern: &NamePattern, world: World, glob: &Nfa, budget: &Budget) -> bool {
     let spelling = Nfa::from_re(&pattern.spelling(world));
     !matches!(
-        automaton::every(&spelling, &[glob], |m| !m[0], budget),
+        question::every(&spelling, &[glob], |m| !m[0], budget),
         Answer::Holds
     )
 }
@@ -299,7 +300,7 @@ fn cover(glob: &str, world: World, budget: &Budget) -> Option<NamePattern> {
     let strings = Nfa::wildcard(glob).intersect(&Nfa::from_re(&names::any_reference(world)));
     let spelled = Nfa::from_re(&pattern.spelling(world));
     matches!(
-        automaton::every(&strings, &[&spelled], |m| m[0], budget),
+        question::every(&strings, &[&spelled], |m| m[0], budget),
         Answer::Holds
     )
     .then_some(pattern)
@@ -440,10 +441,7 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
 fn overlap(a: &NamePattern, b: &NamePattern, budget: &Budget) -> bool {
     let a = Nfa::from_re(&a.spelling(World::Normalised));
     let b = Nfa::from_re(&b.spelling(World::Normalised));
-    !matches!(
-        automaton::every(&a, &[&b], |m| !m[0], budget),
-        Answer::Holds
-    )
+    !matches!(question::every(&a, &[&b], |m| !m[0], budget), Answer::Holds)
 }
 
 /// A verification imgate cannot carry: the trusted patterns whose images

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::automaton::{self, Answer, Budget, Nfa};
+use super::automaton::Nfa;
+use super::question::{self, Answer, Budget};
 
 /// A condition on one image string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -195,7 +196,7 @@ impl Atoms {
     /// Whether `image`, exactly as written, satisfies `cond` the way
     /// Kyverno would decide it.
     pub fn admits(&self, cond: &Cond, image: &str) -> bool {
-        cond.eval(&|n| automaton::wildcard_match(&self.list[n].glob, image))
+        cond.eval(&|n| super::wildcard::wildcard_match(&self.list[n].glob, image))
     }
 
     /// Whether every string of `a` satisfies `cond`.
@@ -215,7 +216,7 @@ impl Atoms {
             .collect();
         let slot: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let nfas: Vec<&Nfa> = used.iter().map(|&n| &self.list[n].nfa).collect();
-        automaton::every(
+        question::every(
             a,
             &nfas,
             |matched| cond.eval(&|n| slot.get(&n).is_some_and(|&i| matched[i])),

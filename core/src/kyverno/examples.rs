@@ -169,7 +169,7 @@ fn atom_finding(
         let Ok(image) = ImageRef::parse(&reference) else {
             continue;
         };
-        if !super::automaton::wildcard_match(&atom.glob, &reference)
+        if !super::wildcard::wildcard_match(&atom.glob, &reference)
             || !imported.atoms.admits(&plan.allow, &reference)
             || imgate_admits(policy, &reference)
             || forward
@@ -204,7 +204,7 @@ fn atom_finding(
             if !reverse.is_empty() || shown.contains(&reference) {
                 continue;
             }
-            if super::automaton::wildcard_match(&atom.glob, &reference)
+            if super::wildcard::wildcard_match(&atom.glob, &reference)
                 || imported.atoms.admits(&cond, &reference)
                 || imported.atoms.admits(&plan.allow, &reference)
                 || !imgate_admits(policy, &reference)

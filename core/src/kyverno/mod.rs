@@ -11,7 +11,7 @@
 //!   (`*` runs across `.`, `:` and `/`); imgate's are normalised and
 //!   boundary-safe. Each allow-list wildcard is read the boundary-safe way
 //!   and kept only when the importer proves (on automata, see
-//!   [`automaton`]) that every image the imgate pattern matches, at every
+//!   [`question`]) that every image the imgate pattern matches, at every
 //!   digest, has a spelling the whole Kyverno policy admitted.
 //! - What the importer does not understand about images is refused by field
 //!   path and denies the images it covered (fail closed); what is not about
@@ -23,7 +23,7 @@
 //! Bounds on hostile input: [`MAX_INPUT_BYTES`], [`MAX_DEPTH`],
 //! [`MAX_OBJECTS`], [`MAX_ALTERNATIVES`], [`MAX_PATTERN_LEN`], [`MAX_ATOMS`],
 //! [`MAX_CEL_LEN`]; a proof that would take more than
-//! `automaton::MAX_STATES` steps counts as failed (the pattern is not
+//! `question::MAX_STATES` steps counts as failed (the pattern is not
 //! carried over).
 
 mod automaton;
@@ -37,12 +37,14 @@ mod examples;
 mod input;
 mod model;
 mod names;
+mod question;
 mod report;
 mod scope;
 mod settings;
 mod validate;
 mod verify;
 mod vpol;
+mod wildcard;
 mod write;
 
 use serde_json::Value;

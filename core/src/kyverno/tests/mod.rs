@@ -8,7 +8,7 @@ mod fixture;
 mod unknown;
 mod verification;
 
-use super::automaton::wildcard_match;
+use super::wildcard::wildcard_match;
 use super::*;
 use crate::reference::ImageRef;
 
