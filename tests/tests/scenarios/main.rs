@@ -8,6 +8,7 @@ mod deploy;
 mod interop;
 mod keyless;
 mod keyless_images;
+mod kyverno_import;
 mod limits;
 mod pin;
 mod pkcs11;
