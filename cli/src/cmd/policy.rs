@@ -30,6 +30,15 @@ pub enum Command {
     },
     /// Import Kyverno policies into one imgate policy, with a report of
     /// every pattern whose meaning changes and what was not carried over.
+    ///
+    /// Reads kyverno.io ClusterPolicy and Policy (validate rules on images,
+    /// verifyImages) and policies.kyverno.io ValidatingPolicy and
+    /// ImageValidatingPolicy whose CEL has a recognised shape. The written
+    /// policy is never more permissive than what was read: what cannot be
+    /// carried over is refused by field path and the images it covered are
+    /// denied. Exit 0 when everything translated as it was, 1 when something
+    /// was flagged or refused (the policy is still written and says so in
+    /// comments), 2 when the input cannot be read or imported.
     Import(super::policy_import::Args),
 }
 

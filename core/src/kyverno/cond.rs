@@ -96,6 +96,18 @@ impl Cond {
         }
     }
 
+    /// The same with every atom `keep` rejects replaced by `False`, for a
+    /// question whose strings no such atom can match.
+    pub fn restrict(&self, keep: &dyn Fn(usize) -> bool) -> Cond {
+        match self {
+            Cond::Atom(n) if !keep(*n) => Cond::False,
+            Cond::Not(inner) => inner.restrict(keep).not(),
+            Cond::And(parts) => Cond::and(parts.iter().map(|p| p.restrict(keep)).collect()),
+            Cond::Or(parts) => Cond::or(parts.iter().map(|p| p.restrict(keep)).collect()),
+            other => other.clone(),
+        }
+    }
+
     /// Whether it holds, given which atoms match.
     pub fn eval(&self, matches: &dyn Fn(usize) -> bool) -> bool {
         match self {
@@ -166,6 +178,8 @@ pub(super) struct Atom {
     /// Field path inside that policy.
     pub path: String,
     pub nfa: Nfa,
+    /// The literal characters the glob starts with.
+    pub prefix: String,
 }
 
 /// Every wildcard the policies use, each compiled once.
@@ -185,6 +199,7 @@ impl Atoms {
             source: source.to_string(),
             path: path.to_string(),
             nfa: Nfa::wildcard(glob),
+            prefix: glob[..glob.find(['*', '?']).unwrap_or(glob.len())].to_string(),
         });
         Cond::Atom(self.list.len() - 1)
     }
@@ -202,18 +217,14 @@ impl Atoms {
     /// Whether every string of `a` satisfies `cond`.
     pub fn every(&self, a: &Nfa, cond: &Cond) -> Answer {
         // An atom whose literal start no string of `a` can have never
-        // matches: it stays out of the walk (a real policy's allow-list
-        // mostly differs in its first characters).
+        // matches: it is false for this question (a real allow-list mostly
+        // differs in its first characters, so little is left to walk).
         let prefix = a.literal_prefix();
-        let used: Vec<usize> = cond
-            .atoms()
-            .into_iter()
-            .filter(|&n| {
-                let glob = &self.list[n].glob;
-                let start = &glob[..glob.find(['*', '?']).unwrap_or(glob.len())];
-                start.starts_with(&prefix) || prefix.starts_with(start)
-            })
-            .collect();
+        let cond = cond.restrict(&|n| {
+            let start = &self.list[n].prefix;
+            start.starts_with(&prefix) || prefix.starts_with(start.as_str())
+        });
+        let used = cond.atoms();
         let slot: BTreeMap<usize, usize> = used.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let nfas: Vec<&Nfa> = used.iter().map(|&n| &self.list[n].nfa).collect();
         question::every(

@@ -17,7 +17,9 @@ use super::cond::Cond;
 use super::model::{Imported, Lists};
 use super::names::{raw_spellings, NamePattern};
 use super::report::{Decision, Example, Finding, FindingKind};
-use crate::policy::Policy;
+use std::collections::HashMap;
+
+use crate::policy::{ImagePattern, Policy};
 use crate::reference::ImageRef;
 
 /// Most examples per finding.
@@ -41,11 +43,43 @@ const ONE_FILLS: &[&str] = &["x", "0", ".", "/"];
 
 const DIGEST: &str = "@sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Whether the written policy admits `reference` (by registry and rule; a
-/// rule that verifies still needs its signature).
-fn imgate_admits(policy: &Policy, reference: &str) -> bool {
-    ImageRef::parse(reference)
-        .is_ok_and(|image| policy.is_trusted(&image) && policy.rule_for(&image).is_some())
+/// The written policy's trusted registries and rule patterns by registry,
+/// to decide many references quickly, as `is_trusted` and `rule_for` do.
+struct Imgate {
+    trusted: HashMap<String, Vec<ImagePattern>>,
+    ruled: HashMap<String, Vec<ImagePattern>>,
+}
+
+impl Imgate {
+    fn new(policy: &Policy) -> Imgate {
+        let index = |patterns: &mut dyn Iterator<Item = &ImagePattern>| {
+            let mut map: HashMap<String, Vec<ImagePattern>> = HashMap::new();
+            for p in patterns {
+                map.entry(p.registry().to_ascii_lowercase())
+                    .or_default()
+                    .push(p.clone());
+            }
+            map
+        };
+        Imgate {
+            trusted: index(&mut policy.trusted_registries.iter()),
+            ruled: index(&mut policy.rules.iter().flat_map(|r| r.images.iter())),
+        }
+    }
+
+    /// Whether the policy admits `reference` (by registry and rule; a rule
+    /// that verifies still needs its signature).
+    fn admits(&self, reference: &str) -> bool {
+        let Ok(image) = ImageRef::parse(reference) else {
+            return false;
+        };
+        let registry = image.registry.to_ascii_lowercase();
+        let any = |map: &HashMap<String, Vec<ImagePattern>>| {
+            map.get(&registry)
+                .is_some_and(|ps| ps.iter().any(|p| p.matches(&image)))
+        };
+        any(&self.trusted) && any(&self.ruled)
+    }
 }
 
 /// `glob` with its wildcards filled every way (the first two; later ones
@@ -94,14 +128,14 @@ fn suffixes(imported: &Imported) -> Vec<String> {
 }
 
 /// Every way to write every sample name of `pattern`.
-fn spellings(imported: &Imported, pattern: &NamePattern) -> Vec<String> {
+fn spellings(suffixes: &[String], pattern: &NamePattern) -> Vec<String> {
     let mut out = Vec::new();
     for name in pattern.sample_names() {
         let Some((registry, repository)) = name.split_once('/') else {
             continue;
         };
         for spelling in raw_spellings(registry, repository) {
-            for suffix in suffixes(imported) {
+            for suffix in suffixes {
                 out.push(format!("{spelling}{suffix}"));
             }
         }
@@ -116,8 +150,22 @@ fn registry_of(reference: &str) -> String {
 }
 
 /// Adds the meaning-change, reverse and coverage findings.
+/// What the example searches share.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    policy: Imgate,
+    suffixes: Vec<String>,
+    /// References already shown, so each appears once.
+    shown: BTreeSet<String>,
+}
+
 pub(super) fn findings(imported: &mut Imported, plan: &Plan, policy: &Policy) {
-    let mut shown = BTreeSet::new();
+    let mut ctx = Ctx {
+        plan,
+        policy: Imgate::new(policy),
+        suffixes: suffixes(imported),
+        shown: BTreeSet::new(),
+    };
     let atoms: Vec<usize> = plan.outcomes.keys().copied().collect();
     // Which check each atom belongs to.
     let mut check_of = std::collections::BTreeMap::new();
@@ -127,31 +175,17 @@ pub(super) fn findings(imported: &mut Imported, plan: &Plan, policy: &Policy) {
         }
     }
     for n in atoms {
-        atom_finding(
-            imported,
-            plan,
-            policy,
-            n,
-            check_of.get(&n).copied(),
-            &mut shown,
-        );
+        atom_finding(imported, &mut ctx, n, check_of.get(&n).copied());
     }
     for i in 0..imported.checks.len() {
-        check_finding(imported, plan, policy, i, &mut shown);
+        check_finding(imported, &mut ctx, i);
     }
-    coverage(imported, plan, policy);
+    coverage(imported, &ctx);
 }
 
-fn atom_finding(
-    imported: &mut Imported,
-    plan: &Plan,
-    policy: &Policy,
-    n: usize,
-    check: Option<usize>,
-    shown: &mut BTreeSet<String>,
-) {
+fn atom_finding(imported: &mut Imported, ctx: &mut Ctx<'_>, n: usize, check: Option<usize>) {
     let atom = imported.atoms.get(n).clone();
-    let outcome = &plan.outcomes[&n];
+    let outcome = &ctx.plan.outcomes[&n];
     let translated = match outcome {
         Outcome::Translated(p) => Some(p.clone()),
         Outcome::Rejected(..) => super::names::allow_candidate(&atom.glob).ok(),
@@ -159,19 +193,19 @@ fn atom_finding(
     // Kyverno admitted, imgate denies.
     let mut candidates = fills(&atom.glob);
     if let Some(p) = &translated {
-        candidates.extend(spellings(imported, p));
+        candidates.extend(spellings(&ctx.suffixes, p));
     }
     let mut forward: Vec<Example> = Vec::new();
     for reference in candidates {
-        if forward.len() >= MAX_EXAMPLES || shown.contains(&reference) {
+        if forward.len() >= MAX_EXAMPLES || ctx.shown.contains(&reference) {
             continue;
         }
         let Ok(image) = ImageRef::parse(&reference) else {
             continue;
         };
         if !super::wildcard::wildcard_match(&atom.glob, &reference)
-            || !imported.atoms.admits(&plan.allow, &reference)
-            || imgate_admits(policy, &reference)
+            || !imported.atoms.admits(&ctx.plan.allow, &reference)
+            || ctx.policy.admits(&reference)
             || forward
                 .iter()
                 .any(|e| registry_of(&e.reference) == image.registry)
@@ -200,14 +234,14 @@ fn atom_finding(
     let mut reverse: Vec<Example> = Vec::new();
     if let (Outcome::Translated(p), Some(check)) = (outcome, check) {
         let cond = imported.checks[check].cond.strict();
-        for reference in spellings(imported, p) {
-            if !reverse.is_empty() || shown.contains(&reference) {
+        for reference in spellings(&ctx.suffixes, p) {
+            if !reverse.is_empty() || ctx.shown.contains(&reference) {
                 continue;
             }
             if super::wildcard::wildcard_match(&atom.glob, &reference)
                 || imported.atoms.admits(&cond, &reference)
-                || imported.atoms.admits(&plan.allow, &reference)
-                || !imgate_admits(policy, &reference)
+                || imported.atoms.admits(&ctx.plan.allow, &reference)
+                || !ctx.policy.admits(&reference)
             {
                 continue;
             }
@@ -240,7 +274,7 @@ fn atom_finding(
         .filter(|_| matches!(outcome, Outcome::Translated(_)))
         .map(|p| p.text());
     for e in forward.into_iter().chain(reverse) {
-        shown.insert(e.reference.clone());
+        ctx.shown.insert(e.reference.clone());
         f.examples.push(e);
     }
     imported.findings.push(f);
@@ -276,25 +310,19 @@ fn why_denied(imported: &Imported, cond: &Cond, reference: &str) -> String {
 
 /// References a rule denied that imgate admits, not shown yet (a rule on
 /// tags, a negated pattern).
-fn check_finding(
-    imported: &mut Imported,
-    plan: &Plan,
-    policy: &Policy,
-    i: usize,
-    shown: &mut BTreeSet<String>,
-) {
+fn check_finding(imported: &mut Imported, ctx: &mut Ctx<'_>, i: usize) {
     let cond = imported.checks[i].cond.strict();
     let mut examples = Vec::new();
-    for t in &plan.trusted {
-        for reference in spellings(imported, &t.pattern) {
-            if examples.len() >= MAX_EXAMPLES || shown.contains(&reference) {
+    for t in &ctx.plan.trusted {
+        for reference in spellings(&ctx.suffixes, &t.pattern) {
+            if examples.len() >= MAX_EXAMPLES || ctx.shown.contains(&reference) {
                 continue;
             }
-            if imported.atoms.admits(&cond, &reference) || !imgate_admits(policy, &reference) {
+            if imported.atoms.admits(&cond, &reference) || !ctx.policy.admits(&reference) {
                 continue;
             }
             let detail = why_denied(imported, &cond, &reference);
-            shown.insert(reference.clone());
+            ctx.shown.insert(reference.clone());
             examples.push(Example {
                 reference,
                 kyverno: Decision::Denied,
@@ -318,8 +346,8 @@ fn check_finding(
 }
 
 /// The container lists no allow-list check looked at.
-fn coverage(imported: &mut Imported, plan: &Plan, policy: &Policy) {
-    if !plan.has_allowlist {
+fn coverage(imported: &mut Imported, ctx: &Ctx<'_>) {
+    if !ctx.plan.has_allowlist {
         return;
     }
     let covered = imported
@@ -336,7 +364,7 @@ fn coverage(imported: &mut Imported, plan: &Plan, policy: &Policy) {
     };
     let denied = ["evil.example/app:1", "unlisted.imgate.invalid/app:1"]
         .into_iter()
-        .find(|r| !imgate_admits(policy, r));
+        .find(|r| !ctx.policy.admits(r));
     for (on, field, what) in [
         (covered.containers, "containers", "containers"),
         (covered.init, "initContainers", "init containers"),
