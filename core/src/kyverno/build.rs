@@ -338,13 +338,23 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
                 match cover(&glob, world, &imported.atoms.budget) {
                     Some(p) => images.push(p),
                     None if plan.has_allowlist => {
+                        // The trusted patterns it meets, whole: stricter.
                         let nfa = imported.atoms.get(n).nfa.clone();
-                        images.extend(
-                            plan.trusted
-                                .iter()
-                                .filter(|t| meets(&t.pattern, world, &nfa, &imported.atoms.budget))
-                                .map(|t| t.pattern.clone()),
+                        let met: Vec<NamePattern> = plan
+                            .trusted
+                            .iter()
+                            .filter(|t| meets(&t.pattern, world, &nfa, &imported.atoms.budget))
+                            .map(|t| t.pattern.clone())
+                            .collect();
+                        let texts: Vec<String> = met.iter().map(NamePattern::text).collect();
+                        let at = imported.atoms.get(n).path.clone();
+                        imported.finding(
+                            FindingKind::Stricter,
+                            &source,
+                            &at,
+                            format!("imgate cannot list exactly the images `{glob}` matches: every image of {} needs the signature", texts.join(", ")),
                         );
+                        images.extend(met);
                     }
                     None => unlisted.push(glob.clone()),
                 }
@@ -353,7 +363,8 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
         if v.refs_unknown {
             images.extend(plan.trusted.iter().map(|t| t.pattern.clone()));
         }
-        images.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        images.retain(|p| seen.insert(p.text()));
         let mut signers = v.signers.clone();
         // Two rules for the same images with different signers: imgate
         // applies the first one only, so the second cannot be carried.

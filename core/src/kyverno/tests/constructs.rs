@@ -291,3 +291,47 @@ fn validating_policy_cel_with_a_recognised_shape() {
     let oracle = |r: &str| kyverno_admits("ghcr.io/acme/* | registry.example.com/*", r);
     assert_never_more_permissive(&import, oracle, &probes(&[]), &[""]);
 }
+
+#[test]
+fn any_pattern_and_scalar_operators() {
+    let import = import_yaml(&validate_rule(
+        "      anyPattern:\n      - spec: {containers: [{image: 'ghcr.io/acme/*'}]}\n      - spec: {containers: [{image: 'quay.io/acme/*'}]}\n",
+    ));
+    assert!(admits(&import, "ghcr.io/acme/app:1"));
+    assert!(admits(&import, "quay.io/acme/app:1"));
+    assert!(!admits(&import, "docker.io/acme/app:1"));
+    // Kyverno wanted every container from one alternative: said so.
+    assert!(findings(&import, FindingKind::Changed)
+        .iter()
+        .any(|f| f.path.ends_with("anyPattern") && f.message.contains("mixing")));
+    let oracle = |r: &str| kyverno_admits("ghcr.io/acme/* | quay.io/acme/*", r);
+    assert_never_more_permissive(
+        &import,
+        oracle,
+        &probes(&["quay.io/acme/x", "ghcr.io/acme/y/z"]),
+        &[""],
+    );
+    // Equals (deny when it matches) and AllNotIn in a foreach, per element.
+    let import = import_yaml(&validate_rule(
+        "      foreach:\n      - list: request.object.spec.containers\n        deny:\n          conditions:\n            any:\n            - key: '{{ element.image }}'\n              operator: AllNotIn\n              value: ['ghcr.io/*', 'quay.io/*']\n            - key: '{{ element.image }}'\n              operator: Equals\n              value: 'quay.io/legacy/*'\n",
+    ));
+    assert!(admits(&import, "ghcr.io/a/b:1"));
+    // quay.io/** would also admit quay.io/legacy/*, which Equals denied:
+    // imgate cannot subtract, so quay.io is not carried over at all.
+    assert!(!admits(&import, "quay.io/legacy/app:1"));
+    assert!(!admits(&import, "quay.io/new/app:1"));
+    let quay = findings(&import, FindingKind::Changed)
+        .into_iter()
+        .find(|f| f.pattern.as_deref() == Some("quay.io/*"))
+        .unwrap_or_else(|| panic!("{}", import.report.to_text()));
+    assert!(quay.message.contains("not carried over") && quay.message.contains("quay.io/legacy"), "{quay:?}");
+    let oracle = |r: &str| {
+        kyverno_admits("ghcr.io/* | quay.io/*", r) && !kyverno_admits("quay.io/legacy/*", r)
+    };
+    assert_never_more_permissive(
+        &import,
+        oracle,
+        &probes(&["quay.io/legacy/x:1", "quay.io/new/x"]),
+        &[""],
+    );
+}
