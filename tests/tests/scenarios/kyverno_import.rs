@@ -64,7 +64,15 @@ fn write_list(dir: &Path, items: &[Value]) -> PathBuf {
 
 /// `imgate admit --output json` results by `namespace/name`.
 fn admit(policy: &Path, workloads: &Path, extra: &[String]) -> (Run, Vec<(String, bool, Value)>) {
-    let mut args = vec!["admit", "--policy", path(policy), "-f", path(workloads), "--output", "json"];
+    let mut args = vec![
+        "admit",
+        "--policy",
+        path(policy),
+        "-f",
+        path(workloads),
+        "--output",
+        "json",
+    ];
     args.extend(extra.iter().map(String::as_str));
     let run = imgate(&args, None);
     let results = run
@@ -73,7 +81,11 @@ fn admit(policy: &Path, workloads: &Path, extra: &[String]) -> (Run, Vec<(String
         .unwrap()
         .iter()
         .map(|r| {
-            let id = format!("{}/{}", r["namespace"].as_str().unwrap(), r["name"].as_str().unwrap());
+            let id = format!(
+                "{}/{}",
+                r["namespace"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            );
             (id, r["allowed"].as_bool().unwrap(), r.clone())
         })
         .collect();
@@ -81,7 +93,10 @@ fn admit(policy: &Path, workloads: &Path, extra: &[String]) -> (Run, Vec<(String
 }
 
 fn decision<'a>(results: &'a [(String, bool, Value)], id: &str) -> (bool, &'a Value) {
-    let (_, allowed, r) = results.iter().find(|(i, _, _)| i == id).unwrap_or_else(|| panic!("no {id}"));
+    let (_, allowed, r) = results
+        .iter()
+        .find(|(i, _, _)| i == id)
+        .unwrap_or_else(|| panic!("no {id}"));
     (*allowed, r)
 }
 
@@ -89,7 +104,10 @@ fn decision<'a>(results: &'a [(String, bool, Value)], id: &str) -> (bool, &'a Va
 fn the_real_policy_imports_and_admit_shows_what_it_would_deny() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("imgate-policy.yaml");
-    let run = imgate(&["policy", "import", "-o", path(&policy), path(&fixture())], None);
+    let run = imgate(
+        &["policy", "import", "-o", path(&policy), path(&fixture())],
+        None,
+    );
     // Flagged: the report is to be read before switching.
     assert_eq!(run.code, 1, "{run:?}");
     for needle in [
@@ -103,7 +121,11 @@ fn the_real_policy_imports_and_admit_shows_what_it_would_deny() {
         "Excluded namespaces (37)",
         "forceFailurePolicyIgnore",
     ] {
-        assert!(run.stdout.contains(needle), "{needle:?} not in the report:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(needle),
+            "{needle:?} not in the report:\n{}",
+            run.stdout
+        );
     }
     let check = imgate(&["policy", "check", path(&policy)], None);
     assert_eq!(check.code, 0, "{check:?}");
@@ -112,23 +134,63 @@ fn the_real_policy_imports_and_admit_shows_what_it_would_deny() {
     let workloads = write_list(
         dir.path(),
         &[
-            workload("Pod", "apps", "web", json!({"containers": containers(&["nginx:1.25"])})),
-            workload("Pod", "apps", "hole", json!({"containers": containers(&["nginx.evil.example/x:1"])})),
-            workload("Deployment", "apps", "api", json!({
-                "initContainers": containers(&["busybox:1.36"]),
-                "containers": containers(&["ghcr.io/acme/api:1.4.2", "docker.io/library/redis:7"]),
-            })),
-            workload("Deployment", "apps", "migrate", json!({
-                "initContainers": containers(&["evil.example/migrate:1"]),
-                "containers": containers(&["ghcr.io/acme/api:1.4.2"]),
-            })),
-            workload("CronJob", "apps", "backup", json!({"containers": containers(&["postgres:16-alpine"]), "restartPolicy": "OnFailure"})),
-            workload("StatefulSet", "apps", "cache", json!({"containers": containers(&["10.0.20.10:5000/library/redis:7"])})),
-            workload("DaemonSet", "keel", "agent", json!({"containers": containers(&["evil.example/agent:1"])})),
-            workload("Pod", "apps", "debug", json!({
-                "containers": containers(&["alpine:3.20"]),
-                "ephemeralContainers": [{"name": "dbg", "image": "evil.example/debug:1"}],
-            })),
+            workload(
+                "Pod",
+                "apps",
+                "web",
+                json!({"containers": containers(&["nginx:1.25"])}),
+            ),
+            workload(
+                "Pod",
+                "apps",
+                "hole",
+                json!({"containers": containers(&["nginx.evil.example/x:1"])}),
+            ),
+            workload(
+                "Deployment",
+                "apps",
+                "api",
+                json!({
+                    "initContainers": containers(&["busybox:1.36"]),
+                    "containers": containers(&["ghcr.io/acme/api:1.4.2", "docker.io/library/redis:7"]),
+                }),
+            ),
+            workload(
+                "Deployment",
+                "apps",
+                "migrate",
+                json!({
+                    "initContainers": containers(&["evil.example/migrate:1"]),
+                    "containers": containers(&["ghcr.io/acme/api:1.4.2"]),
+                }),
+            ),
+            workload(
+                "CronJob",
+                "apps",
+                "backup",
+                json!({"containers": containers(&["postgres:16-alpine"]), "restartPolicy": "OnFailure"}),
+            ),
+            workload(
+                "StatefulSet",
+                "apps",
+                "cache",
+                json!({"containers": containers(&["10.0.20.10:5000/library/redis:7"])}),
+            ),
+            workload(
+                "DaemonSet",
+                "keel",
+                "agent",
+                json!({"containers": containers(&["evil.example/agent:1"])}),
+            ),
+            workload(
+                "Pod",
+                "apps",
+                "debug",
+                json!({
+                    "containers": containers(&["alpine:3.20"]),
+                    "ephemeralContainers": [{"name": "dbg", "image": "evil.example/debug:1"}],
+                }),
+            ),
         ],
     );
     let (run, results) = admit(&policy, &workloads, &[]);
@@ -148,9 +210,18 @@ fn the_real_policy_imports_and_admit_shows_what_it_would_deny() {
     }
     // Why: the reasons name the image and the registries.
     let (_, migrate) = decision(&results, "apps/migrate");
-    assert!(migrate["reasons"][0].as_str().unwrap().contains("init container"), "{migrate}");
+    assert!(
+        migrate["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("init container"),
+        "{migrate}"
+    );
     let (_, agent) = decision(&results, "keel/agent");
-    assert!(agent["skipped"].as_str().unwrap().contains("excluded"), "{agent}");
+    assert!(
+        agent["skipped"].as_str().unwrap().contains("excluded"),
+        "{agent}"
+    );
 }
 
 #[test]
@@ -159,10 +230,18 @@ fn json_report_and_standard_input() {
     let run = imgate(&["policy", "import", "--report", "json", "-"], Some(&text));
     assert_eq!(run.code, 1, "{run:?}");
     // Without -o the policy goes to standard output, the report to stderr.
-    assert!(run.stdout.starts_with("# imgate policy imported from Kyverno"), "{run:?}");
-    let report: Value = serde_json::from_str(&run.stderr).unwrap_or_else(|e| panic!("{e}: {}", run.stderr));
+    assert!(
+        run.stdout
+            .starts_with("# imgate policy imported from Kyverno"),
+        "{run:?}"
+    );
+    let report: Value =
+        serde_json::from_str(&run.stderr).unwrap_or_else(|e| panic!("{e}: {}", run.stderr));
     assert_eq!(report["clean"], false);
-    assert_eq!(report["summary"]["policies"], json!(["ClusterPolicy/require-trusted-registries"]));
+    assert_eq!(
+        report["summary"]["policies"],
+        json!(["ClusterPolicy/require-trusted-registries"])
+    );
     let findings = report["findings"].as_array().unwrap();
     let count = |kind: &str| findings.iter().filter(|f| f["kind"] == kind).count();
     assert_eq!(count("excludedNamespace"), 37);
@@ -170,16 +249,34 @@ fn json_report_and_standard_input() {
     let nginx = findings.iter().find(|f| f["pattern"] == "nginx*").unwrap();
     assert_eq!(nginx["kind"], "changed");
     assert_eq!(nginx["imgate"], "docker.io/library/nginx*");
-    assert!(nginx["examples"].as_array().unwrap().iter().any(|e| e["reference"] == "nginx.evil.example/x:1" && e["kyverno"] == "admitted" && e["imgate"] == "denied"), "{nginx}");
+    assert!(
+        nginx["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reference"] == "nginx.evil.example/x:1"
+                && e["kyverno"] == "admitted"
+                && e["imgate"] == "denied"),
+        "{nginx}"
+    );
     // What the policy says about itself matches the written policy.
     let written: serde_yaml::Value = serde_yaml::from_str(&run.stdout).unwrap();
-    assert_eq!(written["trustedRegistries"].as_sequence().unwrap().len(), report["summary"]["trustedRegistries"].as_array().unwrap().len());
+    assert_eq!(
+        written["trustedRegistries"].as_sequence().unwrap().len(),
+        report["summary"]["trustedRegistries"]
+            .as_array()
+            .unwrap()
+            .len()
+    );
 
     // A policy that translates as it was: exit 0.
     let clean = "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {name: ghcr-only}\nspec:\n  validationFailureAction: Enforce\n  failurePolicy: Fail\n  rules:\n  - name: registries\n    match: {any: [{resources: {kinds: [Pod]}}]}\n    validate:\n      pattern:\n        spec:\n          =(ephemeralContainers): [{image: 'ghcr.io/*'}]\n          =(initContainers): [{image: 'ghcr.io/*'}]\n          containers: [{image: 'ghcr.io/*'}]\n";
     let run = imgate(&["policy", "import", "-"], Some(clean.as_bytes()));
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("everything translated as it was"), "{run:?}");
+    assert!(
+        run.stderr.contains("everything translated as it was"),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("- \"ghcr.io/**\""), "{run:?}");
 }
 
@@ -210,8 +307,15 @@ fn input_that_cannot_be_imported_exits_2_naming_it() {
 /// under `team/` signed by `pem` (`ignore_tlog`: the Kyverno setting for
 /// key-only signatures).
 fn verify_images_policy(host: &str, pem: &str, ignore_tlog: bool) -> String {
-    let key: String = pem.lines().map(|l| format!("\n              {l}")).collect();
-    let rekor = if ignore_tlog { "\n            rekor: {ignoreTlog: true}" } else { "" };
+    let key: String = pem
+        .lines()
+        .map(|l| format!("\n              {l}"))
+        .collect();
+    let rekor = if ignore_tlog {
+        "\n            rekor: {ignoreTlog: true}"
+    } else {
+        ""
+    };
     format!(
         "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {{name: signed-images}}\nspec:\n  validationFailureAction: Enforce\n  webhookTimeoutSeconds: 15\n  rules:\n  - name: registries\n    match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}\n    validate:\n      pattern: {{spec: {{containers: [{{image: '{host}/*'}}]}}}}\n  - name: signed\n    match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}\n    verifyImages:\n    - imageReferences: ['{host}/team/*']\n      attestors:\n      - count: 1\n        entries:\n        - keys:\n            publicKeys: |-{key}{rekor}\n"
     )
@@ -219,7 +323,9 @@ fn verify_images_policy(host: &str, pem: &str, ignore_tlog: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_images_with_a_key_against_the_real_registry() {
-    let registry = Registry::start(Variant::Token).await.expect("registry starts");
+    let registry = Registry::start(Variant::Token)
+        .await
+        .expect("registry starts");
     let host = registry.host().to_string();
     let dir = tempfile::tempdir().unwrap();
     let key = SigningKey::generate();
@@ -235,7 +341,12 @@ async fn verify_images_with_a_key_against_the_real_registry() {
         images.push(format!("{host}/{repo}:v1"));
         let _ = pushed;
     }
-    let mut sign = vec!["sign".to_string(), "--key".into(), path(&key_file).into(), images[0].clone()];
+    let mut sign = vec![
+        "sign".to_string(),
+        "--key".into(),
+        path(&key_file).into(),
+        images[0].clone(),
+    ];
     sign.extend(registry.cli_args());
     let args: Vec<&str> = sign.iter().map(String::as_str).collect();
     let run = imgate(&args, None);
@@ -244,20 +355,45 @@ async fn verify_images_with_a_key_against_the_real_registry() {
     let workloads = write_list(
         dir.path(),
         &[
-            workload("Pod", "apps", "signed", json!({"containers": containers(&[&images[0]])})),
-            workload("Pod", "apps", "unsigned", json!({"containers": containers(&[&images[1]])})),
-            workload("Pod", "apps", "vendor", json!({"containers": containers(&[&images[2]])})),
+            workload(
+                "Pod",
+                "apps",
+                "signed",
+                json!({"containers": containers(&[&images[0]])}),
+            ),
+            workload(
+                "Pod",
+                "apps",
+                "unsigned",
+                json!({"containers": containers(&[&images[1]])}),
+            ),
+            workload(
+                "Pod",
+                "apps",
+                "vendor",
+                json!({"containers": containers(&[&images[2]])}),
+            ),
         ],
     );
     for ignore_tlog in [true, false] {
         let kyverno = dir.path().join(format!("kyverno-{ignore_tlog}.yaml"));
-        std::fs::write(&kyverno, verify_images_policy(&host, &key.public_key().to_pem(), ignore_tlog)).unwrap();
+        std::fs::write(
+            &kyverno,
+            verify_images_policy(&host, &key.public_key().to_pem(), ignore_tlog),
+        )
+        .unwrap();
         let policy = dir.path().join(format!("imgate-{ignore_tlog}.yaml"));
-        let run = imgate(&["policy", "import", "-o", path(&policy), path(&kyverno)], None);
+        let run = imgate(
+            &["policy", "import", "-o", path(&policy), path(&kyverno)],
+            None,
+        );
         assert_eq!(run.code, 1, "{run:?}");
         assert!(run.stdout.contains("timeoutSeconds: 15"), "{}", run.stdout);
         let written = std::fs::read_to_string(&policy).unwrap();
-        assert!(written.contains(&format!("images: [\"{host}/team/**\"]")), "{written}");
+        assert!(
+            written.contains(&format!("images: [\"{host}/team/**\"]")),
+            "{written}"
+        );
         let (run, results) = admit(&policy, &workloads, &registry.cli_args());
         assert_eq!(run.code, 1, "{run:?}");
         let (signed, r) = decision(&results, "apps/signed");
@@ -268,7 +404,13 @@ async fn verify_images_with_a_key_against_the_real_registry() {
         if ignore_tlog {
             assert!(signed, "{r}");
             // mutateDigest: the Pod is pinned to the verified digest.
-            assert!(r["patch"][0]["value"].as_str().unwrap().contains("@sha256:"), "{r}");
+            assert!(
+                r["patch"][0]["value"]
+                    .as_str()
+                    .unwrap()
+                    .contains("@sha256:"),
+                "{r}"
+            );
         } else {
             // Kyverno checked key signatures against Rekor by default, and
             // so does the import: a key-only signature is denied, as

@@ -324,7 +324,10 @@ fn any_pattern_and_scalar_operators() {
         .into_iter()
         .find(|f| f.pattern.as_deref() == Some("quay.io/*"))
         .unwrap_or_else(|| panic!("{}", import.report.to_text()));
-    assert!(quay.message.contains("not carried over") && quay.message.contains("quay.io/legacy"), "{quay:?}");
+    assert!(
+        quay.message.contains("not carried over") && quay.message.contains("quay.io/legacy"),
+        "{quay:?}"
+    );
     let oracle = |r: &str| {
         kyverno_admits("ghcr.io/* | quay.io/*", r) && !kyverno_admits("quay.io/legacy/*", r)
     };
