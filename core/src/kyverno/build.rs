@@ -69,24 +69,31 @@ pub(super) struct Plan {
 pub(super) fn plan(imported: &mut Imported) -> Plan {
     let allow = Cond::and(imported.checks.iter().map(|c| c.cond.strict()).collect());
     let mut plan = Plan {
-        has_allowlist: !imported.checks.is_empty() && allow != Cond::True,
+        // An allow-list names images; a condition with no positive wildcard
+        // (only `!x`, or a rule on tags) only excludes some.
+        has_allowlist: !allow.positive_atoms().is_empty() || allow == Cond::False,
         allow,
         ..Plan::default()
     };
-    if !imported.checks.is_empty() && !plan.has_allowlist {
-        let first = &imported.rules[imported.checks[0].rule];
-        let (source, path) = (first.source.clone(), first.path.clone());
-        imported.finding(
-            FindingKind::Note,
-            &source,
-            &path,
-            "the image checks restrict only how references are written (tags, digests), not where images come from",
-        );
-    }
     if plan.has_allowlist {
         allow_list(imported, &mut plan);
     }
     verifications(imported, &mut plan);
+    if plan.trusted.is_empty() {
+        let first = &imported.rules[0];
+        let (source, path) = (first.source.clone(), first.path.clone());
+        let why = if plan.has_allowlist || !imported.verifications.is_empty() {
+            "nothing could be carried over (see the findings above)"
+        } else {
+            "the Kyverno policy admitted images from any registry its checks did not exclude (they name no registry, only exclusions, tags or digests); imgate admits only the registries it lists"
+        };
+        imported.finding(
+            FindingKind::Refused,
+            &source,
+            &path,
+            format!("{why}: the written policy denies every image outside its excluded namespaces until you add your registries to trustedRegistries"),
+        );
+    }
     plan
 }
 
@@ -167,12 +174,19 @@ fn allow_list(imported: &mut Imported, plan: &mut Plan) {
                 None => {
                     let outcome = match prove(imported, &pattern, &plan.allow, &tags, false) {
                         Ok(()) => Outcome::Translated(pattern.clone()),
-                        Err(example) => Outcome::Rejected(
+                        Err(Some(example)) => Outcome::Rejected(
                             format!(
                                 "the Kyverno policy did not admit every image of {}",
                                 pattern.text()
                             ),
-                            example,
+                            Some(example),
+                        ),
+                        Err(None) => Outcome::Rejected(
+                            format!(
+                                "imgate could not prove within its bounds that the Kyverno policy admitted every image of {}",
+                                pattern.text()
+                            ),
+                            None,
                         ),
                     };
                     tried.insert(pattern.text(), outcome.clone());
@@ -400,8 +414,9 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
         }
         covers.push((images, signers));
     }
-    skips(imported, plan, &verifications, &covers, &mut rules);
+    skips(imported, &verifications, &covers, &mut rules);
     if !plan.has_allowlist {
+        let tags = witness_tags(imported);
         // Without an allow-list the verified images are the trusted ones,
         // except those a verification imgate could not carry also covered.
         let refused: Vec<&super::model::Verification> = verifications
@@ -429,6 +444,14 @@ fn verifications(imported: &mut Imported, plan: &mut Plan) {
                         refused[0].path.clone(),
                     );
                     imported.finding(FindingKind::Refused, &source, &path, format!("{} is not trusted: some of its images needed this verification, which was not carried over", p.text()));
+                } else if let Err(example) = prove(imported, p, &plan.allow, &tags, false) {
+                    // The image checks (exclusions) still hold for them.
+                    let first = &imported.rules[0];
+                    let (source, path) = (first.source.clone(), first.path.clone());
+                    let shown = example
+                        .map(|e| format!(" (it denied {e})"))
+                        .unwrap_or_default();
+                    imported.finding(FindingKind::Refused, &source, &path, format!("{} is not trusted: the Kyverno policy's image checks did not admit all its images{shown}", p.text()));
                 } else if !plan.trusted.iter().any(|t| &t.pattern == p) {
                     plan.trusted.push(Trusted {
                         pattern: p.clone(),
@@ -490,10 +513,10 @@ fn deny_covered(
 
 /// `skipImageReferences` as `verify: none` rules ahead of the verification,
 /// where the skipped images are proved to be only skipped ones and no other
-/// verification covers them.
+/// verification covers them. They are trusted only where the verification's
+/// own patterns are.
 fn skips(
     imported: &mut Imported,
-    plan: &mut Plan,
     verifications: &[super::model::Verification],
     covers: &[(Vec<NamePattern>, Option<Signers>)],
     rules: &mut Vec<RuleOut>,
@@ -525,9 +548,6 @@ fn skips(
                         signers: None,
                         comment: format!("{source} {}: skipImageReferences", v.path),
                     });
-                    if !plan.has_allowlist && !plan.trusted.iter().any(|t| t.pattern == p) {
-                        plan.trusted.push(Trusted { pattern: p, from: vec![glob] });
-                    }
                 }
                 None => imported.finding(
                     FindingKind::Stricter,

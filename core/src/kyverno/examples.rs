@@ -36,6 +36,7 @@ const STAR_FILLS: &[&str] = &[
     "/x:1",
     "",
     "x",
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000",
 ];
 
 /// What a `?` is filled with.
@@ -407,5 +408,6 @@ mod tests {
         assert!(f.contains(&"10.0.20.100:5000/x:1".to_string()));
         assert!(f.contains(&"10.0.20.10:5000/x:1".to_string()));
         assert_eq!(fills("a*b*c*d").len(), STAR_FILLS.len() * STAR_FILLS.len());
+        assert!(fills("*@*").contains(&format!("x:1@{}", &DIGEST[1..])));
     }
 }

@@ -338,3 +338,34 @@ fn any_pattern_and_scalar_operators() {
         &[""],
     );
 }
+
+#[test]
+fn a_policy_on_tags_alone_trusts_no_registry_and_says_so() {
+    let import = import_yaml(&validate_rule(
+        "      pattern: {spec: {containers: [{image: '!*:latest'}]}}\n",
+    ));
+    assert_eq!(
+        import.report.summary.trusted_registries,
+        vec![write::NOTHING]
+    );
+    assert!(!admits(&import, "ghcr.io/x:1"));
+    let refused = findings(&import, FindingKind::Refused);
+    assert!(
+        refused
+            .iter()
+            .any(|f| f.message.contains("admitted images from any registry")),
+        "{refused:?}"
+    );
+    let import = import_yaml(&validate_rule(
+        "      pattern: {spec: {containers: [{image: '*@*'}]}}\n",
+    ));
+    assert!(!admits(&import, &format!("ghcr.io/x@{DIGEST}")));
+    let f = findings(&import, FindingKind::Changed)
+        .into_iter()
+        .find(|f| f.pattern.as_deref() == Some("*@*"))
+        .unwrap();
+    assert!(
+        f.message.contains("any registry") && !f.examples.is_empty(),
+        "{f:?}"
+    );
+}

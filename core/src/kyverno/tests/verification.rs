@@ -182,3 +182,23 @@ fn image_validating_policy_with_a_cosign_key() {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn exclusions_still_hold_for_what_is_verified() {
+    // No allow-list, a verification of ghcr.io, and a rule excluding one
+    // repository: ghcr.io/** signed would admit what Kyverno denied.
+    let import = import_yaml(&cluster_policy(&format!(
+        "  - name: no-evil\n    validate: {{pattern: {{spec: {{containers: [{{image: '!ghcr.io/evil/*'}}]}}}}}}\n  - name: signed\n    verifyImages:\n{}\n",
+        indented(&key_entry("").replace("ghcr.io/acme/*", "ghcr.io/*"), 4)
+    )));
+    assert!(!admits(&import, "ghcr.io/evil/app:1"));
+    assert!(!admits(&import, "ghcr.io/acme/app:1"));
+    let refused = findings(&import, FindingKind::Refused);
+    assert!(
+        refused
+            .iter()
+            .any(|f| f.message.starts_with("ghcr.io/** is not trusted")
+                && f.message.contains("ghcr.io/evil")),
+        "{refused:?}"
+    );
+}
