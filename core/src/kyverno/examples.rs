@@ -10,15 +10,13 @@
 //! pattern matches are written every way a pod spec may write them, with
 //! tags, digests and both, and those the Kyverno policy denied are kept.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::build::{Outcome, Plan};
 use super::cond::Cond;
 use super::model::{Imported, Lists};
 use super::names::{raw_spellings, NamePattern};
 use super::report::{Decision, Example, Finding, FindingKind};
-use std::collections::HashMap;
-
 use crate::policy::{ImagePattern, Policy};
 use crate::reference::ImageRef;
 
@@ -150,7 +148,6 @@ fn registry_of(reference: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Adds the meaning-change, reverse and coverage findings.
 /// What the example searches share.
 struct Ctx<'a> {
     plan: &'a Plan,
@@ -160,6 +157,7 @@ struct Ctx<'a> {
     shown: BTreeSet<String>,
 }
 
+/// Adds the meaning-change, reverse and coverage findings.
 pub(super) fn findings(imported: &mut Imported, plan: &Plan, policy: &Policy) {
     let mut ctx = Ctx {
         plan,
@@ -169,7 +167,7 @@ pub(super) fn findings(imported: &mut Imported, plan: &Plan, policy: &Policy) {
     };
     let atoms: Vec<usize> = plan.outcomes.keys().copied().collect();
     // Which check each atom belongs to.
-    let mut check_of = std::collections::BTreeMap::new();
+    let mut check_of = BTreeMap::new();
     for (i, c) in imported.checks.iter().enumerate() {
         for n in c.cond.atoms() {
             check_of.entry(n).or_insert(i);
@@ -213,16 +211,16 @@ fn atom_finding(imported: &mut Imported, ctx: &mut Ctx<'_>, n: usize, check: Opt
         {
             continue;
         }
-        let detail = match &translated {
-            Some(p) if p.registry != image.registry => format!(
+        let detail = match outcome {
+            Outcome::Translated(p) if p.registry != image.registry => format!(
                 "registry {}: the wildcard ran into the host name or port",
                 image.registry
             ),
-            Some(_) => format!(
+            Outcome::Translated(_) => format!(
                 "{}: the wildcard ran across `/` or into the tag",
                 image.name()
             ),
-            None => format!("{} is not trusted", image.name()),
+            Outcome::Rejected(..) => format!("{} is not trusted", image.name()),
         };
         forward.push(Example {
             reference,
@@ -256,12 +254,9 @@ fn atom_finding(imported: &mut Imported, ctx: &mut Ctx<'_>, n: usize, check: Opt
         }
     }
     let message = match (outcome, forward.is_empty(), reverse.is_empty()) {
-        (Outcome::Rejected(why, _), true, _) if translated.is_none() => {
-            // Nothing it admitted is lost (another entry or rule covers it,
-            // or it was never an allow-list entry): nothing to report.
-            let _ = why;
-            return;
-        }
+        // Nothing it admitted is lost (another entry or rule covers it, or
+        // it was never an allow-list entry): nothing to report.
+        (Outcome::Rejected(..), true, _) if translated.is_none() => return,
         (Outcome::Rejected(why, Some(denied)), _, _) => format!("not carried over: {why} (it denied {denied})"),
         (Outcome::Rejected(why, None), _, _) => format!("not carried over: {why}"),
         (_, true, true) => return,

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::build::Plan;
 use super::model::{Imported, NsSet};
-use super::report::FindingKind;
+use super::report::{Finding, FindingKind};
 use crate::policy::{Mode, OnRegistryError, PinScope};
 
 /// Namespaces the deploy manifests' webhooks never send to imgate.
@@ -194,7 +194,7 @@ fn namespaces(imported: &mut Imported) -> Settings {
                 .find(|r| matches!(&r.unconstrained, NsSet::Only(s) if s.contains(name)))
                 .map(|r| (r.source.clone(), r.path.clone()));
             if let Some((source, path)) = rule {
-                let mut f = super::report::Finding::new(
+                let mut f = Finding::new(
                     FindingKind::Stricter,
                     &source,
                     &path,
@@ -216,8 +216,7 @@ fn namespaces(imported: &mut Imported) -> Settings {
         } else {
             "excluded (namespaces.exclude): imgate receives its reviews and allows them; label it imgate.dev/ignore=true so the API server never calls imgate for it, as the webhooks' namespaceSelector does for kube-system and imgate-system"
         };
-        let mut f =
-            super::report::Finding::new(FindingKind::ExcludedNamespace, &source, "", message);
+        let mut f = Finding::new(FindingKind::ExcludedNamespace, &source, "", message);
         f.pattern = Some(name.clone());
         imported.findings.push(f);
     }
