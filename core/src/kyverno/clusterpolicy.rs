@@ -191,7 +191,10 @@ impl RuleReader<'_> {
             self.imported.refuse(source, &path, "not a mapping", false);
             return Ok(false);
         };
+        let before_scope = self.imported.findings.len();
         let scope = scope::read(self.imported, source, &path, rule, self.namespace);
+        let after_scope = self.imported.findings.len();
+        let first_rule = self.imported.rules.len();
         let first_check = self.imported.checks.len();
         let first_verification = self.imported.verifications.len();
         let mut images = false;
@@ -240,9 +243,12 @@ impl RuleReader<'_> {
             }
         }
         if !images {
+            // What the scope says matters only for image rules.
+            self.imported.findings.drain(before_scope..after_scope);
             return Ok(false);
         }
         if !scope.pods {
+            self.imported.rules.truncate(first_rule);
             self.imported.checks.truncate(first_check);
             self.imported.verifications.truncate(first_verification);
             self.imported.finding(

@@ -219,6 +219,10 @@ pub fn import(sources: &[Source]) -> Result<Import, ImportError> {
                 })
             }
         };
+        if !images {
+            // Its settings decide nothing about images.
+            imported.policies.retain(|p| p.source != source);
+        }
         policies.push(source);
         with_images += usize::from(images);
     }

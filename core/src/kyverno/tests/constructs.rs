@@ -170,8 +170,18 @@ fn foreach_over_container_lists() {
 #[test]
 fn match_and_exclude_become_namespace_exclusions() {
     let import = import_yaml(&cluster_policy(
-        "  - name: a\n    match: {any: [{resources: {kinds: [Pod]}}]}\n    exclude: {any: [{resources: {namespaces: [kube-system, monitoring, ci]}}]}\n    validate: {pattern: {spec: {containers: [{image: 'ghcr.io/*'}]}}}\n  - name: b\n    match: {any: [{resources: {kinds: [Pod, Deployment]}}]}\n    exclude: {any: [{resources: {namespaces: [kube-system, monitoring]}}, {subjects: [{kind: ServiceAccount, name: ci, namespace: ci}]}]}\n    validate: {pattern: {spec: {containers: [{image: 'ghcr.io/*'}]}}}\n",
+        "  - name: a\n    match: {any: [{resources: {kinds: [Pod]}}]}\n    exclude: {any: [{resources: {namespaces: [kube-system, monitoring, ci]}}]}\n    validate: {pattern: {spec: {containers: [{image: 'ghcr.io/*'}]}}}\n  - name: b\n    match: {any: [{resources: {kinds: [Pod, Deployment]}}]}\n    exclude: {any: [{resources: {namespaces: [kube-system, monitoring]}}, {subjects: [{kind: ServiceAccount, name: ci, namespace: ci}]}]}\n    validate: {pattern: {spec: {containers: [{image: 'ghcr.io/*'}]}}}\n  - name: labels\n    match: {any: [{resources: {kinds: [Deployment], namespaces: [prod]}}]}\n    validate: {pattern: {metadata: {labels: {team: '?*'}}}}\n",
     ));
+    // A rule that is not about images says nothing about imgate's scope.
+    assert!(
+        !import
+            .report
+            .findings
+            .iter()
+            .any(|f| f.path.starts_with("spec.rules[2]") && f.kind != FindingKind::Refused),
+        "{}",
+        import.report.to_text()
+    );
     assert_eq!(
         import.report.summary.excluded_namespaces,
         vec!["kube-system", "monitoring"]
