@@ -54,7 +54,7 @@ enum Command {
     VerifyBundle(cmd::verify_bundle::Args),
     /// Refresh the Sigstore trusted root through TUF.
     TrustRoot(cmd::trust_root::Args),
-    /// Check a policy file.
+    /// Check a policy file, or import Kyverno policies into one.
     Policy(cmd::policy::Args),
     /// Run the admission policy offline over Kubernetes manifests.
     Admit(cmd::admit::Args),

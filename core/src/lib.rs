@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod digest;
+pub mod kyverno;
 pub mod oci;
 pub mod pin;
 pub mod policy;

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod password;
 pub mod pin;
 pub mod policy;
+pub mod policy_import;
 pub mod resolve;
 pub mod sign;
 pub mod sigstore_args;

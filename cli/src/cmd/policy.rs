@@ -1,6 +1,7 @@
 //! `imgate policy check FILE`: parse and validate a policy the way the
 //! webhook does at start-up (keys and CA files read), and say what is wrong
-//! by field. Exit 0 when it loads, 2 when it does not.
+//! by field. Exit 0 when it loads, 2 when it does not. `imgate policy
+//! import` lives in `policy_import`.
 
 use std::path::PathBuf;
 
@@ -27,11 +28,24 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Import Kyverno policies into one imgate policy, with a report of
+    /// every pattern whose meaning changes and what was not carried over.
+    ///
+    /// Reads kyverno.io ClusterPolicy and Policy (validate rules on images,
+    /// verifyImages) and policies.kyverno.io ValidatingPolicy and
+    /// ImageValidatingPolicy whose CEL has a recognised shape. The written
+    /// policy is never more permissive than what was read: what cannot be
+    /// carried over is refused by field path and the images it covered are
+    /// denied. Exit 0 when everything translated as it was, 1 when something
+    /// was flagged or refused (the policy is still written and says so in
+    /// comments), 2 when the input cannot be read or imported.
+    Import(super::policy_import::Args),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.command {
         Command::Check { file, output } => check(&file, output),
+        Command::Import(args) => super::policy_import::run(args),
     }
 }
 

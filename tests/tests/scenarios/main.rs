@@ -9,6 +9,7 @@ mod interop;
 mod keyless;
 mod keyless_images;
 mod keyless_sign;
+mod kyverno_import;
 mod limits;
 mod pin;
 mod pkcs11;
