@@ -15,7 +15,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod checks;
-mod docs;
+pub(crate) mod docs;
 mod opt_out;
 mod trust_root;
 
