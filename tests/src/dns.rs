@@ -202,3 +202,71 @@ impl Query {
         out
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A standard query for `name` of `qtype`, id 0x1234, recursion desired.
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            packet.push(label.len() as u8);
+            packet.extend_from_slice(label.as_bytes());
+        }
+        packet.push(0);
+        packet.extend_from_slice(&qtype.to_be_bytes());
+        packet.extend_from_slice(&CLASS_IN.to_be_bytes());
+        packet
+    }
+
+    #[test]
+    fn answers_a_known_name_and_refuses_the_rest() {
+        let request = query("registry.imgate.test", TYPE_A);
+        let q = Query::parse(&request).unwrap();
+        assert_eq!(
+            (q.name.as_str(), q.qtype, q.end),
+            ("registry.imgate.test", TYPE_A, request.len())
+        );
+        let reply = q.reply(&request, Some(Ipv4Addr::new(127, 0, 0, 9)));
+        assert_eq!(&reply[..2], &[0x12, 0x34], "the id is echoed");
+        assert_eq!(reply[3] & 0x0f, 0, "NOERROR");
+        assert_eq!(&reply[6..8], &[0, 1], "one answer");
+        assert_eq!(&reply[reply.len() - 4..], &[127, 0, 0, 9]);
+
+        let aaaa = query("registry.imgate.test", 28);
+        let reply = Query::parse(&aaaa)
+            .unwrap()
+            .reply(&aaaa, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            (reply[3] & 0x0f, &reply[6..8]),
+            (0, &[0u8, 0][..]),
+            "NODATA for AAAA"
+        );
+
+        let unknown = query("other.imgate.test", TYPE_A);
+        let reply = Query::parse(&unknown).unwrap().reply(&unknown, None);
+        assert_eq!(
+            (reply[3] & 0x0f, &reply[6..8]),
+            (3, &[0u8, 0][..]),
+            "NXDOMAIN"
+        );
+    }
+
+    #[test]
+    fn ignores_what_is_not_one_plain_question() {
+        let mut answer = query("a.test", TYPE_A);
+        answer[2] |= 0x80;
+        assert!(Query::parse(&answer).is_none(), "a response");
+        let mut compressed = query("a.test", TYPE_A);
+        compressed[12] = 0xc0;
+        assert!(Query::parse(&compressed).is_none(), "a compressed name");
+        let request = query("a.test", TYPE_A);
+        assert!(
+            Query::parse(&request[..request.len() - 1]).is_none(),
+            "truncated"
+        );
+        assert!(Query::parse(&request[..5]).is_none(), "no header");
+    }
+}

@@ -3,13 +3,17 @@
 //! buildah around the static binary (`IMGATE_STATIC_BIN`, made by
 //! `scripts/build-static.sh`; `make test` builds it) and pushes it to the
 //! real registry; the release predicates are generated for it; the built
-//! `imgate` signs and verifies it. The pushed image is then pulled back with
+//! `imgate` signs and verifies it twice, as the two release workflows do:
+//! with the release key (Forgejo), and keylessly as the GitHub release
+//! workflow (its OIDC token from GitHub Actions' token endpoint, against the
+//! harness's private Sigstore). The pushed image is then pulled back with
 //! skopeo and unpacked: its layout, size and config are checked (and held
 //! against the Dockerfile's final stage, in `layout`), and its own binary
 //! serves AdmissionReviews over TLS from that root filesystem (`chroot`,
 //! user 65532, empty environment, certificates from its own `webhook
 //! certs`), admitting the image itself under the shipped policy snippet
-//! `deploy/imgate-image-policy.yaml`, with the registry reached by host name
+//! `deploy/imgate-image-policy.yaml` (its key and its keyless authority,
+//! each alone), with the registry reached by host name
 //! through a DNS server and through `/etc/hosts`, as in a pod.
 //!
 //! The release steps are the functions below, in release order; the
@@ -27,6 +31,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use imgate_tests::bin::{python, run_bounded, workspace_root};
+use imgate_tests::sigstore_services::{
+    PrivateSigstore, GITHUB_ISSUER, GITHUB_REQUEST_TOKEN, GITHUB_WORKFLOW_IDENTITY,
+};
 use imgate_tests::webhook::{pod, review, Webhook, WebhookOptions, IMAGE_USER};
 use imgate_tests::{run_imgate, DnsServer, ImageBuilder, PushWith, Registry, Variant};
 use serde_json::Value;
@@ -77,9 +84,11 @@ fn must(mut command: Command, what: &str) -> String {
     run.stdout
 }
 
-/// The registry, and a directory for keys, predicates and the unpacked image.
+/// The registry, a private Sigstore for keyless signing, and a directory
+/// for keys, predicates and the unpacked image.
 struct Release {
     registry: Registry,
+    sigstore: PrivateSigstore,
     dir: tempfile::TempDir,
 }
 
@@ -158,17 +167,72 @@ impl Release {
         );
     }
 
-    /// Step 5: verify the signature as a deployer would (`imgate verify --key`).
-    fn verify(&self, pinned: &str, public: &Path) -> Run {
-        let mut args = vec![
-            "verify".to_string(),
-            "--key".into(),
-            public.display().to_string(),
+    /// Step 3, GitHub: sign keylessly as the release workflow, with the
+    /// job's OIDC token from GitHub Actions' token endpoint
+    /// (`permissions: id-token: write`).
+    fn sign_keylessly(&self, pinned: &str) {
+        let mut args = self.sigstore_args("sign");
+        args.extend([
+            "--signing-config".into(),
+            self.sigstore.signing_config_path().display().to_string(),
+        ]);
+        args.extend(["--allow-http".into(), "127.0.0.1".into()]);
+        args.extend(self.registry.cli_args());
+        args.push(pinned.to_string());
+        let url = self.sigstore.actions_token_url();
+        let env = [
+            ("GITHUB_ACTIONS", "true"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", url.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", GITHUB_REQUEST_TOKEN),
         ];
+        let run = Run::from_output(&run_imgate(&args, &env, None).unwrap());
+        assert_eq!(run.code, 0, "imgate sign (keyless): {run:?}");
+        assert_eq!(run.stdout.trim(), pinned, "{run:?}");
+    }
+
+    /// `imgate SUB --trusted-root ROOT` of the private Sigstore.
+    fn sigstore_args(&self, sub: &str) -> Vec<String> {
+        let root = self.sigstore.trusted_root_path();
+        vec![
+            sub.to_string(),
+            "--trusted-root".into(),
+            root.display().to_string(),
+        ]
+    }
+
+    /// Step 5: verify the signature as a deployer would: `imgate verify
+    /// --key PUB` or, keyless, by the workflow's identity.
+    fn verify(&self, pinned: &str, signer: Signer<'_>) -> Run {
+        let mut args = match signer {
+            Signer::Key(public) => vec![
+                "verify".to_string(),
+                "--key".into(),
+                public.display().to_string(),
+            ],
+            Signer::Workflow => {
+                let mut args = self.sigstore_args("verify");
+                args.extend([
+                    "--certificate-identity".into(),
+                    GITHUB_WORKFLOW_IDENTITY.into(),
+                    "--certificate-oidc-issuer".into(),
+                    GITHUB_ISSUER.into(),
+                ]);
+                args
+            }
+        };
         args.extend(self.registry.cli_args());
         args.push(pinned.to_string());
         Run::from_output(&run_imgate(&args, &[], None).unwrap())
     }
+}
+
+/// Who a verification expects to have signed.
+#[derive(Clone, Copy)]
+enum Signer<'a> {
+    /// The holder of this public key's private key.
+    Key(&'a Path),
+    /// The harness's GitHub release workflow, keylessly.
+    Workflow,
 }
 
 #[test]
@@ -176,6 +240,7 @@ fn imgate_image_is_built_signed_verified_and_serves_reviews_from_its_own_root() 
     imgate_tests::block_on(async {
         let release = Release {
             registry: Registry::start(Variant::Tls).await.unwrap(),
+            sigstore: PrivateSigstore::start().await.unwrap(),
             dir: tempfile::tempdir().unwrap(),
         };
         let key_prefix = release.path("imgate-release");
@@ -199,16 +264,10 @@ fn imgate_image_is_built_signed_verified_and_serves_reviews_from_its_own_root() 
         let pinned = release.build_and_push();
         let digest = pinned.rsplit_once('@').unwrap().1.to_string();
         let (_sbom, _provenance) = release.predicates(&pinned);
-        release.sign(&pinned, &key);
-        // Attestation steps go here: `imgate attest --predicate PROVENANCE
-        // --type slsaprovenance1 --key KEY PINNED`, the same with the SBOM
-        // and `--type cyclonedx`.
-        let verified = release.verify(&pinned, &public);
-        assert_eq!(verified.code, 0, "imgate verify: {verified:?}");
-        // And here `imgate verify-attestation --type slsaprovenance1 --key
-        // PUB PINNED` and `--type cyclonedx`.
+        // The two release workflows' signatures: Forgejo's release key,
+        // GitHub's keyless workflow identity; nobody else's.
         let other = release.path("other");
-        run_imgate(
+        let keygen = run_imgate(
             [
                 "keys",
                 "generate",
@@ -219,7 +278,28 @@ fn imgate_image_is_built_signed_verified_and_serves_reviews_from_its_own_root() 
             None,
         )
         .unwrap();
-        let refused = release.verify(&pinned, &release.path("other.pub"));
+        assert!(keygen.status.success(), "{keygen:?}");
+        let refused = release.verify(&pinned, Signer::Key(&release.path("other.pub")));
+        assert_eq!(refused.code, 1, "nothing signed yet: {refused:?}");
+        release.sign(&pinned, &key);
+        // Attestation steps go here: `imgate attest --predicate PROVENANCE
+        // --type slsaprovenance1 --key KEY PINNED`, the same with the SBOM
+        // and `--type cyclonedx`.
+        let verified = release.verify(&pinned, Signer::Key(&public));
+        assert_eq!(verified.code, 0, "imgate verify --key: {verified:?}");
+        // And here `imgate verify-attestation --type slsaprovenance1 --key
+        // PUB PINNED` and `--type cyclonedx`.
+        let refused = release.verify(&pinned, Signer::Workflow);
+        assert_eq!(
+            refused.code, 1,
+            "a key signature is not the workflow's: {refused:?}"
+        );
+        release.sign_keylessly(&pinned);
+        // Keyless attestation steps go here (attest without --key), then
+        // verify-attestation by the workflow's identity.
+        let verified = release.verify(&pinned, Signer::Workflow);
+        assert_eq!(verified.code, 0, "imgate verify by identity: {verified:?}");
+        let refused = release.verify(&pinned, Signer::Key(&release.path("other.pub")));
         assert_eq!(refused.code, 1, "another key did not sign it: {refused:?}");
 
         // What was pushed, pulled back and unpacked.
@@ -285,8 +365,17 @@ async fn serve_from_the_image_root(release: &Release, root: &Path, public: &Path
         etc.join("keys/registry-ca.pem"),
     )
     .unwrap();
+    std::fs::copy(
+        release.sigstore.trusted_root_path(),
+        etc.join("keys/trusted_root.json"),
+    )
+    .unwrap();
     let names = [format!("{DNS_NAME}:{port}"), format!("{HOSTS_NAME}:{port}")];
-    std::fs::write(etc.join("policy/policy.yaml"), policy_for(&names)).unwrap();
+    std::fs::write(
+        etc.join("policy/policy.yaml"),
+        policy_for(&names, Signers::Both),
+    )
+    .unwrap();
 
     // The serving certificate, made by the image's binary as the image's user.
     let mut certs = Command::new("/usr/sbin/chroot");
@@ -303,14 +392,7 @@ async fn serve_from_the_image_root(release: &Release, root: &Path, public: &Path
         .env_clear();
     must(certs, "imgate webhook certs in the image root");
 
-    let webhook = Webhook::start(
-        &WebhookOptions::new(
-            Path::new("/etc/imgate/policy/policy.yaml"),
-            Path::new("/etc/imgate/tls"),
-        )
-        .in_root(root),
-    )
-    .unwrap();
+    let webhook = serve(root);
     let status = std::fs::read_to_string(format!("/proc/{}/status", webhook.pid())).unwrap();
     let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(
@@ -371,11 +453,50 @@ async fn serve_from_the_image_root(release: &Release, root: &Path, public: &Path
         .as_str()
         .unwrap_or_default();
     assert!(message.contains(&unsigned), "{message}");
+    drop(webhook);
+
+    // Each signer of the snippet admits the image alone.
+    for signers in [Signers::KeyOnly, Signers::KeylessOnly] {
+        std::fs::write(etc.join("policy/policy.yaml"), policy_for(&names, signers)).unwrap();
+        let webhook = serve(root);
+        let client = webhook.client(false).unwrap();
+        let object = pod("apps", &[&images[0]]);
+        let (status, body) = webhook
+            .post(&client, "/mutate", &review("one", "apps", &object))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["response"]["allowed"],
+            true,
+            "{signers:?}: {body}\n{}",
+            webhook.logs()
+        );
+    }
+}
+
+/// `imgate webhook` of the image at `root`, with the policy and certificates
+/// where the deployment mounts them.
+fn serve(root: &Path) -> Webhook {
+    let options = WebhookOptions::new(
+        Path::new("/etc/imgate/policy/policy.yaml"),
+        Path::new("/etc/imgate/tls"),
+    );
+    Webhook::start(&options.in_root(root)).unwrap()
+}
+
+/// Which of the snippet's signers a test policy keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signers {
+    Both,
+    KeyOnly,
+    KeylessOnly,
 }
 
 /// `deploy/imgate-image-policy.yaml` for the image at the registry `names`
-/// (each `HOST:PORT`), trusting the test CA for them.
-fn policy_for(names: &[String]) -> String {
+/// (each `HOST:PORT`), trusting the test CA for them, its keyless authority
+/// pointed at the harness's workflow and private Sigstore, with `signers`.
+fn policy_for(names: &[String], signers: Signers) -> String {
     let text =
         std::fs::read_to_string(workspace_root().join("deploy/imgate-image-policy.yaml")).unwrap();
     let mut policy: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
@@ -400,6 +521,24 @@ fn policy_for(names: &[String]) -> String {
         registries.insert(name.clone().into(), settings.into());
     }
     policy["registries"] = registries.into();
+    let rule = &mut policy["rules"][0];
+    let authority = &mut rule["keyless"][0];
+    let subject = authority["subjectRegExp"].as_str().unwrap().to_string();
+    let ours = subject
+        .replace("example/imgate", "imgate-test/app")
+        .replace("refs/tags/v.+", "refs/heads/main");
+    assert_ne!(
+        ours, subject,
+        "the snippet's identity is the release workflow's: {subject}"
+    );
+    authority["subjectRegExp"] = ours.into();
+    authority["trustRoot"] = "../keys/trusted_root.json".into();
+    let rule = rule.as_mapping_mut().unwrap();
+    match signers {
+        Signers::Both => {}
+        Signers::KeyOnly => assert!(rule.remove("keyless").is_some()),
+        Signers::KeylessOnly => assert!(rule.remove("keys").is_some()),
+    }
     serde_yaml::to_string(&policy).unwrap()
 }
 
