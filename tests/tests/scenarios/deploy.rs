@@ -67,13 +67,13 @@ fn ok(cmd: &mut Command) -> String {
 
 /// A copy of `deploy/` in a temp dir with the self-managed certificate files
 /// in place (the repository keeps none: they hold a private key).
-struct DeployTree {
+pub(crate) struct DeployTree {
     dir: tempfile::TempDir,
     ca_pem: String,
 }
 
 impl DeployTree {
-    fn new() -> DeployTree {
+    pub(crate) fn new() -> DeployTree {
         let dir = tempfile::tempdir().expect("temp dir");
         copy_dir(&workspace_root().join("deploy"), &dir.path().join("deploy"));
         let ca = imgate_tests::pki::TestCa::new("imgate deploy test CA").expect("CA");
@@ -95,7 +95,7 @@ impl DeployTree {
     }
 
     /// Writes an operator's own overlay (`overlays/<name>`) and returns its path.
-    fn overlay(&self, name: &str, kustomization: &str) -> String {
+    pub(crate) fn overlay(&self, name: &str, kustomization: &str) -> String {
         let dir = self.path(&format!("overlays/{name}"));
         std::fs::create_dir_all(&dir).expect("overlay dir");
         std::fs::write(dir.join("kustomization.yaml"), kustomization).expect("kustomization");
@@ -103,7 +103,7 @@ impl DeployTree {
     }
 
     /// `kubectl kustomize`, then schema validation; returns the objects.
-    fn render(&self, rel: &str) -> Rendered {
+    pub(crate) fn render(&self, rel: &str) -> Rendered {
         let text = ok(kubectl().arg("kustomize").arg(self.path(rel)));
         let file = self
             .dir
@@ -240,9 +240,9 @@ fn strings(v: &Value, path: &str) -> Vec<String> {
         .collect()
 }
 
-struct Rendered {
+pub(crate) struct Rendered {
     name: String,
-    objects: Vec<Value>,
+    pub(crate) objects: Vec<Value>,
 }
 
 impl Rendered {

@@ -15,6 +15,7 @@ use imgate_tests::bin::{python, workspace_root};
 use serde_json::Value;
 
 use crate::deploy::docs::{check_invocation, imgate_invocations};
+use crate::deploy::DeployTree;
 
 const GITHUB: &str = ".github/workflows/release.yml";
 const FORGEJO: &str = ".forgejo/workflows/release.yml";
@@ -419,35 +420,64 @@ fn docs_list_the_release_workflows_commands() {
     }
 }
 
-/// Every overlay deploys imgate by digest: the base pins it, and no
-/// overlay or component sets a tag instead.
+/// Every image string in `value`, with where it is.
+fn images<'a>(value: &'a serde_yaml::Value, at: &str, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (key, child) in map {
+                let key = key.as_str().unwrap_or_default();
+                match (key, child.as_str()) {
+                    ("image", Some(image)) => out.push((format!("{at}.image"), image)),
+                    _ => images(child, &format!("{at}.{key}"), out),
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, child) in items.iter().enumerate() {
+                images(child, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every shipped overlay, and one with the optional trust-root refresh,
+/// deploys imgate by digest, never by a tag that can move.
 #[test]
 fn overlays_deploy_imgate_by_digest() {
-    let base: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(workspace_root().join("deploy/base/kustomization.yaml")).unwrap(),
-    )
-    .unwrap();
-    let images = base["images"].as_sequence().unwrap();
-    let imgate = images
-        .iter()
-        .find(|i| i["name"] == "imgate")
-        .expect("deploy/base sets the imgate image");
-    let digest = imgate["digest"].as_str().unwrap_or_default();
-    assert!(
-        digest.len() == 71
-            && digest.starts_with("sha256:")
-            && digest[7..].bytes().all(|b| b.is_ascii_hexdigit()),
-        "deploy/base pins imgate by digest: {imgate:?}"
+    let tree = DeployTree::new();
+    let refresh = tree.overlay(
+        "with-trust-root-refresh",
+        "resources: [../audit]\ncomponents: [../../components/trust-root-refresh]\n",
     );
-    assert!(
-        imgate.get("newTag").is_none(),
-        "no tag beside the digest: {imgate:?}"
-    );
-    for dir in ["deploy/overlays", "deploy/components"] {
-        for entry in std::fs::read_dir(workspace_root().join(dir)).unwrap() {
-            let file = entry.unwrap().path().join("kustomization.yaml");
-            let text = std::fs::read_to_string(&file).unwrap();
-            assert!(!text.contains("newTag"), "{} sets a tag", file.display());
+    for overlay in [
+        "overlays/audit",
+        "overlays/enforce",
+        "overlays/cert-manager",
+        refresh.as_str(),
+    ] {
+        let rendered = tree.render(overlay);
+        let mut found = Vec::new();
+        for object in &rendered.objects {
+            let name = format!(
+                "{}/{}",
+                object["kind"].as_str().unwrap_or_default(),
+                object["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            images(object, &name, &mut found);
+        }
+        assert!(!found.is_empty(), "{overlay} runs imgate");
+        for (at, image) in found {
+            let digest = image
+                .rsplit_once("@sha256:")
+                .map(|(_, hex)| hex)
+                .unwrap_or_default();
+            assert!(
+                image.starts_with("registry.example.com/imgate/imgate@")
+                    && digest.len() == 64
+                    && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{overlay}: {at} is {image}, not imgate pinned by digest"
+            );
         }
     }
 }
