@@ -24,7 +24,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -553,13 +552,4 @@ fn patched(object: &Value, response: &Value) -> Value {
         json_patch::patch(&mut object, &ops).unwrap();
     }
     object
-}
-
-/// The mode bits of `path` without the file type.
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o7777
 }

@@ -4,7 +4,7 @@
 //! runs on these machines), so the two builds cannot drift apart.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,7 +14,7 @@ use imgate_tests::skopeo::skopeo;
 use imgate_tests::Registry;
 use serde_json::{json, Value};
 
-use super::{mode, must, IMAGE_USER};
+use super::{must, IMAGE_USER};
 
 /// A pulled and unpacked image.
 pub struct Pulled {
@@ -428,4 +428,13 @@ fn git_head() -> String {
     let mut git = Command::new("git");
     git.args(["rev-parse", "HEAD"]);
     must(git, "git rev-parse HEAD").trim().to_string()
+}
+
+/// The mode bits of `path` without the file type.
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
