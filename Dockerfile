@@ -1,9 +1,14 @@
 # syntax=docker/dockerfile:1
 #
-# imgate's container image: a static (musl) binary on distroless/static,
-# running as the non-root user 65532, no shell, no package manager.
+# imgate's container image: a static (musl) binary FROM scratch with the
+# root filesystem of scripts/image/rootfs.sh (CA certificates, /etc/passwd
+# and /etc/group for the non-root user 65532, /tmp), no shell, no package
+# manager. scripts/build-image.sh builds the same layout with buildah and a
+# static glibc binary, without Docker; tests/tests/scenarios/image.rs keeps
+# the two in step (labels, user, entrypoint, ports, files).
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 \
+#     --build-arg IMGATE_REVISION="$(git rev-parse HEAD)" \
 #     -t registry.example.com/imgate/imgate:0.1.0 --push \
 #     --metadata-file metadata.json .
 #
@@ -35,22 +40,29 @@ ENV CC_x86_64_unknown_linux_musl=musl-gcc \
     AR_aarch64_unknown_linux_musl=llvm-ar \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=yes"
-# The release profile (Cargo.toml: thin LTO, one codegen unit) is the one
-# docs/performance.md measures; the image is built with it unchanged.
+# Profile `image` (Cargo.toml): the release profile's code (thin LTO, one
+# codegen unit; what docs/performance.md measures), stripped of symbols.
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,id=imgate-target-${TARGETARCH} \
     target="$(cat /rust-target)" \
- && cargo build --release --locked -p imgate --target "$target" \
- && install -D -m 0755 "target/$target/release/imgate" /out/imgate
+ && cargo build --profile image --locked -p imgate --target "$target" \
+ && scripts/image/rootfs.sh /rootfs "target/$target/image/imgate"
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch
+# Source and version: pass the release's (the release workflow does).
+ARG IMGATE_VERSION=0.1.0
+ARG IMGATE_REVISION=unknown
+ARG IMGATE_SOURCE=https://example.invalid/imgate
 LABEL org.opencontainers.image.title="imgate" \
       org.opencontainers.image.description="Supply-chain gate for container images: cosign-compatible signing, verification, digest pinning and a Kubernetes admission webhook" \
-      org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /out/imgate /imgate
-# distroless's nonroot user; deploy/ requires runAsUser 65532.
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${IMGATE_VERSION}" \
+      org.opencontainers.image.revision="${IMGATE_REVISION}" \
+      org.opencontainers.image.source="${IMGATE_SOURCE}"
+COPY --from=build /rootfs/ /
+# The rootfs's nonroot user; deploy/ requires runAsUser 65532.
 USER 65532:65532
 # 8443: admission webhook (HTTPS); 9090: /healthz, /readyz, /metrics.
 EXPOSE 8443 9090

@@ -8,6 +8,9 @@
 #   jq               the demo reads the webhook's AdmissionReview answers
 #   softhsm2         a real PKCS#11 token for the signing-key-in-an-HSM tests
 #   opensc           pkcs11-tool, which creates and reads the keys on that token
+#   buildah          builds imgate's own image FROM scratch without a container
+#                    engine (scripts/build-image.sh; the image scenario)
+#   ShellCheck       (package shellcheck) checks the release workflows' run: scripts
 # With --with-python (make test), also:
 #   .venv/           a project virtualenv (python3 -m venv; Debian's pip refuses
 #                    to install into the system Python, PEP 668), holding
@@ -16,6 +19,11 @@
 #     pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
 #     sigstore 4.x (PyPI)         sigstore-python, the independent verifier of the
 #                                 bundles `imgate sign` makes keylessly
+#     check-jsonschema (PyPI)     the release workflows against its vendored GitHub
+#                                 workflow schema (offline)
+#     cyclonedx-python-lib (PyPI) the release SBOM against the CycloneDX schema it ships
+#     in-toto-attestation (PyPI)  the release provenance, parsed by in-toto's own
+#                                 SLSA provenance v1 definitions
 #   kubectl          renders deploy/ (kustomize); only the deploy tests need it,
 #                    so a missing or too old one is reported, not fatal here.
 # The tests find the virtualenv through IMGATE_PYTHON (the Makefile sets it to
@@ -48,6 +56,17 @@ if ((${#need_apt[@]})); then
   apt_install "${need_apt[@]}"
 fi
 
+# imgate's own image and release (scripts/build-image.sh; the image and
+# release scenarios): buildah builds the image FROM scratch with vfs storage
+# and chroot isolation, no daemon and no container engine; shellcheck reads
+# the release workflows' scripts.
+need_apt=()
+command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+if ((${#need_apt[@]})); then
+  apt_install "${need_apt[@]}"
+fi
+
 [[ ${1:-} == --with-python ]] || exit 0
 
 # The virtualenv. Debian ships venv's ensurepip in python3-venv.
@@ -67,6 +86,11 @@ need_pip=()
 # 4.x: client trust configurations (--trust-config) and Rekor v2 entries.
 "$VENV/bin/python" -c 'import sigstore, sys; sys.exit(int(sigstore.__version__.split(".")[0]) < 4)' \
   2>/dev/null || need_pip+=('sigstore>=4,<5')
+# The release workflows and predicates (tests/tests/scenarios/release.rs).
+"$VENV/bin/python" -c 'import check_jsonschema' 2>/dev/null || need_pip+=(check-jsonschema)
+"$VENV/bin/python" -c 'import cyclonedx.validation.json, jsonschema' 2>/dev/null ||
+  need_pip+=('cyclonedx-python-lib[json-validation]')
+"$VENV/bin/python" -c 'import in_toto_attestation' 2>/dev/null || need_pip+=(in-toto-attestation)
 if ((${#need_pip[@]})); then
   echo "installing into $VENV with pip: ${need_pip[*]}" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"

@@ -1,9 +1,10 @@
 //! The cross-crate test harness: a real registry (Debian's `docker-registry`)
 //! on loopback in several variants, a token server, an image builder, two
 //! independent ways to push (skopeo and a raw HTTP client), a
-//! request-counting proxy, a delay-and-fault proxy and a runner for the real `imgate` binary.
+//! request-counting proxy, a delay-and-fault proxy, a DNS server for test
+//! names and a runner for the real `imgate` binary.
 //!
-//! Network use is loopback only (127.0.0.1); nothing is pulled from the
+//! Network use is loopback only (127.0.0.0/8); nothing is pulled from the
 //! internet. Needs the Debian packages `docker-registry`, `skopeo` and
 //! `apache2-utils` (htpasswd).
 //!
@@ -21,6 +22,7 @@
 //! ```
 
 pub mod bin;
+pub mod dns;
 pub mod faultproxy;
 pub mod image;
 pub mod kubeapi;
@@ -44,6 +46,7 @@ mod selftest;
 pub mod webhook;
 
 pub use bin::{imgate_bin, run_imgate, try_imgate_bin};
+pub use dns::DnsServer;
 pub use faultproxy::{FaultCounts, FaultProxy, Faults, Front, Logged};
 pub use image::{BuiltImage, ImageBuilder};
 pub use proxy::{CountingProxy, ProxyMode};

@@ -11,6 +11,10 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
+/// Every name under the reserved `.test` domain (RFC 6761) that the test
+/// servers answer to: `registry.imgate.test` and the like.
+pub const TEST_DOMAIN_WILDCARD: &str = "*.imgate.test";
+
 /// A certificate authority made for one test.
 pub struct TestCa {
     cert: rcgen::Certificate,
@@ -83,9 +87,14 @@ impl TestCa {
         self.cert.der().to_vec()
     }
 
-    /// A TLS server certificate for `127.0.0.1` and `localhost`.
+    /// A TLS server certificate for `127.0.0.1`, `localhost` and
+    /// [`TEST_DOMAIN_WILDCARD`], so a test can reach the server by a host
+    /// name it resolves itself (`crate::dns`, or an `/etc/hosts` line).
     pub fn server_cert(&self) -> anyhow::Result<IssuedCert> {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            TEST_DOMAIN_WILDCARD.to_string(),
+        ])?;
         params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));

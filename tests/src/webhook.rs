@@ -19,6 +19,9 @@ use crate::bin::{imgate_bin, run_imgate};
 /// The DNS name the API server calls (`SERVICE.NAMESPACE.svc`).
 pub const SERVICE_NAME: &str = "imgate.imgate-system.svc";
 
+/// The user and group imgate's image runs as (its `USER`).
+pub const IMAGE_USER: &str = "65532:65532";
+
 /// Generates a CA and serving certificate with `imgate webhook certs` into
 /// `dir` (`ca.crt`, `tls.crt`, `tls.key`); `force` overwrites (rotation).
 pub fn generate_certs(dir: &Path, force: bool) -> anyhow::Result<()> {
@@ -82,6 +85,10 @@ pub struct WebhookOptions {
     /// Start with this soft limit on open files (through `prlimit`), as a
     /// container runtime might, to see what the webhook makes of it.
     pub nofile_soft: Option<u64>,
+    /// Run `/imgate` of this root filesystem (an unpacked image) instead
+    /// of `IMGATE_BIN`, through `chroot` as the image's user 65532 with an
+    /// empty environment. `policy` and `cert_dir` are then paths inside it.
+    pub root: Option<PathBuf>,
 }
 
 impl WebhookOptions {
@@ -93,6 +100,21 @@ impl WebhookOptions {
             args: Vec::new(),
             env: Vec::new(),
             nofile_soft: None,
+            root: None,
+        }
+    }
+
+    /// Runs the webhook of the image unpacked at `root` (see [`WebhookOptions::root`]).
+    pub fn in_root(mut self, root: &Path) -> Self {
+        self.root = Some(root.to_path_buf());
+        self
+    }
+
+    /// Where the certificates are, seen from this process.
+    fn host_cert_dir(&self) -> PathBuf {
+        match &self.root {
+            Some(root) => root.join(self.cert_dir.strip_prefix("/").unwrap_or(&self.cert_dir)),
+            None => self.cert_dir.clone(),
         }
     }
 
@@ -110,15 +132,25 @@ impl WebhookOptions {
 
     /// The command line (without starting it).
     pub fn command(&self) -> Command {
-        // prlimit execs the webhook, so the child's pid stays the webhook's.
-        let mut command = match self.nofile_soft {
-            Some(soft) => {
-                let mut command = Command::new("prlimit");
-                command.arg(format!("--nofile={soft}:")).arg(imgate_bin());
-                command
-            }
-            None => Command::new(imgate_bin()),
+        // chroot and prlimit exec what follows, so the child's pid stays the webhook's.
+        let mut program: Vec<std::ffi::OsString> = match &self.root {
+            Some(root) => vec![
+                "/usr/sbin/chroot".into(),
+                format!("--userspec={IMAGE_USER}").into(),
+                root.into(),
+                "/imgate".into(),
+            ],
+            None => vec![imgate_bin().into()],
         };
+        if let Some(soft) = self.nofile_soft {
+            program.splice(0..0, ["prlimit".into(), format!("--nofile={soft}:").into()]);
+        }
+        let mut command = Command::new(&program[0]);
+        command.args(&program[1..]);
+        if self.root.is_some() {
+            // The image's process starts with what its config sets: nothing.
+            command.env_clear();
+        }
         command
             .args(["--log-format", "json", "webhook", "--policy"])
             .arg(&self.policy)
@@ -175,7 +207,7 @@ impl Webhook {
                     child,
                     admission,
                     metrics,
-                    cert_dir: options.cert_dir.clone(),
+                    cert_dir: options.host_cert_dir(),
                     logs,
                 });
             }
