@@ -1,6 +1,6 @@
 //! Registry credentials from Kubernetes pull secrets: the pod's
 //! `spec.imagePullSecrets` and its service account's, read through the
-//! Kubernetes API ([`crate::kube`]) with the webhook's own service account
+//! Kubernetes API (the `kube` module) with the webhook's own service account
 //! (the same secrets the kubelet would use to pull), parsed from
 //! `kubernetes.io/dockerconfigjson` or the legacy `kubernetes.io/dockercfg`
 //! by core's docker config parser, so `auth`, `username`/`password`,
