@@ -1,0 +1,349 @@
+//! `imgate verify-attestation`: does each image carry an in-toto
+//! attestation of `--type`, signed by one of the given keys or keyless
+//! identities, whose subject names the image's digest? Reads all three
+//! stores (cosign's `.att` tag, Sigstore bundles among the referrers,
+//! BuildKit's attestation manifests in the index, which count only when
+//! signed). Prints the statements that verified (`--output json`: as JSON
+//! documents), else every unmet requirement.
+//!
+//! With `--policy FILE`: the signers and CEL conditions of the `attestations:`
+//! of the rule that matches each image (only those of `--type`, when given).
+//!
+//! Exit 0 when every image meets every requirement, 1 when any does not,
+//! 2 when any could not be checked, as `imgate verify`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use imgate_core::attestation::cel::Now;
+use imgate_core::attestation::{
+    self, statement, Requirement, Unmet, VerifiedStatement, Wanted, WantedType,
+};
+use imgate_core::policy::Policy;
+use imgate_core::registry::RegistryClient;
+use imgate_core::signature::Requirements;
+use imgate_core::sigstore::TrustRoot;
+use imgate_core::ImageRef;
+use serde_json::{json, Value};
+
+use super::common::{OutputFormat, RegistryArgs};
+use super::identity::IdentityArgs;
+use super::verify::TlogArg;
+use super::Outcome;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The predicate type: a URI, or cosign's short names (slsaprovenance,
+    /// slsaprovenance02, slsaprovenance1, spdx, spdxjson, cyclonedx, link,
+    /// vuln, openvex, custom). Required unless --policy (then it narrows the
+    /// rule's attestations to this type).
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "policy")]
+    pub predicate_type: Option<String>,
+    /// Public key (PEM file or `env://VAR`). Repeatable: any one may have
+    /// signed (as may the keyless identity, when given too).
+    #[arg(
+        long = "key",
+        value_name = "PUB",
+        required_unless_present_any = ["policy", "certificate_identity", "certificate_identity_regexp"],
+        conflicts_with = "policy"
+    )]
+    pub keys: Vec<String>,
+    /// Keyless: who must have signed (a Fulcio certificate naming this
+    /// identity and issuer, with a verified Rekor entry or timestamp).
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// A Sigstore trusted_root.json for keyless signatures and log entries,
+    /// instead of the embedded public-good root.
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    pub trusted_root: Option<PathBuf>,
+    /// What a key signature must show of the transparency log: `required`,
+    /// `if-present` or `ignore`. Keyless signatures always need a verified entry.
+    #[arg(long, value_enum, default_value_t = TlogArg::IfPresent, conflicts_with = "policy")]
+    pub tlog: TlogArg,
+    /// Check the attestations (signers and CEL conditions) of the policy
+    /// rule that matches each image, instead of --key.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Images to check (tags are resolved to digests; the digest is what is checked).
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// What one image is checked against: the rule's name (under --policy),
+/// what to collect and what to evaluate.
+struct Terms {
+    rule: Option<String>,
+    wanted: Wanted,
+    requirements: Vec<Requirement>,
+}
+
+/// What happened to one image.
+struct Checked {
+    image: String,
+    digest: Option<String>,
+    rule: Option<String>,
+    statements: Vec<Value>,
+    unmet: Vec<Value>,
+    messages: Vec<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<Outcome> {
+    let predicate_type = args
+        .predicate_type
+        .as_deref()
+        .map(statement::predicate_type)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("--type: {err}"))?;
+    let policy = match &args.policy {
+        Some(path) => {
+            if args.identity.given() {
+                anyhow::bail!("--policy checks with the policy's signers; drop --certificate-identity");
+            }
+            Some(Policy::load(path)?)
+        }
+        None => None,
+    };
+    let flag_terms = match &policy {
+        Some(_) => None,
+        None => Some(flag_terms(&args, predicate_type.clone().unwrap_or_default())?),
+    };
+    let images = args
+        .images
+        .iter()
+        .map(|text| ImageRef::parse(text).with_context(|| format!("cannot check {text:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut hosts: Vec<String> = images.iter().map(|i| i.registry.clone()).collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut config = args.registry.config(&hosts)?;
+    if let Some(policy) = &policy {
+        config = policy.client_config(config);
+    }
+    let client = RegistryClient::new(config).context("configuring the registry client")?;
+
+    let now = Now::current();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for image in &images {
+        let terms = match (&policy, &flag_terms) {
+            (Some(policy), _) => match policy_terms(policy, image, predicate_type.as_deref()) {
+                Ok(terms) => terms,
+                Err(message) => {
+                    results.push(Checked {
+                        image: image.to_string(),
+                        digest: None,
+                        rule: None,
+                        statements: Vec::new(),
+                        unmet: vec![json!({"kind": "policy", "message": message})],
+                        messages: vec![message],
+                    });
+                    continue;
+                }
+            },
+            (None, Some(terms)) => Terms {
+                rule: None,
+                wanted: terms.wanted.clone(),
+                requirements: terms.requirements.clone(),
+            },
+            (None, None) => continue,
+        };
+        match check(&client, image, &terms, &now).await {
+            Ok(checked) => results.push(checked),
+            Err(err) => errors.push(err.context(format!("cannot check {image}"))),
+        }
+    }
+    match args.output {
+        OutputFormat::Text => print_text(&results),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&to_json(&results))?),
+    }
+    let denied = results.iter().any(|r| !r.unmet.is_empty());
+    if let Some(last) = errors.pop() {
+        for error in errors {
+            eprintln!("imgate: {error:#}");
+        }
+        return Err(last);
+    }
+    Ok(if denied { Outcome::No } else { Outcome::Ok })
+}
+
+/// The terms the flags describe: one attestation of `predicate_type`.
+fn flag_terms(args: &Args, predicate_type: String) -> anyhow::Result<Terms> {
+    let mut keys = Vec::new();
+    for spec in &args.keys {
+        keys.push(imgate_keys::load_public_key(spec)?);
+    }
+    let keyless = args
+        .identity
+        .policy()?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let trust_root = match &args.trusted_root {
+        Some(path) => Some(Arc::new(TrustRoot::from_file(path)?)),
+        None => None,
+    };
+    let signers = Arc::new(Requirements {
+        keys,
+        keyless,
+        trust_root,
+        tlog: args.tlog.into(),
+        ..Requirements::default()
+    });
+    let name = args.predicate_type.clone().unwrap_or_default();
+    Ok(Terms {
+        rule: None,
+        wanted: Wanted {
+            attestations: vec![WantedType {
+                predicate_type: predicate_type.clone(),
+                signers,
+            }],
+            limits: attestation::Limits::default(),
+        },
+        requirements: vec![Requirement {
+            name,
+            predicate_type,
+            checks: Vec::new(),
+        }],
+    })
+}
+
+/// The terms of the rule matching `image`; an error message when none can apply.
+fn policy_terms(
+    policy: &Policy,
+    image: &ImageRef,
+    only: Option<&str>,
+) -> Result<Terms, String> {
+    if !policy.is_trusted(image) {
+        return Err(format!("{image} is not from a trusted registry"));
+    }
+    let Some(rule) = policy.rule_for(image) else {
+        return Err(format!("no rule of the policy matches {image}"));
+    };
+    let all = rule.attestations();
+    let mut wanted = Wanted {
+        attestations: Vec::new(),
+        limits: all.wanted().limits,
+    };
+    let mut requirements = Vec::new();
+    for (w, r) in all.wanted().attestations.iter().zip(all.requirements()) {
+        if only.is_none_or(|t| t == r.predicate_type) {
+            wanted.attestations.push(w.clone());
+            requirements.push(r.clone());
+        }
+    }
+    if requirements.is_empty() {
+        return Err(format!(
+            "rule {:?} requires no attestation{}",
+            rule.name,
+            only.map(|t| format!(" of type {t}")).unwrap_or_default()
+        ));
+    }
+    Ok(Terms {
+        rule: Some(rule.name.clone()),
+        wanted,
+        requirements,
+    })
+}
+
+async fn check(
+    client: &RegistryClient,
+    image: &ImageRef,
+    terms: &Terms,
+    now: &Now,
+) -> anyhow::Result<Checked> {
+    let pinned = match image.digest {
+        Some(_) => image.clone(),
+        None => client.resolve(image).await?.pinned,
+    };
+    let evidence = attestation::collect(client, &pinned, &terms.wanted).await?;
+    let budget = terms.wanted.limits.condition_budget;
+    let unmet = attestation::evaluate(&terms.requirements, &evidence, now, budget);
+    let statements = if unmet.is_empty() {
+        attestation::satisfying(&terms.requirements, &evidence, now, budget)
+            .into_iter()
+            .map(|(i, s)| statement_json(&terms.requirements[i], s))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Checked {
+        image: pinned.to_string(),
+        digest: Some(evidence.digest.to_string()),
+        rule: terms.rule.clone(),
+        statements,
+        messages: unmet.iter().map(ToString::to_string).collect(),
+        unmet: unmet.iter().map(unmet_json).collect(),
+    })
+}
+
+fn statement_json(requirement: &Requirement, s: &VerifiedStatement) -> Value {
+    let document: Value = serde_json::from_slice(&s.payload).unwrap_or(Value::Null);
+    json!({
+        "attestation": requirement.name,
+        "predicateType": s.predicate_type,
+        "source": s.source,
+        "from": s.source.to_string(),
+        "about": s.about,
+        "signer": s.signer,
+        "signedBy": s.signer.describe(),
+        "statement": document,
+    })
+}
+
+fn unmet_json(u: &Unmet) -> Value {
+    let mut v = serde_json::to_value(u).unwrap_or_default();
+    v["message"] = json!(u.to_string());
+    v
+}
+
+fn print_text(results: &[Checked]) {
+    for r in results {
+        let rule = r
+            .rule
+            .as_deref()
+            .map(|n| format!(" (rule {n})"))
+            .unwrap_or_default();
+        if r.unmet.is_empty() {
+            println!("verified {}{rule}:", r.image);
+            for s in &r.statements {
+                println!(
+                    "  {} {} from {}, signed by {}",
+                    s["attestation"].as_str().unwrap_or_default(),
+                    s["predicateType"].as_str().unwrap_or_default(),
+                    s["from"].as_str().unwrap_or_default(),
+                    s["signedBy"].as_str().unwrap_or_default(),
+                );
+                println!("  {}", s["statement"]);
+            }
+        } else {
+            println!("denied {}{rule}:", r.image);
+            for m in &r.messages {
+                println!("  - {m}");
+            }
+        }
+    }
+}
+
+fn to_json(results: &[Checked]) -> Value {
+    Value::Array(
+        results
+            .iter()
+            .map(|r| {
+                json!({
+                    "image": r.image,
+                    "digest": r.digest,
+                    "rule": r.rule,
+                    "verified": r.unmet.is_empty(),
+                    "statements": r.statements,
+                    "unmet": r.unmet,
+                })
+            })
+            .collect(),
+    )
+}
