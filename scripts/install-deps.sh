@@ -16,6 +16,9 @@
 #     pynacl, cryptography (PyPI) an independent reader of imgate's encrypted key files
 #     sigstore 4.x (PyPI)         sigstore-python, the independent verifier of the
 #                                 bundles `imgate sign` makes keylessly
+#   nodejs, npm      run sigstore-js (tests/interop/sigstore-js: @sigstore/verify,
+#                    pinned in its package-lock.json, installed with npm ci), an
+#                    independent verifier of imgate's attestation bundles
 #   kubectl          renders deploy/ (kustomize); only the deploy tests need it,
 #                    so a missing or too old one is reported, not fatal here.
 # The tests find the virtualenv through IMGATE_PYTHON (the Makefile sets it to
@@ -70,6 +73,20 @@ need_pip=()
 if ((${#need_pip[@]})); then
   echo "installing into $VENV with pip: ${need_pip[*]}" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+fi
+
+# sigstore-js for the attestation interop tests: Debian 12's nodejs (18.19)
+# is new enough for @sigstore/verify 2.x.
+need_node=()
+command -v node >/dev/null 2>&1 || need_node+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_node+=(npm)
+if ((${#need_node[@]})); then
+  apt_install "${need_node[@]}"
+fi
+SIGSTORE_JS=$ROOT/tests/interop/sigstore-js
+if [[ ! -d $SIGSTORE_JS/node_modules/@sigstore/verify ]]; then
+  echo "installing sigstore-js into $SIGSTORE_JS with npm ci" >&2
+  (cd "$SIGSTORE_JS" && npm ci --no-audit --no-fund --silent)
 fi
 
 # kubectl: Debian's package if there is none. Debian 12's kubernetes-client

@@ -25,6 +25,8 @@ use imgate_core::registry::RegistryClient;
 use imgate_core::signature::Requirements;
 use imgate_core::sigstore::TrustRoot;
 use imgate_core::ImageRef;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::common::{OutputFormat, RegistryArgs};
@@ -83,14 +85,32 @@ struct Terms {
     requirements: Vec<Requirement>,
 }
 
-/// What happened to one image.
+/// What happened to one image (the JSON output's element).
+#[derive(Serialize)]
 struct Checked {
     image: String,
     digest: Option<String>,
     rule: Option<String>,
-    statements: Vec<Value>,
+    verified: bool,
+    statements: Vec<StatementOut>,
     unmet: Vec<Value>,
+    #[serde(skip)]
     messages: Vec<String>,
+}
+
+/// A statement that satisfied a requirement, for output. The statement is
+/// printed as it was signed, not re-encoded (an SBOM is megabytes).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatementOut {
+    attestation: String,
+    predicate_type: String,
+    source: attestation::Source,
+    from: String,
+    about: imgate_core::Digest,
+    signer: attestation::Signer,
+    signed_by: String,
+    statement: Box<RawValue>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -139,6 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                         image: image.to_string(),
                         digest: None,
                         rule: None,
+                        verified: false,
                         statements: Vec::new(),
                         unmet: vec![json!({"kind": "policy", "message": message})],
                         messages: vec![message],
@@ -160,9 +181,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     match args.output {
         OutputFormat::Text => print_text(&results),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&to_json(&results))?),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&results)?),
     }
-    let denied = results.iter().any(|r| !r.unmet.is_empty());
+    let denied = results.iter().any(|r| !r.verified);
     if let Some(last) = errors.pop() {
         for error in errors {
             eprintln!("imgate: {error:#}");
@@ -267,8 +288,8 @@ async fn check(
     let statements = if unmet.is_empty() {
         attestation::satisfying(&terms.requirements, &evidence, now, budget)
             .into_iter()
-            .map(|(i, s)| statement_json(&terms.requirements[i], s))
-            .collect()
+            .map(|(i, s)| statement_out(&terms.requirements[i], s))
+            .collect::<anyhow::Result<Vec<_>>>()?
     } else {
         Vec::new()
     };
@@ -276,23 +297,24 @@ async fn check(
         image: pinned.to_string(),
         digest: Some(evidence.digest.to_string()),
         rule: terms.rule.clone(),
+        verified: unmet.is_empty(),
         statements,
         messages: unmet.iter().map(ToString::to_string).collect(),
         unmet: unmet.iter().map(unmet_json).collect(),
     })
 }
 
-fn statement_json(requirement: &Requirement, s: &VerifiedStatement) -> Value {
-    let document: Value = serde_json::from_slice(&s.payload).unwrap_or(Value::Null);
-    json!({
-        "attestation": requirement.name,
-        "predicateType": s.predicate_type,
-        "source": s.source,
-        "from": s.source.to_string(),
-        "about": s.about,
-        "signer": s.signer,
-        "signedBy": s.signer.describe(),
-        "statement": document,
+fn statement_out(requirement: &Requirement, s: &VerifiedStatement) -> anyhow::Result<StatementOut> {
+    let text = std::str::from_utf8(&s.payload).context("the statement is not UTF-8")?;
+    Ok(StatementOut {
+        attestation: requirement.name.clone(),
+        predicate_type: s.predicate_type.clone(),
+        source: s.source.clone(),
+        from: s.source.to_string(),
+        about: s.about.clone(),
+        signer: s.signer.clone(),
+        signed_by: s.signer.describe(),
+        statement: RawValue::from_string(text.to_string()).context("the statement is not JSON")?,
     })
 }
 
@@ -309,17 +331,14 @@ fn print_text(results: &[Checked]) {
             .as_deref()
             .map(|n| format!(" (rule {n})"))
             .unwrap_or_default();
-        if r.unmet.is_empty() {
+        if r.verified {
             println!("verified {}{rule}:", r.image);
             for s in &r.statements {
                 println!(
                     "  {} {} from {}, signed by {}",
-                    s["attestation"].as_str().unwrap_or_default(),
-                    s["predicateType"].as_str().unwrap_or_default(),
-                    s["from"].as_str().unwrap_or_default(),
-                    s["signedBy"].as_str().unwrap_or_default(),
+                    s.attestation, s.predicate_type, s.from, s.signed_by
                 );
-                println!("  {}", s["statement"]);
+                println!("  {}", s.statement.get());
             }
         } else {
             println!("denied {}{rule}:", r.image);
@@ -328,22 +347,4 @@ fn print_text(results: &[Checked]) {
             }
         }
     }
-}
-
-fn to_json(results: &[Checked]) -> Value {
-    Value::Array(
-        results
-            .iter()
-            .map(|r| {
-                json!({
-                    "image": r.image,
-                    "digest": r.digest,
-                    "rule": r.rule,
-                    "verified": r.unmet.is_empty(),
-                    "statements": r.statements,
-                    "unmet": r.unmet,
-                })
-            })
-            .collect(),
-    )
 }

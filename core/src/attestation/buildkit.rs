@@ -226,8 +226,8 @@ async fn read_one(
             };
             (c, layer)
         })
-        .filter(|(c, _)| col.admit(c))
         .collect();
+    let admitted = col.admit(admitted);
     let signed = &signed;
     let about = &about;
     let mut fetches = futures::stream::iter(admitted.into_iter().map(|(c, layer)| async move {

@@ -90,9 +90,9 @@ pub(super) async fn collect(
             claimed: claimed(found.annotations.as_ref()),
             size: found.layer.size,
         };
-        if !col.admit(&c) {
+        let Some((c, ())) = col.admit(vec![(c, ())]).pop() else {
             return Ok(None);
-        }
+        };
         let blob = crate::signature::fetch_blob(client, image, &found.layer, limit).await?;
         Ok::<_, RegistryError>(Some((c, blob)))
     }))

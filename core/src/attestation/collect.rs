@@ -15,7 +15,7 @@ use futures::FutureExt as _;
 use super::signers::{Refusal, Signer};
 use super::statement::{self, Header};
 use super::{
-    buildkit, bundles, cel, legacy, Cap, CapExceeded, Evidence, Problem, Source, VerifiedStatement,
+    buildkit, bundles, legacy, Cap, CapExceeded, Evidence, Problem, Source, VerifiedStatement,
     Wanted,
 };
 use crate::digest::Digest;
@@ -94,48 +94,48 @@ impl<'a> Collector<'a> {
         });
     }
 
-    /// Whether to read `c`: not when its annotation claims a type no
-    /// requirement wants (the claim may lie; skipping only ever loses a
-    /// statement), nor when reading it would go over a cap (which is
-    /// recorded, and denies).
-    pub(crate) fn admit(&self, c: &Candidate) -> bool {
-        if let Some(claimed) = &c.claimed {
-            if !self.wanted.wants(claimed) {
-                return false;
-            }
-        }
+    /// The candidates of one listing to read: not those whose annotation
+    /// claims a type no requirement wants (the claim may lie; skipping only
+    /// ever loses a statement), and none when the listing holds more than
+    /// the statements an image may have, or when reading one would go over
+    /// a cap (each recorded, and a denial).
+    pub(crate) fn admit<T>(&self, listed: Vec<(Candidate, T)>) -> Vec<(Candidate, T)> {
         let limits = &self.wanted.limits;
-        if c.size > limits.max_statement_bytes {
-            self.over_cap(
-                Cap::StatementBytes,
-                limits.max_statement_bytes,
-                c.size,
-                Some(c.source.clone()),
-            );
-            return false;
-        }
+        let wanted: Vec<(Candidate, T)> = listed
+            .into_iter()
+            .filter(|(c, _)| c.claimed.as_deref().is_none_or(|t| self.wanted.wants(t)))
+            .collect();
         let mut counted = self
             .counted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (statements, bytes) = (counted.0 + 1, counted.1 + c.size);
+        let statements = counted.0 + wanted.len() as u64;
         if statements > limits.max_statements as u64 {
             drop(counted);
-            self.over_cap(
-                Cap::Statements,
-                limits.max_statements as u64,
-                statements,
-                None,
-            );
-            return false;
+            self.over_cap(Cap::Statements, limits.max_statements as u64, statements, None);
+            return Vec::new();
         }
-        if bytes > limits.max_total_bytes {
-            drop(counted);
-            self.over_cap(Cap::TotalBytes, limits.max_total_bytes, bytes, None);
-            return false;
+        counted.0 = statements;
+        let mut admitted = Vec::with_capacity(wanted.len());
+        let mut over = Vec::new();
+        for (c, item) in wanted {
+            if c.size > limits.max_statement_bytes {
+                over.push((Cap::StatementBytes, limits.max_statement_bytes, c.size, Some(c.source.clone())));
+                continue;
+            }
+            let bytes = counted.1 + c.size;
+            if bytes > limits.max_total_bytes {
+                over.push((Cap::TotalBytes, limits.max_total_bytes, bytes, None));
+                continue;
+            }
+            counted.1 = bytes;
+            admitted.push((c, item));
         }
-        *counted = (statements, bytes);
-        true
+        drop(counted);
+        for (cap, limit, found, source) in over {
+            self.over_cap(cap, limit, found, source);
+        }
+        admitted
     }
 
     /// The distinct signer sets of the requirements wanting `predicate_type`,
@@ -214,7 +214,7 @@ impl<'a> Collector<'a> {
         signer: Signer,
         mut accepted: Vec<usize>,
     ) {
-        let found = Some(header.predicate_type.clone());
+            let found = Some(header.predicate_type.clone());
         let Some(subject) = header.subject_naming(about) else {
             return self.problem(
                 c,
@@ -225,10 +225,7 @@ impl<'a> Collector<'a> {
                 ),
             );
         };
-        let inputs = match cel::Inputs::new(&payload, &header.predicate_type, subject, &signer) {
-            Ok(inputs) => inputs,
-            Err(reason) => return self.problem(c, found, reason),
-        };
+        let subject = subject.clone();
         accepted.sort_unstable();
         let verified = VerifiedStatement {
             source: c.source.clone(),
@@ -236,8 +233,9 @@ impl<'a> Collector<'a> {
             about: about.clone(),
             signer,
             accepted,
+            subject,
             payload: payload.into(),
-            inputs: Arc::new(inputs),
+            inputs: Arc::default(),
         };
         self.with(|e| e.statements.push(verified));
     }

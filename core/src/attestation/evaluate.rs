@@ -141,7 +141,20 @@ fn first_unmet(
     budget: u64,
 ) -> Option<Unmet> {
     for check in &requirement.checks {
-        let (result, saw) = match check.condition.evaluate(&statement.inputs, now, budget) {
+        let inputs = match statement.inputs() {
+            Ok(inputs) => inputs,
+            Err(err) => {
+                return Some(Unmet::Condition {
+                    attestation: requirement.name.clone(),
+                    condition: check.condition.source().to_string(),
+                    message: check.message.clone(),
+                    result: "error",
+                    saw: err.to_string(),
+                    source: statement.source.clone(),
+                })
+            }
+        };
+        let (result, saw) = match check.condition.evaluate(inputs, now, budget) {
             Outcome::Holds => continue,
             Outcome::Fails { saw } => ("false", saw),
             Outcome::Error(err) => ("error", err),

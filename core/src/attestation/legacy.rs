@@ -152,8 +152,8 @@ pub(super) async fn collect(
             };
             (c, layer)
         })
-        .filter(|(c, _)| col.admit(c))
         .collect();
+    let admitted = col.admit(admitted);
     let mut fetches = futures::stream::iter(admitted.into_iter().map(|(c, layer)| async move {
         let blob = crate::signature::fetch_blob(client, image, &layer, limit).await;
         (c, layer, blob)

@@ -19,7 +19,7 @@
 //!           - expression: predicate.runDetails.builder.id == 'https://github.com/actions/runner/github-hosted'
 //!             message: built on GitHub-hosted runners only
 //! limits:
-//!   attestations: {maxStatementBytes: 8388608, maxStatements: 32, maxTotalBytes: 33554432, conditionBudget: 250000}
+//!   attestations: {maxStatementBytes: 8388608, maxStatements: 32, maxTotalBytes: 33554432, conditionBudget: 1000000}
 //! ```
 //!
 //! Everything is checked when the policy loads: predicate types are URIs or
@@ -88,7 +88,7 @@ pub struct AttestationLimits {
     /// Most bytes of statements read per image (default 32 MiB).
     #[serde(default = "default_total_bytes")]
     pub max_total_bytes: u64,
-    /// Cost units one condition evaluation may spend (default 250000).
+    /// Cost units one condition evaluation may spend (default 1000000).
     #[serde(default = "default_budget")]
     pub condition_budget: u64,
 }

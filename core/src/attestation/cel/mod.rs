@@ -42,7 +42,7 @@ const MAX_DEPTH: u16 = 48;
 /// or map entry consumed, one per 64 bytes of strings. Measured in
 /// `tests::budget_holds_against_blowups`: a release build spends it in
 /// about 50 ms at worst.
-pub const DEFAULT_BUDGET: u64 = 250_000;
+pub const DEFAULT_BUDGET: u64 = 1_000_000;
 /// Longest rendering of a value in a denial.
 const SAW_LEN: usize = 160;
 
@@ -256,7 +256,7 @@ fn explain(expr: &IdedExpr, ctx: &Context<'_, '_>) -> String {
                 .args
                 .iter()
                 .map(meter::unwrapped)
-                .filter(|a| !matches!(a.expr, Expr::Literal(_)))
+                .filter(|a| !constant(a))
                 .map(|a| eval(a).unwrap_or_else(|e| e.to_string()))
                 .collect();
             sides.join(" vs ")
@@ -290,10 +290,40 @@ fn witness(expr: &IdedExpr, ctx: &Context<'_, '_>, satisfied: bool) -> Option<St
             .ok()
             .and_then(|v| v.downcast_ref::<CelBool>().map(|b| *b.inner()));
         if holds == Some(satisfied) {
-            return Some(render(item));
+            // Nested (`exists(r, r.v.exists(x, ...))`): the inner element
+            // that decided says more than the outer one.
+            let inner = inner_comprehension(predicate)
+                .and_then(|inner| witness(inner, &scope, satisfied));
+            return Some(inner.unwrap_or_else(|| render(item)));
         }
     }
     None
+}
+
+/// Whether `expr` is the same whatever the inputs (`'x'`, `duration('1h')`):
+/// not worth showing as a value seen.
+fn constant(expr: &IdedExpr) -> bool {
+    match &meter::unwrapped(expr).expr {
+        Expr::Literal(_) => true,
+        Expr::Call(call) => {
+            call.target.as_deref().is_none_or(constant) && call.args.iter().all(constant)
+        }
+        Expr::List(list) => list.elements.iter().all(constant),
+        _ => false,
+    }
+}
+
+/// The comprehension a loop predicate is, or ends its `&&` chain with.
+fn inner_comprehension(predicate: &IdedExpr) -> Option<&IdedExpr> {
+    match &predicate.expr {
+        Expr::Comprehension(_) => Some(predicate),
+        Expr::Call(call) if call.func_name == operators::LOGICAL_AND => call
+            .args
+            .last()
+            .map(meter::unwrapped)
+            .and_then(inner_comprehension),
+        _ => None,
+    }
 }
 
 /// A value as short JSON-like text.
