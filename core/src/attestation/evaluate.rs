@@ -270,3 +270,147 @@ pub fn satisfying<'a>(
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::attestation::statement::{self, Subject};
+    use crate::attestation::{Cap, Signer};
+
+    const TYPE: &str = "https://slsa.dev/provenance/v1";
+
+    fn stmt(about: &Digest, branch: &str, source: Source) -> VerifiedStatement {
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "_type": statement::STATEMENT_V1, "predicateType": TYPE,
+            "subject": [{"name": "app", "digest": {"sha256": about.hex()}}],
+            "predicate": {"ref": branch},
+        }))
+        .unwrap();
+        VerifiedStatement {
+            source,
+            predicate_type: TYPE.into(),
+            about: about.clone(),
+            signer: Signer {
+                kind: "key",
+                key: "ci.pub".into(),
+                identity: String::new(),
+                issuer: String::new(),
+            },
+            accepted: vec![0],
+            subject: statement::header(&payload).unwrap().subject[0].clone(),
+            payload: payload.into(),
+            inputs: Arc::default(),
+        }
+    }
+
+    fn requirement(condition: &str) -> Requirement {
+        Requirement {
+            name: "provenance".into(),
+            predicate_type: TYPE.into(),
+            checks: vec![Check {
+                condition: Condition::compile(condition).unwrap(),
+                message: None,
+            }],
+        }
+    }
+
+    fn legacy(layer: usize) -> Source {
+        Source::Legacy { layer }
+    }
+
+    fn now() -> Now {
+        Now::from_unix(1_700_000_000)
+    }
+
+    const MAIN: &str = "predicate.ref == 'main'";
+
+    #[test]
+    fn one_statement_satisfying_every_condition_is_enough() {
+        let image = Digest::sha256(b"image");
+        let mut evidence = Evidence::empty(image.clone());
+        evidence.statements = vec![stmt(&image, "dev", legacy(1)), stmt(&image, "main", legacy(2))];
+        assert!(evaluate(&[requirement(MAIN)], &evidence, &now(), 1000).is_empty());
+        let sat = satisfying(&[requirement(MAIN)], &evidence, &now(), 1000);
+        assert_eq!(sat.len(), 1);
+        assert_eq!(sat[0].1.source, legacy(2));
+
+        evidence.statements.pop();
+        let unmet = evaluate(&[requirement(MAIN)], &evidence, &now(), 1000);
+        assert_eq!(unmet.len(), 1);
+        assert_eq!(
+            unmet[0].to_string(),
+            "attestation \"provenance\": condition \"predicate.ref == 'main'\" is false (saw \"dev\") in .att layer 1"
+        );
+        // No budget left: unmet, saying so.
+        evidence.statements = vec![stmt(&image, "main", legacy(1))];
+        let unmet = evaluate(&[requirement(MAIN)], &evidence, &now(), 0);
+        assert!(unmet[0].to_string().contains("went over its cost budget (0 units)"), "{}", unmet[0]);
+    }
+
+    #[test]
+    fn an_index_is_covered_by_a_statement_per_platform() {
+        let index = Digest::sha256(b"index");
+        let (amd64, arm64) = (Digest::sha256(b"amd64"), Digest::sha256(b"arm64"));
+        let buildkit = |n: u8| Source::Buildkit {
+            manifest: Digest::sha256(&[n]),
+            layer: 1,
+        };
+        let mut evidence = Evidence::empty(index.clone());
+        evidence.platforms = vec![amd64.clone(), arm64.clone()];
+        evidence.statements = vec![stmt(&amd64, "main", buildkit(1))];
+        let unmet = evaluate(&[requirement(MAIN)], &evidence, &now(), 1000);
+        assert_eq!(unmet.len(), 1, "{unmet:?}");
+        assert!(matches!(&unmet[0], Unmet::Missing { digest, .. } if *digest == arm64));
+        evidence.statements.push(stmt(&arm64, "dev", buildkit(2)));
+        let unmet = evaluate(&[requirement(MAIN)], &evidence, &now(), 1000);
+        assert!(unmet[0].to_string().contains("saw \"dev\""), "{unmet:?}");
+        evidence.statements[1] = stmt(&arm64, "main", buildkit(2));
+        assert!(evaluate(&[requirement(MAIN)], &evidence, &now(), 1000).is_empty());
+        // A statement about the index itself covers every platform.
+        evidence.statements = vec![stmt(&index, "main", legacy(1))];
+        assert!(evaluate(&[requirement(MAIN)], &evidence, &now(), 1000).is_empty());
+    }
+
+    #[test]
+    fn a_cap_gone_over_denies_and_problems_explain_a_missing_statement() {
+        let image = Digest::sha256(b"image");
+        let mut evidence = Evidence::empty(image.clone());
+        evidence.statements = vec![stmt(&image, "main", legacy(1))];
+        evidence.over_caps.push(CapExceeded {
+            cap: Cap::Statements,
+            limit: 32,
+            found: 40,
+            source: None,
+        });
+        let unmet = evaluate(&[requirement(MAIN)], &evidence, &now(), 1000);
+        assert_eq!(unmet.len(), 1);
+        assert_eq!(
+            unmet[0].to_string(),
+            "40 candidate statements, over the attestation cap maxStatements (32)"
+        );
+        // A rule that wants no attestation is not denied by them.
+        assert!(evaluate(&[], &evidence, &now(), 1000).is_empty());
+
+        let mut evidence = Evidence::empty(image.clone());
+        evidence.problems.push(crate::attestation::Problem {
+            source: legacy(3),
+            claimed: Some(TYPE.into()),
+            predicate_type: None,
+            reason: "not signed by any of the allowed keys (ci.pub)".into(),
+        });
+        evidence.problems.push(crate::attestation::Problem {
+            source: legacy(4),
+            claimed: None,
+            predicate_type: Some("https://spdx.dev/Document".into()),
+            reason: "unrelated".into(),
+        });
+        let unmet = evaluate(&[requirement(MAIN)], &evidence, &now(), 1000);
+        assert_eq!(
+            unmet[0].to_string(),
+            format!("attestation \"provenance\": no {TYPE} statement about {image} signed by an allowed signer (.att layer 3: not signed by any of the allowed keys (ci.pub))")
+        );
+    }
+}

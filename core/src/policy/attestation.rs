@@ -340,3 +340,83 @@ fn own_signers(
         ..Requirements::default()
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::super::Policy;
+
+    fn key() -> String {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/policy/ci.pub")
+            .display()
+            .to_string()
+    }
+
+    fn policy(rule: &str) -> Result<Policy, super::PolicyError> {
+        Policy::from_yaml(
+            &format!("trustedRegistries: [registry.example.com/**]\nrules:\n{rule}"),
+            "t",
+        )
+    }
+
+    #[test]
+    fn attestations_load_with_the_rules_signers_by_default() {
+        let p = policy(&format!(
+            "  - name: ours\n    images: [registry.example.com/**]\n    keys: [{{file: {}}}]\n    attestations:\n      - {{name: provenance, predicateType: slsaprovenance1, conditions: [\"predicate.x == 1\", {{expression: \"size(predicate.y) > 0\", message: why}}]}}\n      - {{name: sbom, predicateType: 'https://spdx.dev/Document'}}\n",
+            key()
+        ))
+        .unwrap();
+        let a = p.rules[0].attestations();
+        assert_eq!(a.requirements().len(), 2);
+        assert_eq!(a.requirements()[0].predicate_type, "https://slsa.dev/provenance/v1");
+        assert_eq!(a.requirements()[0].checks[1].message.as_deref(), Some("why"));
+        let w = &a.wanted().attestations;
+        assert!(std::sync::Arc::ptr_eq(&w[0].signers, &w[1].signers));
+        assert_eq!(w[0].signers.keys.len(), 1);
+        // Conditions change the rule's terms, not what is collected.
+        let other = policy(&format!(
+            "  - name: ours\n    images: [registry.example.com/**]\n    keys: [{{file: {}}}]\n    attestations:\n      - {{name: provenance, predicateType: slsaprovenance1, conditions: [\"predicate.x == 2\"]}}\n      - {{name: sbom, predicateType: 'https://spdx.dev/Document'}}\n",
+            key()
+        ))
+        .unwrap();
+        assert_eq!(a.fingerprint(), other.rules[0].attestations().fingerprint());
+        assert!(policy("  - {name: up, images: [registry.example.com/**], verify: none}\n")
+            .unwrap()
+            .rules[0]
+            .attestations()
+            .is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("{name: p, predicateType: provenance}", "rules[0].attestations[0].predicateType"),
+            ("{name: p, predicateType: vuln, conditions: ['predicate.x ==']}", "rules[0].attestations[0].conditions[0]: does not parse"),
+            ("{name: p, predicateType: vuln, conditions: ['ok', 'size(1) == 1']}", "rules[0].attestations[0].conditions[0]: undeclared reference to \"ok\""),
+            ("{name: '', predicateType: vuln}", "rules[0].attestations[0].name"),
+            ("{name: p, predicateType: vuln, keys: [{}]}", "rules[0].attestations[0].keys[0]: give exactly one"),
+            ("{name: p, predicateType: vuln, keyless: [{subject: a}]}", "rules[0].attestations[0].keyless[0].issuer"),
+            ("{name: p, predicateType: vuln, colour: red}", "unknown field `colour`"),
+        ];
+        for (spec, needle) in cases {
+            let err = policy(&format!(
+                "  - name: ours\n    images: [registry.example.com/**]\n    keys: [{{file: {}}}]\n    attestations: [{spec}]\n",
+                key()
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains(needle), "{spec}: {err}");
+        }
+        let err = policy(
+            "  - name: up\n    images: [registry.example.com/**]\n    verify: none\n    attestations: [{name: p, predicateType: vuln}]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("rules[0].attestations[0].keys: no signers"), "{err}");
+        let err = Policy::from_yaml(
+            &format!("trustedRegistries: [r.example/**]\nlimits: {{attestations: {{maxStatementBytes: 0}}}}\nrules:\n  - {{name: a, images: [r.example/**], keys: [{{file: {}}}]}}\n", key()),
+            "t",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("limits.attestations.maxStatementBytes"), "{err}");
+    }
+}

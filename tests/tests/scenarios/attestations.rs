@@ -408,6 +408,45 @@ async fn keyless_attestations_are_judged_by_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_legacy_attestations_carry_their_rekor_entry() {
+    use imgate_tests::sigstore::{LeafSpec, TestSigstore};
+    let ctx = Ctx::new(Variant::Http).await;
+    let image = ctx.push("keyless-att", "team/app").await;
+    let sigstore = TestSigstore::new().unwrap();
+    let root = ctx.path("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root_json()).unwrap();
+    let (identity, issuer) = ("release@example.com", "https://issuer.example.com");
+    let leaf = sigstore.leaf(&LeafSpec::new(identity, issuer)).unwrap();
+    let stmt = statement(PROVENANCE, &image.digest, provenance("https://github.com/example/app", "refs/heads/main"));
+    let sig = leaf.sign(&bundle::pae(IN_TOTO_PAYLOAD_TYPE, &stmt));
+    let envelope = serde_json::to_vec(&json!({
+        "payloadType": IN_TOTO_PAYLOAD_TYPE,
+        "payload": B64.encode(&stmt),
+        "signatures": [{"keyid": "", "sig": B64.encode(&sig)}],
+    }))
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut annotations = att_annotations(PROVENANCE);
+    annotations.insert("dev.sigstore.cosign/certificate".into(), leaf.cert_pem.clone());
+    annotations.insert("dev.sigstore.cosign/chain".into(), sigstore.ca_pem());
+    annotations.insert("dev.sigstore.cosign/bundle".into(), sigstore.intoto_entry(&leaf, &envelope, now).unwrap());
+    ctx.push_att(&repo_of(&image), &image.digest, &[(envelope, annotations)]).await;
+
+    let flags = |who: &str| -> Vec<String> {
+        ["--type", PROVENANCE, "--certificate-identity", who, "--certificate-oidc-issuer", issuer, "--trusted-root", &root, &image.reference]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let args = flags(identity);
+    let ok = ctx.assert_verified(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(ok["statements"][0]["source"]["store"], "legacy");
+    assert_eq!(ok["statements"][0]["signer"]["identity"], identity);
+    let args = flags("intruder@example.com");
+    ctx.assert_denied(&args.iter().map(String::as_str).collect::<Vec<_>>(), "certificate identity \"release@example.com\" does not match");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_name_the_culprit() {
     let ctx = Ctx::new(Variant::Http).await;
     let (key, public, _) = ctx.keys("ci");
