@@ -8,6 +8,8 @@
 #   jq               the demo reads the webhook's AdmissionReview answers
 #   softhsm2         a real PKCS#11 token for the signing-key-in-an-HSM tests
 #   opensc           pkcs11-tool, which creates and reads the keys on that token
+#   time             GNU time (/usr/bin/time -v): the attestation scenarios
+#                    measure the binary's peak memory with it
 # With --with-python (make test), also:
 #   .venv/           a project virtualenv (python3 -m venv; Debian's pip refuses
 #                    to install into the system Python, PEP 668), holding
@@ -47,6 +49,8 @@ for pair in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# `time` is also a shell keyword: look for GNU time's binary itself.
+[[ -x /usr/bin/time ]] || need_apt+=(time)
 if ((${#need_apt[@]})); then
   apt_install "${need_apt[@]}"
 fi

@@ -12,8 +12,25 @@ use imgate_core::attestation::{self, AttestOptions, KeySigner};
 use imgate_core::ImageRef;
 
 use super::common::{open_signer, RegistryArgs};
-use super::sign::FormatArg;
 use super::Outcome;
+
+/// Where `imgate attest` stores the attestation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// cosign's `.att` tag: one DSSE envelope layer per attestation (cosign v1/v2 layout).
+    Legacy,
+    /// A Sigstore bundle v0.3 attached as an OCI referrer (cosign v3, GitHub's attest actions).
+    Bundle,
+}
+
+impl From<FormatArg> for imgate_core::signature::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Legacy => imgate_core::signature::Format::Legacy,
+            FormatArg::Bundle => imgate_core::signature::Format::Bundle,
+        }
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,9 +50,8 @@ pub struct Args {
     /// `env://VAR`, a `pkcs11:` URI, or `hashivault://NAME`.
     #[arg(long, value_name = "KEY")]
     pub key: String,
-    /// Where to store the attestation: `legacy` (the default) is cosign's
-    /// `.att` tag; `bundle` is a Sigstore bundle attached as an OCI referrer
-    /// (what cosign v3 and GitHub's attest actions write).
+    /// Where to store the attestation; either way, attestations already
+    /// there are kept.
     #[arg(long, value_enum, default_value_t = FormatArg::Legacy)]
     pub format: FormatArg,
     /// Images to attest (tags are resolved to digests first).
