@@ -362,7 +362,12 @@ impl TestSigstore {
     /// cosign's bundle annotation of a keyless `.att` layer: an `intoto`
     /// v0.0.2 Rekor entry for `envelope` (a DSSE envelope's JSON whose one
     /// signature `leaf` made), integrated at `integrated_time`.
-    pub fn intoto_entry(&self, leaf: &Leaf, envelope: &[u8], integrated_time: i64) -> anyhow::Result<String> {
+    pub fn intoto_entry(
+        &self,
+        leaf: &Leaf,
+        envelope: &[u8],
+        integrated_time: i64,
+    ) -> anyhow::Result<String> {
         let doc: serde_json::Value = serde_json::from_slice(envelope).context("envelope JSON")?;
         let payload = B64
             .decode(doc["payload"].as_str().context("payload")?)

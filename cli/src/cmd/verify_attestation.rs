@@ -123,7 +123,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     let policy = match &args.policy {
         Some(path) => {
             if args.identity.given() {
-                anyhow::bail!("--policy checks with the policy's signers; drop --certificate-identity");
+                anyhow::bail!(
+                    "--policy checks with the policy's signers; drop --certificate-identity"
+                );
             }
             Some(Policy::load(path)?)
         }
@@ -131,7 +133,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let flag_terms = match &policy {
         Some(_) => None,
-        None => Some(flag_terms(&args, predicate_type.clone().unwrap_or_default())?),
+        None => Some(flag_terms(
+            &args,
+            predicate_type.clone().unwrap_or_default(),
+        )?),
     };
     let images = args
         .images
@@ -235,11 +240,7 @@ fn flag_terms(args: &Args, predicate_type: String) -> anyhow::Result<Terms> {
 }
 
 /// The terms of the rule matching `image`; an error message when none can apply.
-fn policy_terms(
-    policy: &Policy,
-    image: &ImageRef,
-    only: Option<&str>,
-) -> Result<Terms, String> {
+fn policy_terms(policy: &Policy, image: &ImageRef, only: Option<&str>) -> Result<Terms, String> {
     if !policy.is_trusted(image) {
         return Err(format!("{image} is not from a trusted registry"));
     }

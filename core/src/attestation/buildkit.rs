@@ -183,7 +183,12 @@ async fn read_one(
     let signed = signed?;
     let fetched = match fetched {
         Ok(f) => f,
-        Err(err) if matches!(err, RegistryError::NotFound { .. } | RegistryError::DigestMismatch { .. }) => {
+        Err(err)
+            if matches!(
+                err,
+                RegistryError::NotFound { .. } | RegistryError::DigestMismatch { .. }
+            ) =>
+        {
             col.problem(&whole, None, err.to_string());
             return Ok(());
         }

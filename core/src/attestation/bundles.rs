@@ -34,7 +34,9 @@ pub(super) fn blob_reason(problem: BlobProblem) -> String {
 }
 
 fn claimed(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Option<String> {
-    annotations.and_then(|a| a.get(BUNDLE_PREDICATE_ANNOTATION)).cloned()
+    annotations
+        .and_then(|a| a.get(BUNDLE_PREDICATE_ANNOTATION))
+        .cloned()
 }
 
 /// Reads the bundles listed as referrers and judges each.

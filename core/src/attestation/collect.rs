@@ -112,7 +112,12 @@ impl<'a> Collector<'a> {
         let statements = counted.0 + wanted.len() as u64;
         if statements > limits.max_statements as u64 {
             drop(counted);
-            self.over_cap(Cap::Statements, limits.max_statements as u64, statements, None);
+            self.over_cap(
+                Cap::Statements,
+                limits.max_statements as u64,
+                statements,
+                None,
+            );
             return Vec::new();
         }
         counted.0 = statements;
@@ -120,7 +125,12 @@ impl<'a> Collector<'a> {
         let mut over = Vec::new();
         for (c, item) in wanted {
             if c.size > limits.max_statement_bytes {
-                over.push((Cap::StatementBytes, limits.max_statement_bytes, c.size, Some(c.source.clone())));
+                over.push((
+                    Cap::StatementBytes,
+                    limits.max_statement_bytes,
+                    c.size,
+                    Some(c.source.clone()),
+                ));
                 continue;
             }
             let bytes = counted.1 + c.size;
@@ -140,7 +150,10 @@ impl<'a> Collector<'a> {
 
     /// The distinct signer sets of the requirements wanting `predicate_type`,
     /// each with the indices it serves.
-    pub(crate) fn signer_sets(&self, predicate_type: Option<&str>) -> Vec<(Arc<Requirements>, Vec<usize>)> {
+    pub(crate) fn signer_sets(
+        &self,
+        predicate_type: Option<&str>,
+    ) -> Vec<(Arc<Requirements>, Vec<usize>)> {
         let mut sets: Vec<(Arc<Requirements>, Vec<usize>)> = Vec::new();
         for (i, w) in self.wanted.attestations.iter().enumerate() {
             if predicate_type.is_some_and(|t| t != w.predicate_type) {
@@ -214,7 +227,7 @@ impl<'a> Collector<'a> {
         signer: Signer,
         mut accepted: Vec<usize>,
     ) {
-            let found = Some(header.predicate_type.clone());
+        let found = Some(header.predicate_type.clone());
         let Some(subject) = header.subject_naming(about) else {
             return self.problem(
                 c,
@@ -308,10 +321,7 @@ pub async fn verify_with_signature(
     };
     if wanted.attestations.is_empty() {
         let verdict = signature::verify(client, image, req).await?;
-        return Ok((
-            verdict,
-            Evidence::empty(digest),
-        ));
+        return Ok((verdict, Evidence::empty(digest)));
     }
     let listing = crate::signature::referrers_index(client, image, &digest)
         .boxed()

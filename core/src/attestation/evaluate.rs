@@ -262,7 +262,11 @@ pub fn satisfying<'a>(
 ) -> Vec<(usize, &'a VerifiedStatement)> {
     let mut out = Vec::new();
     for (i, requirement) in requirements.iter().enumerate() {
-        for statement in evidence.statements.iter().filter(|s| s.accepted.contains(&i)) {
+        for statement in evidence
+            .statements
+            .iter()
+            .filter(|s| s.accepted.contains(&i))
+        {
             if first_unmet(requirement, statement, now, budget).is_none() {
                 out.push((i, statement));
             }
@@ -277,7 +281,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::attestation::statement::{self, Subject};
+    use crate::attestation::statement;
     use crate::attestation::{Cap, Signer};
 
     const TYPE: &str = "https://slsa.dev/provenance/v1";
@@ -331,7 +335,10 @@ mod tests {
     fn one_statement_satisfying_every_condition_is_enough() {
         let image = Digest::sha256(b"image");
         let mut evidence = Evidence::empty(image.clone());
-        evidence.statements = vec![stmt(&image, "dev", legacy(1)), stmt(&image, "main", legacy(2))];
+        evidence.statements = vec![
+            stmt(&image, "dev", legacy(1)),
+            stmt(&image, "main", legacy(2)),
+        ];
         assert!(evaluate(&[requirement(MAIN)], &evidence, &now(), 1000).is_empty());
         let sat = satisfying(&[requirement(MAIN)], &evidence, &now(), 1000);
         assert_eq!(sat.len(), 1);
@@ -347,7 +354,13 @@ mod tests {
         // No budget left: unmet, saying so.
         evidence.statements = vec![stmt(&image, "main", legacy(1))];
         let unmet = evaluate(&[requirement(MAIN)], &evidence, &now(), 0);
-        assert!(unmet[0].to_string().contains("went over its cost budget (0 units)"), "{}", unmet[0]);
+        assert!(
+            unmet[0]
+                .to_string()
+                .contains("went over its cost budget (0 units)"),
+            "{}",
+            unmet[0]
+        );
     }
 
     #[test]

@@ -55,7 +55,9 @@ impl TagDocument for AttestationTag<'_> {
     }
 
     fn contains(&self, doc: &ImageManifest) -> bool {
-        self.layer.as_ref().is_some_and(|l| legacy::has_layer(doc, l))
+        self.layer
+            .as_ref()
+            .is_some_and(|l| legacy::has_layer(doc, l))
     }
 
     fn merged(&self, existing: Option<&ImageManifest>) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
@@ -171,7 +173,9 @@ pub(super) async fn collect(
 fn judge(col: &Collector<'_>, c: &Candidate, layer: &Descriptor, bytes: &[u8]) {
     let envelope: Envelope = match serde_json::from_slice(bytes) {
         Ok(e) => e,
-        Err(err) => return col.problem(c, None, format!("the layer is not a DSSE envelope: {err}")),
+        Err(err) => {
+            return col.problem(c, None, format!("the layer is not a DSSE envelope: {err}"))
+        }
     };
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
         return col.problem(

@@ -90,9 +90,9 @@ use crate::digest::Digest;
 use crate::signature::Requirements;
 
 pub use buildkit::{attestation_manifests, buildkit_targets};
-pub use legacy::attestation_tag;
 pub use collect::{collect, verify_with_signature};
 pub use evaluate::{evaluate, satisfying, Check, Requirement, Unmet};
+pub use legacy::attestation_tag;
 pub use signers::Signer;
 pub use write::{
     attest, AttestError, AttestOptions, Attested, EnvelopeSigner, KeySigner, SignedEnvelope,
@@ -254,7 +254,12 @@ impl VerifiedStatement {
     pub(crate) fn inputs(&self) -> Result<&cel::Inputs, &str> {
         self.inputs
             .get_or_init(|| {
-                cel::Inputs::new(&self.payload, &self.predicate_type, &self.subject, &self.signer)
+                cel::Inputs::new(
+                    &self.payload,
+                    &self.predicate_type,
+                    &self.subject,
+                    &self.signer,
+                )
             })
             .as_ref()
             .map_err(String::as_str)
@@ -281,7 +286,8 @@ impl Problem {
         match (&self.predicate_type, &self.claimed) {
             (None, None) => true,
             (found, claimed) => {
-                found.as_deref() == Some(predicate_type) || claimed.as_deref() == Some(predicate_type)
+                found.as_deref() == Some(predicate_type)
+                    || claimed.as_deref() == Some(predicate_type)
             }
         }
     }

@@ -127,7 +127,10 @@ fn tlog_applies(req: &Requirements, has_evidence: bool) -> bool {
 /// satisfies one, or every authority's reason.
 fn keyless_signer(
     req: &Requirements,
-    verify: impl Fn(&sigstore::IdentityPolicy, &sigstore::TrustRoot) -> Result<VerifiedSignature, SigstoreError>,
+    verify: impl Fn(
+        &sigstore::IdentityPolicy,
+        &sigstore::TrustRoot,
+    ) -> Result<VerifiedSignature, SigstoreError>,
 ) -> Result<Signer, Refusal> {
     if req.keyless.is_empty() {
         return Err(format!(
@@ -197,14 +200,17 @@ pub(crate) fn bundle_signer(
         return Err(no_keys(req));
     }
     let key = key_signer(req, envelope)?;
-    let has_evidence = ["/tlogEntries", "/timestampVerificationData/rfc3161Timestamps"]
-        .iter()
-        .any(|p| {
-            material
-                .pointer(p)
-                .and_then(|v| v.as_array())
-                .is_some_and(|a| !a.is_empty())
-        });
+    let has_evidence = [
+        "/tlogEntries",
+        "/timestampVerificationData/rfc3161Timestamps",
+    ]
+    .iter()
+    .any(|p| {
+        material
+            .pointer(p)
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| !a.is_empty())
+    });
     if tlog_applies(req, has_evidence) {
         check_key_tlog(bundle_bytes, sha256, key, req)?;
     }
@@ -227,7 +233,8 @@ fn check_key_tlog(
         name: key.name().to_string(),
         tlog: req.tlog,
     };
-    match sigstore::verify_bundle_bytes(bundle_bytes, ArtifactInput::Sha256(sha256), &policy, &root) {
+    match sigstore::verify_bundle_bytes(bundle_bytes, ArtifactInput::Sha256(sha256), &policy, &root)
+    {
         Ok(_) | Err(SigstoreError::DigestMismatch { .. }) => Ok(()),
         Err(err) => Err(format!("transparency log: {err}")),
     }
@@ -290,7 +297,10 @@ fn v01_bundle(
         .map_err(|err| format!("the Rekor entry's body is not base64: {err}"))?;
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|err| format!("the Rekor entry's body is not JSON: {err}"))?;
-    let kind = body.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
+    let kind = body
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
     let version = body
         .get("apiVersion")
         .and_then(|v| v.as_str())

@@ -229,7 +229,8 @@ pub async fn attest(
                 platform: None,
                 annotations: None,
             };
-            crate::signature::attach_with_predicate(client, image, subject, &bytes, &now, &uri).await
+            crate::signature::attach_with_predicate(client, image, subject, &bytes, &now, &uri)
+                .await
         }
     };
     let stored_in = stored.map_err(|err| match err {

@@ -249,7 +249,13 @@ pub(super) fn load(
             }
             Arc::clone(&rule_signers)
         } else {
-            Arc::new(own_signers(rule, spec, &at, trust_root.clone(), source_name)?)
+            Arc::new(own_signers(
+                rule,
+                spec,
+                &at,
+                trust_root.clone(),
+                source_name,
+            )?)
         };
         let mut checks = Vec::with_capacity(spec.conditions.len());
         for (k, condition) in spec.conditions.iter().enumerate() {
@@ -260,9 +266,8 @@ pub(super) fn load(
                     message,
                 } => (expression, message.clone()),
             };
-            let compiled = Condition::compile(expression).map_err(|message| {
-                invalid(at(&format!("conditions[{k}]")), message)
-            })?;
+            let compiled = Condition::compile(expression)
+                .map_err(|message| invalid(at(&format!("conditions[{k}]")), message))?;
             checks.push(Check {
                 condition: compiled,
                 message,
@@ -320,17 +325,24 @@ fn own_signers(
     let mut keys = Vec::with_capacity(spec.keys.len());
     for (k, key) in spec.keys.iter().enumerate() {
         let name = format!("rule {} attestation {} key {}", rule.name, spec.name, k + 1);
-        keys.push(
-            load_key(key, &name, source_name, &at(&format!("keys[{k}]")))?,
-        );
+        keys.push(load_key(
+            key,
+            &name,
+            source_name,
+            &at(&format!("keys[{k}]")),
+        )?);
     }
     let mut keyless = Vec::with_capacity(spec.keyless.len());
     for (k, authority) in spec.keyless.iter().enumerate() {
-        keyless.push(authority.load().map_err(|(field, message)| PolicyError::Invalid {
-            source_name: source_name.to_string(),
-            field: at(&format!("keyless[{k}].{field}")),
-            message,
-        })?);
+        keyless.push(
+            authority
+                .load()
+                .map_err(|(field, message)| PolicyError::Invalid {
+                    source_name: source_name.to_string(),
+                    field: at(&format!("keyless[{k}].{field}")),
+                    message,
+                })?,
+        );
     }
     Ok(Requirements {
         keys,
@@ -369,8 +381,14 @@ mod tests {
         .unwrap();
         let a = p.rules[0].attestations();
         assert_eq!(a.requirements().len(), 2);
-        assert_eq!(a.requirements()[0].predicate_type, "https://slsa.dev/provenance/v1");
-        assert_eq!(a.requirements()[0].checks[1].message.as_deref(), Some("why"));
+        assert_eq!(
+            a.requirements()[0].predicate_type,
+            "https://slsa.dev/provenance/v1"
+        );
+        assert_eq!(
+            a.requirements()[0].checks[1].message.as_deref(),
+            Some("why")
+        );
         let w = &a.wanted().attestations;
         assert!(std::sync::Arc::ptr_eq(&w[0].signers, &w[1].signers));
         assert_eq!(w[0].signers.keys.len(), 1);
@@ -381,23 +399,46 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(a.fingerprint(), other.rules[0].attestations().fingerprint());
-        assert!(policy("  - {name: up, images: [registry.example.com/**], verify: none}\n")
-            .unwrap()
-            .rules[0]
-            .attestations()
-            .is_empty());
+        assert!(
+            policy("  - {name: up, images: [registry.example.com/**], verify: none}\n")
+                .unwrap()
+                .rules[0]
+                .attestations()
+                .is_empty()
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("{name: p, predicateType: provenance}", "rules[0].attestations[0].predicateType"),
-            ("{name: p, predicateType: vuln, conditions: ['predicate.x ==']}", "rules[0].attestations[0].conditions[0]: does not parse"),
-            ("{name: p, predicateType: vuln, conditions: ['ok', 'size(1) == 1']}", "rules[0].attestations[0].conditions[0]: undeclared reference to \"ok\""),
-            ("{name: '', predicateType: vuln}", "rules[0].attestations[0].name"),
-            ("{name: p, predicateType: vuln, keys: [{}]}", "rules[0].attestations[0].keys[0]: give exactly one"),
-            ("{name: p, predicateType: vuln, keyless: [{subject: a}]}", "rules[0].attestations[0].keyless[0].issuer"),
-            ("{name: p, predicateType: vuln, colour: red}", "unknown field `colour`"),
+            (
+                "{name: p, predicateType: provenance}",
+                "rules[0].attestations[0].predicateType",
+            ),
+            (
+                "{name: p, predicateType: vuln, conditions: ['predicate.x ==']}",
+                "rules[0].attestations[0].conditions[0]: does not parse",
+            ),
+            (
+                "{name: p, predicateType: vuln, conditions: ['ok', 'size(1) == 1']}",
+                "rules[0].attestations[0].conditions[0]: undeclared reference to \"ok\"",
+            ),
+            (
+                "{name: '', predicateType: vuln}",
+                "rules[0].attestations[0].name",
+            ),
+            (
+                "{name: p, predicateType: vuln, keys: [{}]}",
+                "rules[0].attestations[0].keys[0]: give exactly one",
+            ),
+            (
+                "{name: p, predicateType: vuln, keyless: [{subject: a}]}",
+                "rules[0].attestations[0].keyless[0].issuer",
+            ),
+            (
+                "{name: p, predicateType: vuln, colour: red}",
+                "unknown field `colour`",
+            ),
         ];
         for (spec, needle) in cases {
             let err = policy(&format!(
@@ -411,12 +452,20 @@ mod tests {
             "  - name: up\n    images: [registry.example.com/**]\n    verify: none\n    attestations: [{name: p, predicateType: vuln}]\n",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("rules[0].attestations[0].keys: no signers"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("rules[0].attestations[0].keys: no signers"),
+            "{err}"
+        );
         let err = Policy::from_yaml(
             &format!("trustedRegistries: [r.example/**]\nlimits: {{attestations: {{maxStatementBytes: 0}}}}\nrules:\n  - {{name: a, images: [r.example/**], keys: [{{file: {}}}]}}\n", key()),
             "t",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("limits.attestations.maxStatementBytes"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("limits.attestations.maxStatementBytes"),
+            "{err}"
+        );
     }
 }

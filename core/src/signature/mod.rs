@@ -36,9 +36,9 @@ pub use collect::{
     LayerAnnotations, MAX_BUNDLE_SIZE, MAX_PAYLOAD_SIZE, MAX_REFERRERS, MAX_SIGNATURE_LAYERS,
 };
 pub(crate) use referrers::{attach_with_predicate, index as referrers_index, referrer_bundle};
-pub(crate) use verify::verify_listed;
 pub use requirements::{KeylessAuthority, Requirements, SignatureId, Unmet, Verdict, Verified};
 pub use sign::{sign, sign_with_sigstore, SignError, SignOptions};
+pub(crate) use verify::verify_listed;
 pub use verify::{verify, VerifyError};
 
 /// Layer media type of a legacy signature (the simple-signing payload).

@@ -174,7 +174,10 @@ fn infer(expr: &IdedExpr, scope: &Scope) -> Result<Ty, String> {
                         infer(&e.value, scope)?;
                     }
                     EntryExpr::StructField(f) => {
-                        return Err(format!("field {:?} of a message: conditions build no messages", f.field))
+                        return Err(format!(
+                            "field {:?} of a message: conditions build no messages",
+                            f.field
+                        ))
                     }
                 }
             }
@@ -461,8 +464,7 @@ fn global(call: &CallExpr, name: &str) -> Result<(), String> {
 /// `duration("…")` and `timestamp("…")` with a literal: converted now, so
 /// a typo is refused at load.
 fn literal_converts(call: &CallExpr, name: &str) -> Result<(), String> {
-    let Some(Expr::Literal(LiteralValue::String(text))) = call.args.first().map(|a| &a.expr)
-    else {
+    let Some(Expr::Literal(LiteralValue::String(text))) = call.args.first().map(|a| &a.expr) else {
         return Ok(());
     };
     let text = text.inner();
@@ -487,7 +489,10 @@ mod tests {
     use rstest::rstest;
 
     fn checked(src: &str) -> Result<(), String> {
-        let expr = cel::Env::stdlib().parser().parse(src).map_err(|e| e.to_string())?;
+        let expr = cel::Env::stdlib()
+            .parser()
+            .parse(src)
+            .map_err(|e| e.to_string())?;
         check(&expr)
     }
 
@@ -515,7 +520,10 @@ mod tests {
     #[case("predicate.x.frobnicate()", "unknown function \"frobnicate\"")]
     #[case("predicate.x.matches(predicate.y)", "must be a string literal")]
     #[case("predicate.x.matches('(')", "invalid pattern")]
-    #[case("now - timestamp(predicate.t) < duration('7 days')", "is not a valid duration")]
+    #[case(
+        "now - timestamp(predicate.t) < duration('7 days')",
+        "is not a valid duration"
+    )]
     #[case("timestamp('yesterday') < now", "is not a valid timestamp")]
     #[case("1.contains('a')", "no overload of contains")]
     #[case("now.x == 1", "cannot select field \"x\" of a timestamp")]

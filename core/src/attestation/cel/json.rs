@@ -98,7 +98,9 @@ pub(crate) fn predicate(statement: &[u8]) -> Result<CelValue, String> {
     }
     let only: Only = serde_json::from_slice(statement)
         .map_err(|err| format!("the statement is not JSON: {err}"))?;
-    Ok(only.predicate.map_or_else(|| Box::new(CelNull) as CelValue, |j| j.0))
+    Ok(only
+        .predicate
+        .map_or_else(|| Box::new(CelNull) as CelValue, |j| j.0))
 }
 
 /// Any serialisable value (a subject, a signer) as a CEL value.

@@ -102,11 +102,15 @@ impl Condition {
             Ok(env) => env,
             Err(err) => return Outcome::Error(err),
         };
-        let resolver = Resolver { inputs, now: &now.0 };
+        let resolver = Resolver {
+            inputs,
+            now: &now.0,
+        };
         let mut ctx = Context::with_env(env);
         ctx.set_variable_resolver(&resolver);
         let (result, spent) = meter::with_budget(budget, || {
-            Value::resolve_val(&self.expr, &ctx).map(|v| v.downcast_ref::<CelBool>().map(|b| *b.inner()))
+            Value::resolve_val(&self.expr, &ctx)
+                .map(|v| v.downcast_ref::<CelBool>().map(|b| *b.inner()))
         });
         if spent {
             return Outcome::OverBudget { budget };
@@ -292,8 +296,8 @@ fn witness(expr: &IdedExpr, ctx: &Context<'_, '_>, satisfied: bool) -> Option<St
         if holds == Some(satisfied) {
             // Nested (`exists(r, r.v.exists(x, ...))`): the inner element
             // that decided says more than the outer one.
-            let inner = inner_comprehension(predicate)
-                .and_then(|inner| witness(inner, &scope, satisfied));
+            let inner =
+                inner_comprehension(predicate).and_then(|inner| witness(inner, &scope, satisfied));
             return Some(inner.unwrap_or_else(|| render(item)));
         }
     }

@@ -98,10 +98,14 @@ fn provenance_examples() {
 
 #[test]
 fn sbom_and_vulnerability_examples() {
-    let sbom = inputs(serde_json::json!({"spdxVersion": "SPDX-2.3", "packages": [{"name": "musl"}]}));
+    let sbom =
+        inputs(serde_json::json!({"spdxVersion": "SPDX-2.3", "packages": [{"name": "musl"}]}));
     assert_eq!(eval(SBOM_EXISTS, &sbom), Outcome::Holds);
     let empty = inputs(serde_json::json!({"spdxVersion": "SPDX-2.3", "packages": []}));
-    assert_eq!(eval(SBOM_EXISTS, &empty), Outcome::Fails { saw: "0".into() });
+    assert_eq!(
+        eval(SBOM_EXISTS, &empty),
+        Outcome::Fails { saw: "0".into() }
+    );
 
     let scan = |finished: &str, severity: &str| {
         inputs(serde_json::json!({
@@ -144,7 +148,10 @@ fn signer_and_subject_are_variables() {
         Outcome::Holds
     );
     assert_eq!(
-        eval("subject.digest.sha256 == 'ab' && subject.name == 'app'", &input),
+        eval(
+            "subject.digest.sha256 == 'ab' && subject.name == 'app'",
+            &input
+        ),
         Outcome::Holds
     );
     assert_eq!(

@@ -30,7 +30,9 @@ fn run_checker(command: Command) -> (i32, String, String) {
 
 fn dsse_attest(args: &[&str]) -> (i32, String, String) {
     let mut command = Command::new(python());
-    command.arg(workspace_root().join("tests/interop/dsse_attest.py")).args(args);
+    command
+        .arg(workspace_root().join("tests/interop/dsse_attest.py"))
+        .args(args);
     run_checker(command)
 }
 
@@ -38,7 +40,13 @@ fn sigstore_js(bundle: &Path, key: &str, digest: &str) -> (i32, String, String) 
     let dir = workspace_root().join("tests/interop/sigstore-js");
     let root = workspace_root().join("core/src/sigstore/trusted_root.json");
     let mut command = Command::new("node");
-    command.current_dir(&dir).arg(dir.join("verify.js")).arg(bundle).arg(key).arg(&root).arg(digest);
+    command
+        .current_dir(&dir)
+        .arg(dir.join("verify.js"))
+        .arg(bundle)
+        .arg(key)
+        .arg(&root)
+        .arg(digest);
     run_checker(command)
 }
 
@@ -50,39 +58,74 @@ async fn imgates_attestations_verify_with_other_implementations() {
     let image = ctx.push("interop-out", "team/app").await;
     let repo = repo_of(&image);
     let predicate = provenance("https://github.com/example/app", "refs/heads/main");
-    ctx.attest(&key, "slsaprovenance1", &predicate, "legacy", &image.reference);
-    ctx.attest(&key, "slsaprovenance1", &predicate, "bundle", &image.reference);
+    ctx.attest(
+        &key,
+        "slsaprovenance1",
+        &predicate,
+        "legacy",
+        &image.reference,
+    );
+    ctx.attest(
+        &key,
+        "slsaprovenance1",
+        &predicate,
+        "bundle",
+        &image.reference,
+    );
 
     // The legacy envelope, as the `.att` layer stores it.
-    let att = ctx.raw.get_manifest(&repo, &format!("{}.att", tag_form(&image.digest))).await.unwrap();
+    let att = ctx
+        .raw
+        .get_manifest(&repo, &format!("{}.att", tag_form(&image.digest)))
+        .await
+        .unwrap();
     let att: Value = serde_json::from_slice(&att.bytes).unwrap();
     let layer = att["layers"][0]["digest"].as_str().unwrap();
     let envelope_file = ctx.path("envelope.json");
-    std::fs::write(&envelope_file, ctx.raw.get_blob(&repo, layer).await.unwrap()).unwrap();
+    std::fs::write(
+        &envelope_file,
+        ctx.raw.get_blob(&repo, layer).await.unwrap(),
+    )
+    .unwrap();
     let (code, out, err) = dsse_attest(&["verify", &envelope_file, &public, &image.digest]);
     assert_eq!(code, 0, "{out}{err}");
     let statement: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(statement["predicateType"], PROVENANCE);
-    assert_eq!(statement["predicate"]["buildDefinition"]["externalParameters"]["workflow"]["ref"], "refs/heads/main");
+    assert_eq!(
+        statement["predicate"]["buildDefinition"]["externalParameters"]["workflow"]["ref"],
+        "refs/heads/main"
+    );
     let (code, _, err) = dsse_attest(&["verify", &envelope_file, &other, &image.digest]);
     assert_eq!(code, 1, "the Python check refuses another key: {err}");
 
     // The bundle, as its referrer attaches it.
-    let index = ctx.raw.get_manifest(&repo, &tag_form(&image.digest)).await.unwrap();
+    let index = ctx
+        .raw
+        .get_manifest(&repo, &tag_form(&image.digest))
+        .await
+        .unwrap();
     let index: Value = serde_json::from_slice(&index.bytes).unwrap();
     let referrer = index["manifests"][0]["digest"].as_str().unwrap();
     let referrer = ctx.raw.get_manifest(&repo, referrer).await.unwrap();
     let referrer: Value = serde_json::from_slice(&referrer.bytes).unwrap();
     let bundle_file = ctx.path("bundle.json");
     let bundle_digest = referrer["layers"][0]["digest"].as_str().unwrap();
-    std::fs::write(&bundle_file, ctx.raw.get_blob(&repo, bundle_digest).await.unwrap()).unwrap();
+    std::fs::write(
+        &bundle_file,
+        ctx.raw.get_blob(&repo, bundle_digest).await.unwrap(),
+    )
+    .unwrap();
     let (code, out, err) = sigstore_js(Path::new(&bundle_file), &public, &image.digest);
     assert_eq!(code, 0, "sigstore-js: {out}{err}");
     let statement: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(statement["predicateType"], PROVENANCE);
     let (code, _, err) = sigstore_js(Path::new(&bundle_file), &other, &image.digest);
     assert_eq!(code, 1, "sigstore-js refuses another key: {err}");
-    let (code, _, err) = sigstore_js(Path::new(&bundle_file), &public, &format!("sha256:{}", "0".repeat(64)));
+    let (code, _, err) = sigstore_js(
+        Path::new(&bundle_file),
+        &public,
+        &format!("sha256:{}", "0".repeat(64)),
+    );
     assert_eq!(code, 1, "and a statement about another digest: {err}");
     let (code, out, err) = dsse_attest(&["verify", &bundle_file, &public, &image.digest]);
     assert_eq!(code, 0, "{out}{err}");
@@ -96,7 +139,11 @@ async fn attestations_signed_elsewhere_verify_with_imgate() {
     let (_, other, _) = ctx.keys("other");
 
     for (image, format) in [(&legacy_image, "legacy"), (&bundle_image, "bundle")] {
-        let stmt = statement(PROVENANCE, &image.digest, provenance("https://github.com/example/app", "refs/heads/main"));
+        let stmt = statement(
+            PROVENANCE,
+            &image.digest,
+            provenance("https://github.com/example/app", "refs/heads/main"),
+        );
         let stmt_file = ctx.path(&format!("statement-{format}.json"));
         std::fs::write(&stmt_file, &stmt).unwrap();
         let out_dir = ctx.path(&format!("python-{format}"));
@@ -107,14 +154,37 @@ async fn attestations_signed_elsewhere_verify_with_imgate() {
         let repo = repo_of(image);
         if format == "legacy" {
             let envelope = std::fs::read(dir.join("envelope.json")).unwrap();
-            ctx.push_att(&repo, &image.digest, &[(envelope, att_annotations(PROVENANCE))]).await;
+            ctx.push_att(
+                &repo,
+                &image.digest,
+                &[(envelope, att_annotations(PROVENANCE))],
+            )
+            .await;
         } else {
             let bundle = std::fs::read(dir.join("bundle.json")).unwrap();
             ctx.push_referrer(&repo, image, &bundle, PROVENANCE).await;
         }
-        let ok = ctx.assert_verified(&["--type", "slsaprovenance1", "--key", &public, &image.reference]);
+        let ok = ctx.assert_verified(&[
+            "--type",
+            "slsaprovenance1",
+            "--key",
+            &public,
+            &image.reference,
+        ]);
         assert_eq!(ok["statements"][0]["source"]["store"], format);
-        assert_eq!(ok["statements"][0]["statement"]["subject"][0]["digest"]["sha256"], image.digest.trim_start_matches("sha256:"));
-        ctx.assert_denied(&["--type", "slsaprovenance1", "--key", &other, &image.reference], "not signed by any of the allowed keys");
+        assert_eq!(
+            ok["statements"][0]["statement"]["subject"][0]["digest"]["sha256"],
+            image.digest.trim_start_matches("sha256:")
+        );
+        ctx.assert_denied(
+            &[
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                &other,
+                &image.reference,
+            ],
+            "not signed by any of the allowed keys",
+        );
     }
 }

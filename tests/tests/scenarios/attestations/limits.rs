@@ -12,8 +12,10 @@ use super::*;
 /// An SBOM-like predicate of about `bytes` bytes: many small packages.
 fn big_sbom(bytes: usize) -> Value {
     let packages: Vec<Value> = (0..bytes / 110)
-        .map(|i| json!({"name": format!("package-{i:08}"), "versionInfo": format!("1.0.{i}"),
-                        "SPDXID": format!("SPDXRef-Package-{i:08}"), "licenseConcluded": "MIT"}))
+        .map(|i| {
+            json!({"name": format!("package-{i:08}"), "versionInfo": format!("1.0.{i}"),
+                        "SPDXID": format!("SPDXRef-Package-{i:08}"), "licenseConcluded": "MIT"})
+        })
         .collect();
     json!({"spdxVersion": "SPDX-2.3", "packages": packages})
 }
@@ -31,7 +33,10 @@ fn run_measured(ctx: &Ctx, args: &[&str]) -> (Run, u64) {
     command.arg("-v").arg(imgate_tests::imgate_bin());
     // A generous request timeout: the machine may be busy, and what is
     // measured here is memory, not speed.
-    command.args(args).args(ctx.registry.cli_args()).args(["--registry-timeout", "60s"]);
+    command
+        .args(args)
+        .args(ctx.registry.cli_args())
+        .args(["--registry-timeout", "60s"]);
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy();
         if name.starts_with("IMGATE_") || name == "DOCKER_CONFIG" {
@@ -44,7 +49,10 @@ fn run_measured(ctx: &Ctx, args: &[&str]) -> (Run, u64) {
     let rss = run
         .stderr
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no peak RSS in {run:?}"));
     (run, rss)
@@ -62,9 +70,23 @@ async fn over_a_cap_is_a_denial_naming_it() {
     let image = ctx.push("caps", "team/app").await;
     let repo = repo_of(&image);
     let huge = big_envelope(&key, &image.digest, 12 << 20);
-    ctx.push_att(&repo, &image.digest, &[(huge, att_annotations("https://spdx.dev/Document"))]).await;
-    let check = ["--type", "spdxjson", "--key", public.as_str(), image.reference.as_str()];
-    let denied = ctx.assert_denied(&check, "over the attestation cap maxStatementBytes (8388608 bytes)");
+    ctx.push_att(
+        &repo,
+        &image.digest,
+        &[(huge, att_annotations("https://spdx.dev/Document"))],
+    )
+    .await;
+    let check = [
+        "--type",
+        "spdxjson",
+        "--key",
+        public.as_str(),
+        image.reference.as_str(),
+    ];
+    let denied = ctx.assert_denied(
+        &check,
+        "over the attestation cap maxStatementBytes (8388608 bytes)",
+    );
     assert_eq!(denied["unmet"][0]["kind"], "cap");
     assert_eq!(denied["unmet"][0]["exceeded"]["cap"], "statement_bytes");
 
@@ -90,10 +112,28 @@ async fn memory_stays_bounded_under_a_flood_of_large_attestations() {
     // all read, verified and evaluated by a condition over every package.
     let within = ctx.push("flood-within", "team/within").await;
     let layers: Vec<_> = (0..5)
-        .map(|i| (big_envelope(&key, &within.digest, (6 << 20) - i * 1000), att_annotations("https://spdx.dev/Document")))
+        .map(|i| {
+            (
+                big_envelope(&key, &within.digest, (6 << 20) - i * 1000),
+                att_annotations("https://spdx.dev/Document"),
+            )
+        })
         .collect();
-    ctx.push_att(&repo_of(&within), &within.digest, &layers).await;
-    let (run, plain_rss) = run_measured(&ctx, &["verify-attestation", "--output", "json", "--type", "spdxjson", "--key", &public, &within.reference]);
+    ctx.push_att(&repo_of(&within), &within.digest, &layers)
+        .await;
+    let (run, plain_rss) = run_measured(
+        &ctx,
+        &[
+            "verify-attestation",
+            "--output",
+            "json",
+            "--type",
+            "spdxjson",
+            "--key",
+            &public,
+            &within.reference,
+        ],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.json()[0]["statements"].as_array().unwrap().len(), 5);
     let policy = ctx.path("policy.yaml");
@@ -105,7 +145,17 @@ async fn memory_stays_bounded_under_a_flood_of_large_attestations() {
         ),
     )
     .unwrap();
-    let (run, cel_rss) = run_measured(&ctx, &["verify-attestation", "--output", "json", "--policy", &policy, &within.reference]);
+    let (run, cel_rss) = run_measured(
+        &ctx,
+        &[
+            "verify-attestation",
+            "--output",
+            "json",
+            "--policy",
+            &policy,
+            &within.reference,
+        ],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
 
     // A flood: 200 layers of a 6 MiB statement (1.2 GiB listed) and six of
@@ -113,20 +163,59 @@ async fn memory_stays_bounded_under_a_flood_of_large_attestations() {
     // caps, read no further than they allow.
     let flood = ctx.push("flood-count", "team/flood").await;
     let one = big_envelope(&key, &flood.digest, 6 << 20);
-    let many: Vec<_> = (0..200).map(|_| (one.clone(), att_annotations("https://spdx.dev/Document"))).collect();
+    let many: Vec<_> = (0..200)
+        .map(|_| (one.clone(), att_annotations("https://spdx.dev/Document")))
+        .collect();
     ctx.push_att(&repo_of(&flood), &flood.digest, &many).await;
-    let (run, count_rss) = run_measured(&ctx, &["verify-attestation", "--output", "json", "--type", "spdxjson", "--key", &public, &flood.reference]);
+    let (run, count_rss) = run_measured(
+        &ctx,
+        &[
+            "verify-attestation",
+            "--output",
+            "json",
+            "--type",
+            "spdxjson",
+            "--key",
+            &public,
+            &flood.reference,
+        ],
+    );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(unmet_messages(&run).contains("over the attestation cap maxStatements (32)"), "{}", run.stdout);
+    assert!(
+        unmet_messages(&run).contains("over the attestation cap maxStatements (32)"),
+        "{}",
+        run.stdout
+    );
 
     let total = ctx.push("flood-total", "team/total").await;
     let six: Vec<_> = (0..6)
-        .map(|i| (big_envelope(&key, &total.digest, (6 << 20) - i * 1000), att_annotations("https://spdx.dev/Document")))
+        .map(|i| {
+            (
+                big_envelope(&key, &total.digest, (6 << 20) - i * 1000),
+                att_annotations("https://spdx.dev/Document"),
+            )
+        })
         .collect();
     ctx.push_att(&repo_of(&total), &total.digest, &six).await;
-    let (run, total_rss) = run_measured(&ctx, &["verify-attestation", "--output", "json", "--type", "spdxjson", "--key", &public, &total.reference]);
+    let (run, total_rss) = run_measured(
+        &ctx,
+        &[
+            "verify-attestation",
+            "--output",
+            "json",
+            "--type",
+            "spdxjson",
+            "--key",
+            &public,
+            &total.reference,
+        ],
+    );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(unmet_messages(&run).contains("over the attestation cap maxTotalBytes (33554432 bytes)"), "{}", run.stdout);
+    assert!(
+        unmet_messages(&run).contains("over the attestation cap maxTotalBytes (33554432 bytes)"),
+        "{}",
+        run.stdout
+    );
 
     eprintln!(
         "peak RSS (KiB): 5 x 6 MiB read {plain_rss}, with a condition over every package {cel_rss}; \

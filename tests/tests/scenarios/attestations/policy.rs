@@ -44,7 +44,9 @@ fn sbom() -> Value {
 
 fn scan(days_ago: i64, severity: &str) -> Value {
     let finished = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
-    let finished = finished.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let finished = finished
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     json!({
         "invocation": {"uri": "https://github.com/example/app/actions/runs/1", "event_id": "1", "builder.id": "github", "parameters": null},
         "scanner": {"uri": "pkg:github/aquasecurity/trivy@0.50.0", "version": "0.50.0",
@@ -67,12 +69,23 @@ async fn the_documented_conditions_admit_and_deny() {
     assert_eq!(check.code, 0, "{check:?}");
 
     let good = ctx.push("policy-good", "team/good").await;
-    ctx.attest(&key, "slsaprovenance1", &provenance("https://github.com/example/app", "refs/heads/main"), "legacy", &good.reference);
+    ctx.attest(
+        &key,
+        "slsaprovenance1",
+        &provenance("https://github.com/example/app", "refs/heads/main"),
+        "legacy",
+        &good.reference,
+    );
     ctx.attest(&key, "spdxjson", &sbom(), "bundle", &good.reference);
     ctx.attest(&key, "vuln", &scan(1, "HIGH"), "legacy", &good.reference);
     let ok = ctx.assert_verified(&["--policy", &policy, &good.reference]);
     assert_eq!(ok["rule"], "ours");
-    let names: Vec<&str> = ok["statements"].as_array().unwrap().iter().map(|s| s["attestation"].as_str().unwrap()).collect();
+    let names: Vec<&str> = ok["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["attestation"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["provenance", "sbom", "scan"], "{ok:#}");
 
     // Another repository, a self-hosted runner, no SBOM, a stale scan with
@@ -81,24 +94,55 @@ async fn the_documented_conditions_admit_and_deny() {
     let mut foreign = provenance("https://github.com/evil/app", "refs/heads/main");
     foreign["runDetails"]["builder"]["id"] = json!("https://github.com/actions/runner/self-hosted");
     ctx.attest(&key, "slsaprovenance1", &foreign, "bundle", &bad.reference);
-    ctx.attest(&key, "vuln", &scan(10, "CRITICAL"), "legacy", &bad.reference);
+    ctx.attest(
+        &key,
+        "vuln",
+        &scan(10, "CRITICAL"),
+        "legacy",
+        &bad.reference,
+    );
     let run = ctx.verify(&["--policy", &policy, &bad.reference]);
     assert_eq!(run.code, 1, "{run:?}");
     let unmet = run.json()[0]["unmet"].as_array().unwrap().clone();
-    let find = |attestation: &str| -> Vec<&Value> { unmet.iter().filter(|u| u["attestation"] == attestation).collect() };
+    let find = |attestation: &str| -> Vec<&Value> {
+        unmet
+            .iter()
+            .filter(|u| u["attestation"] == attestation)
+            .collect()
+    };
     let provenance_unmet = find("provenance");
     assert_eq!(provenance_unmet.len(), 1, "{unmet:#?}");
     assert_eq!(provenance_unmet[0]["kind"], "condition");
     assert_eq!(provenance_unmet[0]["condition"], "predicate.buildDefinition.externalParameters.workflow.repository == 'https://github.com/example/app'");
-    assert_eq!(provenance_unmet[0]["saw"], "\"https://github.com/evil/app\"");
+    assert_eq!(
+        provenance_unmet[0]["saw"],
+        "\"https://github.com/evil/app\""
+    );
     let message = provenance_unmet[0]["message"].as_str().unwrap();
-    assert!(message.starts_with("attestation \"provenance\": condition \"predicate.buildDefinition"), "{message}");
-    assert!(message.contains("is false (saw \"https://github.com/evil/app\")"), "{message}");
+    assert!(
+        message.starts_with("attestation \"provenance\": condition \"predicate.buildDefinition"),
+        "{message}"
+    );
+    assert!(
+        message.contains("is false (saw \"https://github.com/evil/app\")"),
+        "{message}"
+    );
     assert_eq!(find("sbom")[0]["kind"], "missing");
     let scan_unmet = find("scan");
-    assert_eq!(scan_unmet[0]["condition"], "now - timestamp(predicate.metadata.scanFinishedOn) <= duration('168h')");
-    let seconds: i64 = scan_unmet[0]["saw"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
-    assert!((10 * 86400 - 120..=10 * 86400 + 120).contains(&seconds), "{scan_unmet:#?}");
+    assert_eq!(
+        scan_unmet[0]["condition"],
+        "now - timestamp(predicate.metadata.scanFinishedOn) <= duration('168h')"
+    );
+    let seconds: i64 = scan_unmet[0]["saw"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(
+        (10 * 86400 - 120..=10 * 86400 + 120).contains(&seconds),
+        "{scan_unmet:#?}"
+    );
 
     // Only the builder wrong: the policy's message comes with the condition.
     let hosted = ctx.push("policy-selfhosted", "team/selfhosted").await;
@@ -106,16 +150,37 @@ async fn the_documented_conditions_admit_and_deny() {
     own["runDetails"]["builder"]["id"] = json!("https://github.com/actions/runner/self-hosted");
     ctx.attest(&key, "slsaprovenance1", &own, "legacy", &hosted.reference);
     ctx.attest(&key, "spdxjson", &sbom(), "legacy", &hosted.reference);
-    ctx.attest(&key, "vuln", &scan(0, "CRITICAL"), "legacy", &hosted.reference);
+    ctx.attest(
+        &key,
+        "vuln",
+        &scan(0, "CRITICAL"),
+        "legacy",
+        &hosted.reference,
+    );
     let run = ctx.verify(&["--policy", &policy, &hosted.reference]);
     assert_eq!(run.code, 1, "{run:?}");
     let text = run.stdout;
-    assert!(text.contains("built on GitHub-hosted runners only"), "{text}");
-    assert!(text.contains("\\\"https://github.com/actions/runner/self-hosted\\\""), "{text}");
-    assert!(text.contains("CVE-2024-0002"), "the critical finding is the value seen: {text}");
+    assert!(
+        text.contains("built on GitHub-hosted runners only"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\\\"https://github.com/actions/runner/self-hosted\\\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("CVE-2024-0002"),
+        "the critical finding is the value seen: {text}"
+    );
 
     // --type narrows the rule to one attestation.
-    ctx.assert_verified(&["--policy", &policy, "--type", "slsaprovenance1", &hosted.reference.replace("selfhosted", "good")]);
+    ctx.assert_verified(&[
+        "--policy",
+        &policy,
+        "--type",
+        "slsaprovenance1",
+        &hosted.reference.replace("selfhosted", "good"),
+    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,18 +188,29 @@ async fn policy_check_names_a_condition_that_does_not_compile() {
     let ctx = Ctx::new(Variant::Http).await;
     let (_, public, _) = ctx.keys("ci");
     let policy = ctx.path("broken.yaml");
-    let text = example_policy(ctx.registry.host(), &public).replace("size(predicate.packages) > 0", "size(predicate.packages) > 'none'");
+    let text = example_policy(ctx.registry.host(), &public).replace(
+        "size(predicate.packages) > 0",
+        "size(predicate.packages) > 'none'",
+    );
     std::fs::write(&policy, text).unwrap();
     let run = run_plain("policy", &["check", &policy]);
-    run.assert_one_line_error("rules[0].attestations[1].conditions[0]: no overload of _>_ takes (int, string)");
+    run.assert_one_line_error(
+        "rules[0].attestations[1].conditions[0]: no overload of _>_ takes (int, string)",
+    );
 
-    let text = example_policy(ctx.registry.host(), &public).replace("duration('168h')", "duration('7 days')");
+    let text = example_policy(ctx.registry.host(), &public)
+        .replace("duration('168h')", "duration('7 days')");
     std::fs::write(&policy, text).unwrap();
     let run = run_plain("policy", &["check", &policy]);
-    run.assert_one_line_error("rules[0].attestations[2].conditions[0]: duration(\"7 days\") is not a valid duration");
+    run.assert_one_line_error(
+        "rules[0].attestations[2].conditions[0]: duration(\"7 days\") is not a valid duration",
+    );
 
-    let text = example_policy(ctx.registry.host(), &public).replace("predicateType: spdxjson", "predicateType: sbom");
+    let text = example_policy(ctx.registry.host(), &public)
+        .replace("predicateType: spdxjson", "predicateType: sbom");
     std::fs::write(&policy, text).unwrap();
     let run = run_plain("policy", &["check", &policy]);
-    run.assert_one_line_error("rules[0].attestations[1].predicateType: \"sbom\" is neither a predicate type URI");
+    run.assert_one_line_error(
+        "rules[0].attestations[1].predicateType: \"sbom\" is neither a predicate type URI",
+    );
 }
