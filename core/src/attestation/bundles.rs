@@ -50,9 +50,7 @@ pub(super) async fn collect(
         Listing::Absent => return Ok(()),
         Listing::Malformed(detail) => {
             let c = Candidate {
-                source: Source::Bundle {
-                    referrer: col.digest.clone(),
-                },
+                source: Source::Referrers,
                 claimed: None,
                 size: 0,
             };

@@ -262,6 +262,7 @@ impl<'a> Collector<'a> {
         // "the first statement that satisfies" reproducible.
         let order = |s: &Source| match s {
             Source::Legacy { layer } => (0, String::new(), *layer),
+            Source::Referrers => (1, String::new(), 0),
             Source::Bundle { referrer } => (1, referrer.to_string(), 0),
             Source::Buildkit { manifest, layer } => (2, manifest.to_string(), *layer),
         };

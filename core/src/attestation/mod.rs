@@ -193,17 +193,20 @@ impl Wanted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "store", rename_all = "snake_case")]
 pub enum Source {
-    /// Layer `layer` (from 1) of the `.att` manifest.
+    /// Layer `layer` (from 1) of the `.att` manifest; 0 is the manifest itself.
     Legacy {
         /// 1-based layer position.
         layer: usize,
     },
+    /// The referrers listing itself (API or tag schema).
+    Referrers,
     /// The Sigstore bundle attached by the referrer manifest `referrer`.
     Bundle {
         /// The referrer manifest's digest.
         referrer: Digest,
     },
-    /// Layer `layer` of the BuildKit attestation manifest `manifest`.
+    /// Layer `layer` (from 1) of the BuildKit attestation manifest
+    /// `manifest`; 0 is the manifest itself.
     Buildkit {
         /// The attestation manifest's digest.
         manifest: Digest,
@@ -215,8 +218,13 @@ pub enum Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Source::Legacy { layer: 0 } => f.write_str(".att manifest"),
             Source::Legacy { layer } => write!(f, ".att layer {layer}"),
+            Source::Referrers => f.write_str("referrers listing"),
             Source::Bundle { referrer } => write!(f, "bundle {referrer}"),
+            Source::Buildkit { manifest, layer: 0 } => {
+                write!(f, "BuildKit attestation manifest {manifest}")
+            }
             Source::Buildkit { manifest, layer } => {
                 write!(f, "BuildKit attestation {manifest} layer {layer}")
             }

@@ -225,7 +225,13 @@ pub(super) fn load(
     if rule.attestations.is_empty() {
         return Ok(out);
     }
-    let rule_signers = Arc::new(rule.requirements());
+    // Who may sign, not what a signature must say: the rule's annotations
+    // and repository match are its image signature's.
+    let rule_signers = Arc::new(Requirements {
+        annotations: Default::default(),
+        match_repository: false,
+        ..rule.requirements()
+    });
     let mut names = std::collections::BTreeSet::new();
     for (j, spec) in rule.attestations.iter().enumerate() {
         let at = |field: &str| format!("rules[{i}].attestations[{j}].{field}");

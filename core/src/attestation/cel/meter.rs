@@ -92,7 +92,10 @@ fn weight(value: &dyn Val, limit: u64) -> u64 {
         } else if let Some(list) = v.downcast_ref::<CelList>() {
             stack.extend(list.inner().iter().map(|b| b.as_ref()));
         } else if let Some(map) = v.downcast_ref::<CelMap>() {
-            stack.extend(map.inner().values().map(|b| b.as_ref()));
+            for (key, value) in map.inner() {
+                stack.push(key.inner());
+                stack.push(value.as_ref());
+            }
         }
     }
     total
