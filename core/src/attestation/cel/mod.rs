@@ -39,9 +39,12 @@ pub const MAX_CONDITION_LEN: usize = 4096;
 /// Deepest nesting the parser accepts (bounds the interpreter's recursion).
 const MAX_DEPTH: u16 = 48;
 /// Cost units one evaluation may spend (see `meter`): one per list element
-/// or map entry consumed, one per 64 bytes of strings. Measured in
-/// `tests::budget_holds_against_blowups`: a release build spends it in
-/// about 50 ms at worst.
+/// or map entry consumed, one per 64 bytes of strings. One pass over every
+/// element of a statement at the default size cap (8 MiB, some 80,000
+/// SBOM packages) fits. Measured with `cargo bench --bench conditions`
+/// (release build): a provenance condition takes about 1.5 µs, a pass over
+/// 1,000 packages about 2 ms, and a condition that spends the whole budget
+/// (a loop over a loop of 20,000 entries) about 0.6 s.
 pub const DEFAULT_BUDGET: u64 = 1_000_000;
 /// Longest rendering of a value in a denial.
 const SAW_LEN: usize = 160;

@@ -214,3 +214,77 @@ async fn policy_check_names_a_condition_that_does_not_compile() {
         "rules[0].attestations[1].predicateType: \"sbom\" is neither a predicate type URI",
     );
 }
+
+/// The split the webhook relies on (issue 18, point 6): evidence collected
+/// once and kept (as a cache keeps it) meets a reloaded policy's changed
+/// condition afresh, and a condition on `now` follows the clock, with no
+/// registry request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_evidence_meets_a_reloaded_condition_afresh() {
+    use imgate_core::attestation::{self, cel::Now};
+    use imgate_core::policy::Policy;
+    use imgate_core::registry::RegistryClient;
+    use imgate_core::ImageRef;
+
+    let ctx = Ctx::new(Variant::Http).await;
+    let (key, public, _) = ctx.keys("ci");
+    let image = ctx.push("reload", "team/app").await;
+    ctx.attest(
+        &key,
+        "slsaprovenance1",
+        &provenance("https://github.com/example/app", "refs/heads/main"),
+        "legacy",
+        &image.reference,
+    );
+    ctx.attest(&key, "vuln", &scan(3, "HIGH"), "legacy", &image.reference);
+    let host = ctx.registry.host();
+    let policy = |repository: &str, max_age: &str| {
+        Policy::from_yaml(
+            &format!(
+                "trustedRegistries: [\"{host}/**\"]\nregistries: {{\"{host}\": {{http: true}}}}\nrules:\n  - name: ours\n    images: [\"{host}/**\"]\n    keys: [{{file: {public}}}]\n    attestations:\n      - name: provenance\n        predicateType: slsaprovenance1\n        conditions: [\"predicate.buildDefinition.externalParameters.workflow.repository == '{repository}'\"]\n      - name: scan\n        predicateType: vuln\n        conditions: [\"now - timestamp(predicate.metadata.scanFinishedOn) <= duration('{max_age}')\"]\n"
+            ),
+            "reload.yaml",
+        )
+        .unwrap()
+    };
+    let before = policy("https://github.com/example/app", "168h");
+    let client = RegistryClient::new(before.client_config(ctx.registry.client_config())).unwrap();
+    let target = ImageRef::parse(&image.pinned()).unwrap();
+    let rule = before.rule_for(&target).unwrap();
+    let evidence = attestation::collect(&client, &target, rule.attestations().wanted())
+        .await
+        .unwrap();
+    let requests = client.request_count();
+    assert!(rule
+        .attestations()
+        .evaluate(&evidence, &Now::current())
+        .is_empty());
+
+    // A reload that names another repository: same evidence (same cache
+    // key), now unmet, naming the value seen.
+    let after = policy("https://github.com/example/other", "168h");
+    let reloaded = after.rule_for(&target).unwrap();
+    assert_eq!(
+        reloaded.attestations().fingerprint(),
+        rule.attestations().fingerprint()
+    );
+    let unmet = reloaded.attestations().evaluate(&evidence, &Now::current());
+    assert_eq!(unmet.len(), 1, "{unmet:?}");
+    assert!(
+        unmet[0]
+            .to_string()
+            .contains("saw \"https://github.com/example/app\""),
+        "{}",
+        unmet[0]
+    );
+    // Four days on, the three-day-old scan is older than a week allows.
+    let later = Now::from_unix(time::OffsetDateTime::now_utc().unix_timestamp() + 4 * 86400 + 60);
+    let unmet = rule.attestations().evaluate(&evidence, &later);
+    assert_eq!(unmet.len(), 1, "{unmet:?}");
+    assert_eq!(unmet[0].attestation(), Some("scan"));
+    assert_eq!(
+        client.request_count(),
+        requests,
+        "evaluating asked the registry nothing"
+    );
+}
