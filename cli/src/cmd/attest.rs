@@ -1,17 +1,20 @@
 //! `imgate attest`: wrap a predicate file in an in-toto statement about
-//! each image's digest, sign it as a DSSE envelope with a key, and store it
-//! the way cosign does (`--format legacy`: a layer of the `.att` manifest;
+//! each image's digest, sign it as a DSSE envelope, with a key or keylessly
+//! (as `imgate sign` does: a Fulcio certificate for the CI's identity and a
+//! Rekor entry, checked before anything is pushed), and store it the way
+//! cosign does (`--format legacy`: a layer of the `.att` manifest;
 //! `bundle`: a Sigstore bundle attached as an OCI referrer), keeping every
 //! attestation already there. Prints each pinned reference attested.
 
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use anyhow::Context;
-use imgate_core::attestation::{self, AttestOptions, KeySigner};
+use anyhow::{bail, Context};
+use imgate_core::attestation::{self, AttestOptions, EnvelopeSigner, KeySigner};
 use imgate_core::ImageRef;
 
 use super::common::{open_signer, RegistryArgs};
+use super::sigstore_args::SigstoreArgs;
 use super::Outcome;
 
 /// Where `imgate attest` stores the attestation.
@@ -47,9 +50,10 @@ pub struct Args {
     #[arg(long = "type", value_name = "TYPE", default_value = "custom")]
     pub predicate_type: String,
     /// Private key, as `imgate sign` takes it: a cosign key file or
-    /// `env://VAR`, a `pkcs11:` URI, or `hashivault://NAME`.
+    /// `env://VAR`, a `pkcs11:` URI, or `hashivault://NAME`. Without --key,
+    /// imgate attests keylessly, as `imgate sign` signs.
     #[arg(long, value_name = "KEY")]
-    pub key: String,
+    pub key: Option<String>,
     /// Where to store the attestation; either way, attestations already
     /// there are kept.
     #[arg(long, value_enum, default_value_t = FormatArg::Legacy)]
@@ -57,6 +61,8 @@ pub struct Args {
     /// Images to attest (tags are resolved to digests first).
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
+    #[command(flatten)]
+    pub sigstore: SigstoreArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -75,8 +81,23 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         .iter()
         .map(|text| ImageRef::parse(text).with_context(|| format!("cannot attest {text:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let key = open_signer(&args.key)?;
-    let signer = KeySigner(key.as_ref());
+    // The key (or identity token) before the registry, as `imgate sign`.
+    let key = args.key.as_deref().map(open_signer).transpose()?;
+    let sigstore = if key.is_none() || args.sigstore.tlog_upload {
+        // The legacy layout carries the Rekor entry's signed timestamp,
+        // which only a Rekor v1 log gives.
+        let needs_set = args.format == FormatArg::Legacy;
+        Some(args.sigstore.signer(key.as_deref(), needs_set).await?)
+    } else {
+        args.sigstore.check_key_only()?;
+        None
+    };
+    let key_signer = key.as_deref().map(KeySigner);
+    let signer: &dyn EnvelopeSigner = match (&sigstore, &key_signer) {
+        (Some(sigstore), _) => sigstore,
+        (None, Some(key)) => key,
+        (None, None) => bail!("no key and no keyless signer"),
+    };
     let mut hosts: Vec<String> = images.iter().map(|i| i.registry.clone()).collect();
     hosts.sort();
     hosts.dedup();
@@ -92,7 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("cannot attest {image}"))?
             .pinned;
-        let attested = attestation::attest(&client, &pinned, &signer, &opts)
+        let attested = attestation::attest(&client, &pinned, signer, &opts)
             .await
             .with_context(|| format!("cannot attest {pinned}"))?;
         tracing::info!(image = %pinned, predicate_type = %attested.predicate_type, stored_in = %attested.stored_in, "attested");

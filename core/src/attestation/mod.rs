@@ -96,6 +96,7 @@ pub use legacy::attestation_tag;
 pub use signers::Signer;
 pub use write::{
     attest, AttestError, AttestOptions, Attested, EnvelopeSigner, KeySigner, SignedEnvelope,
+    SignerError,
 };
 
 /// Default cap on one statement's bytes: SBOMs of large images reach a few

@@ -5,8 +5,10 @@
 //!
 //! Signing goes through [`EnvelopeSigner`], which sees only the bytes to
 //! sign and answers with the signature and how to verify it (a key's hint;
-//! a keyless signer's certificate and log entry), so a keyless signer plugs
-//! in without touching the formats. [`KeySigner`] is the key-based one.
+//! a keyless signer's certificate and log entry), so the formats never know
+//! who signs: [`KeySigner`] signs offline with a key (file, PKCS#11, Vault),
+//! and `crate::sigstore::SigstoreSigner` keylessly (or a key with its
+//! signature logged), its work verified by imgate before it returns.
 
 use std::collections::BTreeMap;
 
@@ -18,36 +20,42 @@ use crate::digest::Digest;
 use crate::oci::Descriptor;
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
-use crate::signature::bundle::{self, Bundle, Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE};
+use crate::signature::bundle::{self, Envelope, EnvelopeSignature, IN_TOTO_PAYLOAD_TYPE};
+use crate::signature::legacy::{
+    CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, REKOR_BUNDLE_ANNOTATION, RFC3161_ANNOTATION,
+};
 use crate::signature::tag::TagWriteError;
 use crate::signature::Format;
+use crate::sigstore::{ArtifactInput, Payload, SigstoreSigner};
 
 /// A signature over a DSSE envelope's PAE and what a verifier needs with it.
 #[derive(Debug, Clone)]
 pub struct SignedEnvelope {
     /// ASN.1 DER signature over the PAE.
     pub signature: Vec<u8>,
-    /// The bundle's `verificationMaterial` (a key hint; or a certificate,
-    /// log entries and timestamps).
-    pub verification_material: serde_json::Value,
+    /// The Sigstore bundle v0.3 holding the envelope and the verification
+    /// material (a key hint; or a certificate, log entries, timestamps).
+    pub bundle: Vec<u8>,
     /// Annotations of a legacy layer besides the signature (a keyless
     /// signer's `dev.sigstore.cosign/certificate`, `/chain`, `/bundle`).
     pub legacy_annotations: BTreeMap<String, String>,
 }
 
+/// Why a signer could not sign (a token, KMS or Sigstore service refused).
+pub type SignerError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What signs attestations: bytes in, a signature and its verification
-/// material out. A keyless signer (certificate from Fulcio, entry in
-/// Rekor) implements this the same way a key does.
+/// material out.
 pub trait EnvelopeSigner: Send + Sync + std::fmt::Debug {
-    /// The signer, for messages.
-    fn name(&self) -> &str;
-    /// Signs the DSSE envelope of `payload` (of `payload_type`): the
-    /// signature is over `bundle::pae(payload_type, payload)`.
+    /// Signs the DSSE envelope of `payload` (of `payload_type`), an in-toto
+    /// statement about `subject`: the signature is over
+    /// `bundle::pae(payload_type, payload)`.
     fn sign_envelope<'a>(
         &'a self,
         payload_type: &'a str,
         payload: &'a [u8],
-    ) -> BoxFuture<'a, Result<SignedEnvelope, imgate_keys::KeyError>>;
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<SignedEnvelope, SignerError>>;
 }
 
 /// An [`EnvelopeSigner`] over a key (file, PKCS#11, Vault): no log entry,
@@ -56,25 +64,62 @@ pub trait EnvelopeSigner: Send + Sync + std::fmt::Debug {
 pub struct KeySigner<'k>(pub &'k dyn imgate_keys::Signer);
 
 impl EnvelopeSigner for KeySigner<'_> {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-
     fn sign_envelope<'a>(
         &'a self,
         payload_type: &'a str,
         payload: &'a [u8],
-    ) -> BoxFuture<'a, Result<SignedEnvelope, imgate_keys::KeyError>> {
+        _subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<SignedEnvelope, SignerError>> {
         Box::pin(async move {
             // Signing may block (a token, a KMS round trip): acceptable for
             // the one-shot CLI, as for `imgate sign`.
             let signature = self.0.sign_message(&bundle::pae(payload_type, payload))?;
+            let bundle = bundle::build_bundle(payload, &signature, &self.0.public_key().hint());
             Ok(SignedEnvelope {
                 signature,
-                verification_material: serde_json::json!({
-                    "publicKey": {"hint": self.0.public_key().hint()}
-                }),
+                bundle,
                 legacy_annotations: BTreeMap::new(),
+            })
+        })
+    }
+}
+
+impl EnvelopeSigner for SigstoreSigner<'_> {
+    fn sign_envelope<'a>(
+        &'a self,
+        payload_type: &'a str,
+        payload: &'a [u8],
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<SignedEnvelope, SignerError>> {
+        Box::pin(async move {
+            let sha256: [u8; 32] = hex::decode(subject.hex())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("{subject} is not a sha256 digest"))?;
+            let signed = self
+                .sign(
+                    Payload::Dsse {
+                        payload_type,
+                        payload,
+                    },
+                    ArtifactInput::Sha256(sha256),
+                )
+                .await?;
+            let legacy = &signed.legacy;
+            let signature = bundle::decode_base64(&legacy.signature_b64)?;
+            let legacy_annotations = [
+                (CERTIFICATE_ANNOTATION, &legacy.certificate_pem),
+                (CHAIN_ANNOTATION, &legacy.chain_pem),
+                (REKOR_BUNDLE_ANNOTATION, &legacy.rekor_bundle),
+                (RFC3161_ANNOTATION, &legacy.rfc3161_timestamp),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| value.clone().map(|v| (key.to_string(), v)))
+            .collect();
+            Ok(SignedEnvelope {
+                signature,
+                bundle: signed.bundle,
+                legacy_annotations,
             })
         })
     }
@@ -111,12 +156,12 @@ pub enum AttestError {
     Predicate(#[from] statement::PredicateError),
     /// The signer refused or failed.
     #[error("signing the attestation of {image}")]
-    Key {
+    Sign {
         /// The pinned reference.
         image: String,
         /// What the signer said.
         #[source]
-        source: imgate_keys::KeyError,
+        source: SignerError,
     },
     /// Talking to the registry failed.
     #[error("pushing the attestation of {image}")]
@@ -187,9 +232,9 @@ pub async fn attest(
         &now,
     )?;
     let signed = signer
-        .sign_envelope(IN_TOTO_PAYLOAD_TYPE, &statement)
+        .sign_envelope(IN_TOTO_PAYLOAD_TYPE, &statement, &digest)
         .await
-        .map_err(|source| AttestError::Key {
+        .map_err(|source| AttestError::Sign {
             image: name.clone(),
             source,
         })?;
@@ -212,15 +257,7 @@ pub async fn attest(
             legacy::append(client, image, &digest, &bytes, layer).await
         }
         Format::Bundle => {
-            let bundle = Bundle {
-                media_type: bundle::BUNDLE_MEDIA_TYPE.to_string(),
-                verification_material: signed.verification_material.clone(),
-                dsse_envelope: Some(envelope),
-            };
-            let bytes = serde_json::to_vec(&bundle).map_err(|err| AttestError::Malformed {
-                image: name.clone(),
-                detail: err.to_string(),
-            })?;
+            let bytes = signed.bundle;
             let subject = Descriptor {
                 media_type: target.media_type.clone(),
                 digest: digest.clone(),

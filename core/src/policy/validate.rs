@@ -178,13 +178,8 @@ impl Policy {
         rule.loaded_keys = loaded;
         rule.loaded_keyless = keyless;
         rule.trust_root = trust_root.clone();
-        rule.loaded_attestations = super::attestation::load(
-            rule,
-            i,
-            &self.limits.attestations,
-            trust_root,
-            &source_name,
-        )?;
+        rule.loaded_attestations =
+            super::attestation::load(rule, i, &self.limits.attestations, trust_root, &source_name)?;
         rule.fingerprint = rule.compute_fingerprint();
         Ok(())
     }

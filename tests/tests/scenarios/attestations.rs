@@ -26,6 +26,7 @@ use crate::common::Run;
 mod buildkit;
 mod cold_path;
 mod interop;
+mod keyless_sign;
 mod limits;
 mod policy;
 
