@@ -22,16 +22,13 @@ use imgate_core::attestation::{
 };
 use imgate_core::policy::Policy;
 use imgate_core::registry::RegistryClient;
-use imgate_core::signature::Requirements;
-use imgate_core::sigstore::TrustRoot;
 use imgate_core::ImageRef;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::common::{OutputFormat, RegistryArgs};
-use super::identity::IdentityArgs;
-use super::verify::TlogArg;
+use super::identity::SignerArgs;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -42,27 +39,8 @@ pub struct Args {
     /// rule's attestations to this type).
     #[arg(long = "type", value_name = "TYPE", required_unless_present = "policy")]
     pub predicate_type: Option<String>,
-    /// Public key (PEM file or `env://VAR`). Repeatable: any one may have
-    /// signed (as may the keyless identity, when given too).
-    #[arg(
-        long = "key",
-        value_name = "PUB",
-        required_unless_present_any = ["policy", "certificate_identity", "certificate_identity_regexp"],
-        conflicts_with = "policy"
-    )]
-    pub keys: Vec<String>,
-    /// Keyless: who must have signed (a Fulcio certificate naming this
-    /// identity and issuer, with a verified Rekor entry or timestamp).
     #[command(flatten)]
-    pub identity: IdentityArgs,
-    /// A Sigstore trusted_root.json for keyless signatures and log entries,
-    /// instead of the embedded public-good root.
-    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
-    pub trusted_root: Option<PathBuf>,
-    /// What a key signature must show of the transparency log: `required`,
-    /// `if-present` or `ignore`. Keyless signatures always need a verified entry.
-    #[arg(long, value_enum, default_value_t = TlogArg::IfPresent, conflicts_with = "policy")]
-    pub tlog: TlogArg,
+    pub signers: SignerArgs,
     /// Check the attestations (signers and CEL conditions) of the policy
     /// rule that matches each image, instead of --key.
     #[arg(long, value_name = "FILE")]
@@ -122,7 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         .map_err(|err| anyhow::anyhow!("--type: {err}"))?;
     let policy = match &args.policy {
         Some(path) => {
-            if args.identity.given() {
+            if args.signers.identity.given() {
                 anyhow::bail!(
                     "--policy checks with the policy's signers; drop --certificate-identity"
                 );
@@ -200,27 +178,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 
 /// The terms the flags describe: one attestation of `predicate_type`.
 fn flag_terms(args: &Args, predicate_type: String) -> anyhow::Result<Terms> {
-    let mut keys = Vec::new();
-    for spec in &args.keys {
-        keys.push(imgate_keys::load_public_key(spec)?);
-    }
-    let keyless = args
-        .identity
-        .policy()?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    let trust_root = match &args.trusted_root {
-        Some(path) => Some(Arc::new(TrustRoot::from_file(path)?)),
-        None => None,
-    };
-    let signers = Arc::new(Requirements {
-        keys,
-        keyless,
-        trust_root,
-        tlog: args.tlog.into(),
-        ..Requirements::default()
-    });
+    let signers = Arc::new(args.signers.requirements()?);
     let name = args.predicate_type.clone().unwrap_or_default();
     Ok(Terms {
         rule: None,
