@@ -157,18 +157,6 @@ pub(crate) async fn referrer_bundle(
         }))
 }
 
-/// A referrer manifest that carries a bundle layer: the manifest's digest and
-/// the layer descriptor. `None` for other artifacts (SBOMs, other tools).
-async fn bundle_layer(
-    client: &RegistryClient,
-    image: &ImageRef,
-    entry: &Descriptor,
-) -> Result<Option<(Digest, Descriptor)>, RegistryError> {
-    Ok(referrer_bundle(client, image, entry)
-        .await?
-        .map(|b| (b.manifest, b.layer)))
-}
-
 /// The cosign signature bundles among the referrers in `index`, each read
 /// as the stream is polled (referrer manifest, then bundle blob; at most
 /// [`FETCH_CONCURRENCY`] referrers at a time, in index order), numbered in
@@ -198,10 +186,10 @@ pub(crate) fn signatures<'a>(
         .into_iter()
         .take(MAX_REFERRERS)
         .map(move |entry| async move {
-            let Some((_, layer)) = bundle_layer(client, image, &entry).await? else {
+            let Some(found) = referrer_bundle(client, image, &entry).await? else {
                 return Ok(None);
             };
-            fetch_blob(client, image, &layer, MAX_BUNDLE_SIZE)
+            fetch_blob(client, image, &found.layer, MAX_BUNDLE_SIZE)
                 .await
                 .map(Some)
         });
@@ -317,9 +305,9 @@ async fn find_bundle(
     bundle_digest: &Digest,
 ) -> Result<Option<Digest>, RegistryError> {
     for entry in &index.manifests {
-        if let Some((manifest_digest, layer)) = bundle_layer(client, image, entry).await? {
-            if layer.digest == *bundle_digest {
-                return Ok(Some(manifest_digest));
+        if let Some(found) = referrer_bundle(client, image, entry).await? {
+            if found.layer.digest == *bundle_digest {
+                return Ok(Some(found.manifest));
             }
         }
     }
