@@ -11,6 +11,8 @@
 #   buildah          builds imgate's own image FROM scratch without a container
 #                    engine (scripts/build-image.sh; the image scenario)
 #   ShellCheck       (package shellcheck) checks the release workflows' run: scripts
+#   time             GNU time (/usr/bin/time -v): the attestation scenarios
+#                    measure the binary's peak memory with it
 # With --with-python (make test), also:
 #   .venv/           a project virtualenv (python3 -m venv; Debian's pip refuses
 #                    to install into the system Python, PEP 668), holding
@@ -24,6 +26,9 @@
 #     cyclonedx-python-lib (PyPI) the release SBOM against the CycloneDX schema it ships
 #     in-toto-attestation (PyPI)  the release provenance, parsed by in-toto's own
 #                                 SLSA provenance v1 definitions
+#   nodejs, npm      run sigstore-js (tests/interop/sigstore-js: @sigstore/verify,
+#                    pinned in its package-lock.json, installed with npm ci), an
+#                    independent verifier of imgate's attestation bundles
 #   kubectl          renders deploy/ (kustomize); only the deploy tests need it,
 #                    so a missing or too old one is reported, not fatal here.
 # The tests find the virtualenv through IMGATE_PYTHON (the Makefile sets it to
@@ -52,6 +57,8 @@ for pair in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# `time` is also a shell keyword: look for GNU time's binary itself.
+[[ -x /usr/bin/time ]] || need_apt+=(time)
 if ((${#need_apt[@]})); then
   apt_install "${need_apt[@]}"
 fi
@@ -94,6 +101,20 @@ need_pip=()
 if ((${#need_pip[@]})); then
   echo "installing into $VENV with pip: ${need_pip[*]}" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+fi
+
+# sigstore-js for the attestation interop tests: Debian 12's nodejs (18.19)
+# is new enough for @sigstore/verify 2.x.
+need_node=()
+command -v node >/dev/null 2>&1 || need_node+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_node+=(npm)
+if ((${#need_node[@]})); then
+  apt_install "${need_node[@]}"
+fi
+SIGSTORE_JS=$ROOT/tests/interop/sigstore-js
+if [[ ! -d $SIGSTORE_JS/node_modules/@sigstore/verify ]]; then
+  echo "installing sigstore-js into $SIGSTORE_JS with npm ci" >&2
+  (cd "$SIGSTORE_JS" && npm ci --no-audit --no-fund --silent)
 fi
 
 # kubectl: Debian's package if there is none. Debian 12's kubernetes-client

@@ -50,6 +50,10 @@ enum Command {
     Sign(cmd::sign::Args),
     /// Verify images' signatures (--key), or whether the cluster would admit them (--policy).
     Verify(cmd::verify::Args),
+    /// Attach a signed in-toto attestation to images (cosign-compatible).
+    Attest(cmd::attest::Args),
+    /// Verify images' in-toto attestations (--key, keyless, or a --policy rule's conditions).
+    VerifyAttestation(cmd::verify_attestation::Args),
     /// Verify a Sigstore bundle for a file or digest (keyless or key).
     VerifyBundle(cmd::verify_bundle::Args),
     /// Refresh the Sigstore trusted root through TUF.
@@ -88,6 +92,8 @@ fn main() -> ExitCode {
             Command::Keys(args) => cmd::keys::run(args).await,
             Command::Sign(args) => cmd::sign::run(args).await,
             Command::Verify(args) => cmd::verify::run(args).await,
+            Command::Attest(args) => cmd::attest::run(args).await,
+            Command::VerifyAttestation(args) => cmd::verify_attestation::run(args).await,
             Command::VerifyBundle(args) => cmd::verify_bundle::run(args).await,
             Command::TrustRoot(args) => cmd::trust_root::run(args).await,
             Command::Policy(args) => cmd::policy::run(args).await,

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attestation;
 pub mod digest;
 pub mod kyverno;
 pub mod oci;

@@ -393,6 +393,27 @@ fn choose(sequence: u64, faults: &Faults) -> Fault {
     }
 }
 
+/// The longest chain of requests in `trace` where each one arrived at the
+/// proxy no earlier than the one before it was answered.
+pub fn in_turn(trace: &[Logged]) -> u64 {
+    let mut by_start: Vec<&Logged> = trace.iter().collect();
+    by_start.sort_by_key(|l| (l.start_ms, l.end_ms));
+    // chain[i]: the longest chain ending with by_start[i]. A cold trace holds
+    // a few dozen requests, so the quadratic walk costs nothing.
+    let mut chain: Vec<u64> = Vec::with_capacity(by_start.len());
+    for (i, request) in by_start.iter().enumerate() {
+        let before = by_start[..i]
+            .iter()
+            .zip(&chain)
+            .filter(|(earlier, _)| earlier.end_ms <= request.start_ms)
+            .map(|(_, length)| *length)
+            .max()
+            .unwrap_or(0);
+        chain.push(before + 1);
+    }
+    chain.into_iter().max().unwrap_or(0)
+}
+
 /// A well-mixed hash of a counter (Steele, Lea, Flood: SplitMix64).
 pub fn splitmix64(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -515,6 +536,34 @@ async fn forward(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    fn logged(start_ms: u64, end_ms: u64, connection: u64) -> Logged {
+        Logged {
+            request: format!("GET /{start_ms}"),
+            connection,
+            protocol: "h2",
+            status: 200,
+            start_ms,
+            end_ms,
+        }
+    }
+
+    #[test]
+    fn in_turn_counts_the_requests_waited_for_one_after_another() {
+        // A tag, three signature lookups at once, then the signature blob,
+        // answered out of order.
+        let trace = [
+            logged(28, 57, 1),
+            logged(0, 28, 1),
+            logged(56, 85, 2),
+            logged(28, 56, 1),
+            logged(29, 56, 3),
+        ];
+        assert_eq!(in_turn(&trace), 3);
+        // Requests that overlap count once.
+        assert_eq!(in_turn(&[logged(0, 30, 1), logged(1, 29, 1)]), 1);
+        assert_eq!(in_turn(&[]), 0);
+    }
 
     #[test]
     fn fault_rates_are_close_to_what_was_asked() {

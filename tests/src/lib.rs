@@ -47,7 +47,7 @@ pub mod webhook;
 
 pub use bin::{imgate_bin, run_imgate, try_imgate_bin};
 pub use dns::DnsServer;
-pub use faultproxy::{FaultCounts, FaultProxy, Faults, Front, Logged};
+pub use faultproxy::{in_turn, FaultCounts, FaultProxy, Faults, Front, Logged};
 pub use image::{BuiltImage, ImageBuilder};
 pub use proxy::{CountingProxy, ProxyMode};
 pub use push::{PushWith, PushedImage, RawClient};

@@ -334,6 +334,12 @@ impl TestSigstore {
             },
         })
         .to_string();
+        self.annotation_for_body(&body, integrated_time, log_index)
+    }
+
+    /// cosign's bundle annotation for a Rekor entry of `body` (JSON),
+    /// integrated at `integrated_time`, with the log's SET.
+    fn annotation_for_body(&self, body: &str, integrated_time: i64, log_index: i64) -> String {
         let body_b64 = B64.encode(body.as_bytes());
         let log_id = hex::encode(self.rekor.id());
         // RFC 8785 canonical form: keys sorted, no spaces.
@@ -351,6 +357,37 @@ impl TestSigstore {
             },
         })
         .to_string()
+    }
+
+    /// cosign's bundle annotation of a keyless `.att` layer: an `intoto`
+    /// v0.0.2 Rekor entry for `envelope` (a DSSE envelope's JSON whose one
+    /// signature `leaf` made), integrated at `integrated_time`.
+    pub fn intoto_entry(
+        &self,
+        leaf: &Leaf,
+        envelope: &[u8],
+        integrated_time: i64,
+    ) -> anyhow::Result<String> {
+        let doc: serde_json::Value = serde_json::from_slice(envelope).context("envelope JSON")?;
+        let payload = B64
+            .decode(doc["payload"].as_str().context("payload")?)
+            .context("payload base64")?;
+        let sig = doc["signatures"][0]["sig"].as_str().context("signature")?;
+        let body = serde_json::json!({
+            "apiVersion": "0.0.2",
+            "kind": "intoto",
+            "spec": {"content": {
+                "envelope": {
+                    "payloadType": doc["payloadType"],
+                    // Rekor encodes the (already base64) signature once more.
+                    "signatures": [{"sig": B64.encode(sig), "publicKey": B64.encode(leaf.cert_pem.as_bytes())}],
+                },
+                "hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(envelope))},
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))},
+            }},
+        })
+        .to_string();
+        Ok(self.annotation_for_body(&body, integrated_time, 11))
     }
 
     /// A complete legacy keyless layer for `payload`, logged at

@@ -1,8 +1,73 @@
-//! The keyless identity flags `imgate verify` and `imgate verify-bundle`
-//! share (cosign's spelling), and the one place that turns them into an
-//! [`IdentityPolicy`].
+//! The keyless identity flags `imgate verify`, `verify-attestation` and
+//! `verify-bundle` share (cosign's spelling), and the one place that turns
+//! them into an [`IdentityPolicy`]; with the keys, trusted root and tlog
+//! mode, the signer flags of `verify` and `verify-attestation`
+//! ([`SignerArgs`]).
 
-use imgate_core::sigstore::{IdentityPolicy, Matcher};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use imgate_core::signature::Requirements;
+use imgate_core::sigstore::{IdentityPolicy, Matcher, TrustRoot};
+
+use super::verify::TlogArg;
+
+/// Who may have signed: keys, a keyless identity, the trusted root and what
+/// the transparency log must show. Each conflicts with `--policy`, which
+/// names its own signers.
+#[derive(Debug, clap::Args)]
+pub struct SignerArgs {
+    /// Public key (PEM file or `env://VAR`). Repeatable: any one may satisfy
+    /// (as may the keyless identity, when given too).
+    #[arg(
+        long = "key",
+        value_name = "PUB",
+        required_unless_present_any = ["policy", "certificate_identity", "certificate_identity_regexp"],
+        conflicts_with = "policy"
+    )]
+    pub keys: Vec<String>,
+    /// Keyless: who must have signed (a Fulcio certificate naming this
+    /// identity and issuer, with a verified Rekor entry or timestamp).
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// A Sigstore trusted_root.json for keyless signatures and log entries,
+    /// instead of the embedded public-good root.
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    pub trusted_root: Option<PathBuf>,
+    /// What a signature must show of the transparency log: `required`,
+    /// `if-present` (verified when the signature carries an entry) or
+    /// `ignore`. A keyless signature always needs a verified entry or, for a
+    /// bundle and unless `required`, a timestamp from a trusted authority.
+    #[arg(long, value_enum, default_value_t = TlogArg::IfPresent, conflicts_with = "policy")]
+    pub tlog: TlogArg,
+}
+
+impl SignerArgs {
+    /// The signers the flags allow (keys read, identity compiled, root
+    /// loaded), requiring nothing else of a signature.
+    pub fn requirements(&self) -> anyhow::Result<Requirements> {
+        let mut keys = Vec::new();
+        for spec in &self.keys {
+            keys.push(imgate_keys::load_public_key(spec)?);
+        }
+        let trust_root = match &self.trusted_root {
+            Some(path) => Some(Arc::new(TrustRoot::from_file(path)?)),
+            None => None,
+        };
+        Ok(Requirements {
+            keys,
+            keyless: self
+                .identity
+                .policy()?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            trust_root,
+            tlog: self.tlog.into(),
+            ..Requirements::default()
+        })
+    }
+}
 
 #[derive(Debug, Default, clap::Args)]
 pub struct IdentityArgs {

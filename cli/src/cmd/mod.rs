@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 pub mod admit;
+pub mod attest;
 pub mod common;
 pub mod identity;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod sign;
 pub mod sigstore_args;
 pub mod trust_root;
 pub mod verify;
+pub mod verify_attestation;
 pub mod verify_bundle;
 pub mod webhook;
 

@@ -65,6 +65,10 @@ pub struct Args {
     /// For a multi-arch image, also sign each platform manifest.
     #[arg(long)]
     pub recursive: bool,
+    /// For an index built by BuildKit, also sign each attestation manifest
+    /// in it (provenance, SBOM), so policies can count them.
+    #[arg(long)]
+    pub attestations: bool,
     /// Read image names and the digest from `docker buildx build --metadata-file` output.
     #[arg(long, value_name = "FILE")]
     pub buildx_metadata: Option<PathBuf>,
@@ -141,6 +145,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                     .iter()
                     .map(|(_, digest)| image.at_digest(digest.clone())),
             );
+        }
+        if args.attestations {
+            targets.extend(imgate_core::attestation::buildkit_targets(&resolved));
         }
         for target in targets {
             let signed = match (&sigstore, &key) {

@@ -20,47 +20,25 @@
 use std::collections::BTreeMap;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use imgate_core::policy::{Mode, Policy};
 use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, Requirements, Verdict};
-use imgate_core::sigstore::{TlogMode, TrustRoot};
+use imgate_core::sigstore::TlogMode;
 use imgate_core::ImageRef;
 use imgate_webhook::admission::{Admission, Endpoint, ObjectDecision, DEFAULT_DEADLINE};
 use serde_json::json;
 
 use super::common::{OutputFormat, RegistryArgs};
-use super::identity::IdentityArgs;
+use super::identity::SignerArgs;
 use super::sign::parse_annotation;
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Public key (PEM file or `env://VAR`). Repeatable: any one may satisfy
-    /// (as may the keyless identity, when given too).
-    #[arg(
-        long = "key",
-        value_name = "PUB",
-        required_unless_present_any = ["policy", "certificate_identity", "certificate_identity_regexp"],
-        conflicts_with = "policy"
-    )]
-    pub keys: Vec<String>,
-    /// Keyless: who must have signed (a Fulcio certificate naming this
-    /// identity and issuer, with a verified Rekor entry or timestamp).
     #[command(flatten)]
-    pub identity: IdentityArgs,
-    /// A Sigstore trusted_root.json for keyless signatures and log entries,
-    /// instead of the embedded public-good root.
-    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
-    pub trusted_root: Option<PathBuf>,
-    /// What a signature must show of the transparency log: `required`,
-    /// `if-present` (verified when the signature carries an entry) or
-    /// `ignore`. A keyless signature always needs a verified entry or, for a
-    /// bundle and unless `required`, a timestamp from a trusted authority.
-    #[arg(long, value_enum, default_value_t = TlogArg::IfPresent, conflicts_with = "policy")]
-    pub tlog: TlogArg,
+    pub signers: SignerArgs,
     /// Annotation the signature must carry (`KEY=VALUE`, repeatable).
     #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = parse_annotation, conflicts_with = "policy")]
     pub annotations: Vec<(String, String)>,
@@ -118,32 +96,15 @@ enum Checked {
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     if let Some(policy) = &args.policy {
-        if args.identity.given() {
+        if args.signers.identity.given() {
             anyhow::bail!("--policy decides with the policy's keyless authorities; drop --certificate-identity");
         }
         return run_policy(&args, policy).await;
     }
-    let mut keys = Vec::new();
-    for spec in &args.keys {
-        keys.push(imgate_keys::load_public_key(spec)?);
-    }
-    let keyless = args
-        .identity
-        .policy()?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    let trust_root = match &args.trusted_root {
-        Some(path) => Some(Arc::new(TrustRoot::from_file(path)?)),
-        None => None,
-    };
     let req = Requirements {
-        keys,
         annotations: args.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
         match_repository: args.match_repository,
-        keyless,
-        trust_root,
-        tlog: args.tlog.into(),
+        ..args.signers.requirements()?
     };
     let images = args
         .images

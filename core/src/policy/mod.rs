@@ -28,6 +28,7 @@
 //! cache: {verifiedTtl: 10m, deniedTtl: 10s, tagTtl: 30s, maxEntries: 10000}
 //! ```
 
+mod attestation;
 mod duration;
 mod keyless;
 mod pattern;
@@ -47,6 +48,7 @@ use crate::registry::ClientConfig;
 use crate::signature::KeylessAuthority;
 use crate::sigstore::TrustRoot;
 
+pub use attestation::{AttestationLimits, AttestationSpec, ConditionSpec, RuleAttestations};
 pub use duration::HumanDuration;
 pub use keyless::{ExtensionMatch, KeylessRef, TlogSetting};
 pub use pattern::{ImagePattern, PatternError, PatternSpec};
@@ -221,6 +223,9 @@ pub struct Rule {
     /// (a bundle names none, so only legacy signatures can qualify).
     #[serde(default)]
     pub match_repository: bool,
+    /// Attestations the image must carry (see `attestation.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationSpec>,
     /// The keys, loaded by [`Policy::validate`].
     #[serde(skip)]
     loaded_keys: Vec<imgate_keys::PublicKey>,
@@ -230,6 +235,9 @@ pub struct Rule {
     /// The policy's trust root (`None`: the embedded one), set by [`Policy::validate`].
     #[serde(skip)]
     trust_root: Option<Arc<TrustRoot>>,
+    /// The attestations, loaded by [`Policy::validate`].
+    #[serde(skip)]
+    loaded_attestations: RuleAttestations,
     /// Hash of everything that affects a verdict (set by [`Policy::validate`]).
     #[serde(skip)]
     fingerprint: String,
@@ -313,6 +321,7 @@ impl Rule {
             field(v.as_bytes());
         }
         field(format!("{:?}/{}", self.verify, self.match_repository).as_bytes());
+        field(self.loaded_attestations.fingerprint().as_bytes());
         hex::encode(hash.finalize())
     }
 }
@@ -368,6 +377,9 @@ pub struct Limits {
     /// memory and sockets, and no real Pod has this many).
     #[serde(default = "default_max_images_per_object")]
     pub max_images_per_object: usize,
+    /// Caps on reading attestations.
+    #[serde(default)]
+    pub attestations: AttestationLimits,
 }
 
 /// Default for [`Limits::max_images_per_object`].
@@ -381,6 +393,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_images_per_object: DEFAULT_MAX_IMAGES_PER_OBJECT,
+            attestations: AttestationLimits::default(),
         }
     }
 }

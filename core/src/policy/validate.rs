@@ -155,32 +155,13 @@ impl Policy {
         }
         let mut loaded = Vec::with_capacity(rule.keys.len());
         for (k, key) in rule.keys.iter().enumerate() {
-            let public = match (&key.file, &key.public_key) {
-                (Some(file), None) => {
-                    imgate_keys::load_public_key(file).map_err(|source| PolicyError::Key {
-                        source_name: source_name.clone(),
-                        field: at(&format!("keys[{k}].file")),
-                        source,
-                    })?
-                }
-                (None, Some(pem)) => {
-                    let name = format!("rule {} key {}", rule.name, k + 1);
-                    imgate_keys::PublicKey::from_pem(pem.as_bytes(), &name).map_err(|source| {
-                        PolicyError::Key {
-                            source_name: source_name.clone(),
-                            field: at(&format!("keys[{k}].publicKey")),
-                            source,
-                        }
-                    })?
-                }
-                _ => {
-                    return Err(self.invalid(
-                        at(&format!("keys[{k}]")),
-                        "give exactly one of file or publicKey",
-                    ))
-                }
-            };
-            loaded.push(public);
+            let name = format!("rule {} key {}", rule.name, k + 1);
+            loaded.push(super::attestation::load_key(
+                key,
+                &name,
+                &source_name,
+                &at(&format!("keys[{k}]")),
+            )?);
         }
         let mut keyless = Vec::with_capacity(rule.keyless.len());
         for (k, authority) in rule.keyless.iter().enumerate() {
@@ -196,7 +177,9 @@ impl Policy {
         rule.images = images;
         rule.loaded_keys = loaded;
         rule.loaded_keyless = keyless;
-        rule.trust_root = trust_root;
+        rule.trust_root = trust_root.clone();
+        rule.loaded_attestations =
+            super::attestation::load(rule, i, &self.limits.attestations, trust_root, &source_name)?;
         rule.fingerprint = rule.compute_fingerprint();
         Ok(())
     }

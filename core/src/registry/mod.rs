@@ -16,7 +16,9 @@ use crate::oci::Platform;
 use crate::reference::ImageRef;
 
 /// Errors talking to a registry. Each names the registry or image it concerns.
-#[derive(Debug, thiserror::Error)]
+/// Clone: one failed listing may be shared by several readers (signatures
+/// and attestations read the same referrers).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The manifest or blob does not exist.
     #[error("{what} not found in {image}")]

@@ -255,6 +255,17 @@ pub fn empty_config() -> Descriptor {
 /// The artifact manifest attaching `bundle` to `subject`, annotated as cosign does.
 /// `created` is an RFC 3339 time.
 pub fn build_attachment(bundle: &[u8], subject: Descriptor, created: &str) -> ImageManifest {
+    build_attachment_for(bundle, subject, created, COSIGN_SIGN_PREDICATE)
+}
+
+/// [`build_attachment`] for a bundle whose statement has `predicate_type`
+/// (an attestation).
+pub fn build_attachment_for(
+    bundle: &[u8],
+    subject: Descriptor,
+    created: &str,
+    predicate_type: &str,
+) -> ImageManifest {
     ImageManifest {
         schema_version: 2,
         media_type: Some(oci::OCI_MANIFEST.to_string()),
@@ -273,7 +284,7 @@ pub fn build_attachment(bundle: &[u8], subject: Descriptor, created: &str) -> Im
             (ANNOTATION_CONTENT.to_string(), "dsse-envelope".to_string()),
             (
                 ANNOTATION_PREDICATE_TYPE.to_string(),
-                COSIGN_SIGN_PREDICATE.to_string(),
+                predicate_type.to_string(),
             ),
             (ANNOTATION_CREATED.to_string(), created.to_string()),
         ])),

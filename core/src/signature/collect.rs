@@ -29,7 +29,7 @@ pub(crate) const FETCH_CONCURRENCY: usize = 4;
 
 /// Where a format lists its signatures (the `.sig` manifest, a referrers
 /// index), as read from the registry.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Listing<T> {
     /// Nothing there: no signature of this format.
     Absent,

@@ -28,12 +28,17 @@ pub mod payload;
 mod referrers;
 mod requirements;
 mod sign;
-mod tag;
+pub(crate) mod tag;
 mod verify;
 
-pub use collect::{MAX_BUNDLE_SIZE, MAX_PAYLOAD_SIZE, MAX_REFERRERS, MAX_SIGNATURE_LAYERS};
+pub(crate) use collect::{fetch_blob, BlobProblem, Listing, FETCH_CONCURRENCY};
+pub use collect::{
+    LayerAnnotations, MAX_BUNDLE_SIZE, MAX_PAYLOAD_SIZE, MAX_REFERRERS, MAX_SIGNATURE_LAYERS,
+};
+pub(crate) use referrers::{attach_with_predicate, index as referrers_index, referrer_bundle};
 pub use requirements::{KeylessAuthority, Requirements, SignatureId, Unmet, Verdict, Verified};
 pub use sign::{sign, sign_with_sigstore, SignError, SignOptions};
+pub(crate) use verify::verify_listed;
 pub use verify::{verify, VerifyError};
 
 /// Layer media type of a legacy signature (the simple-signing payload).

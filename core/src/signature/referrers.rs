@@ -111,13 +111,24 @@ async fn tag_index(
         .map(|(_, index)| index))
 }
 
-/// A referrer manifest that carries a bundle layer: the manifest's digest and
-/// the layer descriptor. `None` for other artifacts (SBOMs, other tools).
-async fn bundle_layer(
+/// A referrer manifest that carries a Sigstore bundle layer.
+#[derive(Debug, Clone)]
+pub(crate) struct ReferrerBundle {
+    /// The referrer manifest's digest.
+    pub(crate) manifest: Digest,
+    /// The bundle layer.
+    pub(crate) layer: Descriptor,
+    /// The referrer manifest's annotations (unsigned).
+    pub(crate) annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The bundle a referrer entry attaches, if it attaches one; `None` for
+/// other artifacts (SBOMs, other tools) and for entries that are gone.
+pub(crate) async fn referrer_bundle(
     client: &RegistryClient,
     image: &ImageRef,
     entry: &Descriptor,
-) -> Result<Option<(Digest, Descriptor)>, RegistryError> {
+) -> Result<Option<ReferrerBundle>, RegistryError> {
     if oci::is_index(&entry.media_type) {
         return Ok(None);
     }
@@ -134,11 +145,16 @@ async fn bundle_layer(
     let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&fetched.bytes) else {
         return Ok(None);
     };
+    let annotations = manifest.annotations;
     Ok(manifest
         .layers
         .into_iter()
         .find(|l| is_bundle_media_type(&l.media_type))
-        .map(|l| (fetched.digest, l)))
+        .map(|layer| ReferrerBundle {
+            manifest: fetched.digest,
+            layer,
+            annotations,
+        }))
 }
 
 /// The cosign signature bundles among the referrers in `index`, each read
@@ -170,10 +186,10 @@ pub(crate) fn signatures<'a>(
         .into_iter()
         .take(MAX_REFERRERS)
         .map(move |entry| async move {
-            let Some((_, layer)) = bundle_layer(client, image, &entry).await? else {
+            let Some(found) = referrer_bundle(client, image, &entry).await? else {
                 return Ok(None);
             };
-            fetch_blob(client, image, &layer, MAX_BUNDLE_SIZE)
+            fetch_blob(client, image, &found.layer, MAX_BUNDLE_SIZE)
                 .await
                 .map(Some)
         });
@@ -216,6 +232,27 @@ pub(crate) async fn attach(
     bundle_bytes: &[u8],
     created: &str,
 ) -> Result<Digest, TagWriteError> {
+    attach_with_predicate(
+        client,
+        image,
+        subject,
+        bundle_bytes,
+        created,
+        bundle::COSIGN_SIGN_PREDICATE,
+    )
+    .await
+}
+
+/// [`attach`] for a bundle whose statement has `predicate_type` (named,
+/// unsigned, in the referrer manifest's annotations, as cosign does).
+pub(crate) async fn attach_with_predicate(
+    client: &RegistryClient,
+    image: &ImageRef,
+    subject: Descriptor,
+    bundle_bytes: &[u8],
+    created: &str,
+    predicate_type: &str,
+) -> Result<Digest, TagWriteError> {
     let bundle_digest = Digest::sha256(bundle_bytes);
     let supports_api = match client.referrers(image, &subject.digest).await? {
         Some(index) => {
@@ -233,7 +270,8 @@ pub(crate) async fn attach(
             }
         }
     }
-    let manifest = bundle::build_attachment(bundle_bytes, subject.clone(), created);
+    let manifest =
+        bundle::build_attachment_for(bundle_bytes, subject.clone(), created, predicate_type);
     let bytes =
         serde_json::to_vec(&manifest).map_err(|e| TagWriteError::Malformed(e.to_string()))?;
     let manifest_digest = Digest::sha256(&bytes);
@@ -267,9 +305,9 @@ async fn find_bundle(
     bundle_digest: &Digest,
 ) -> Result<Option<Digest>, RegistryError> {
     for entry in &index.manifests {
-        if let Some((manifest_digest, layer)) = bundle_layer(client, image, entry).await? {
-            if layer.digest == *bundle_digest {
-                return Ok(Some(manifest_digest));
+        if let Some(found) = referrer_bundle(client, image, entry).await? {
+            if found.layer.digest == *bundle_digest {
+                return Ok(Some(found.manifest));
             }
         }
     }

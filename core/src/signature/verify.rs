@@ -9,12 +9,15 @@
 //! already verified (a satisfied requirement cannot be undone by a broken
 //! sibling).
 
+use std::future::Future;
+
 use futures::{Stream, StreamExt as _};
 
 use super::collect::{Found, Listing};
 use super::requirements::{push_unique, Requirements, Unmet, Verdict, Verified};
 use super::{check, legacy, referrers};
 use crate::digest::Digest;
+use crate::oci::ImageIndex;
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
 
@@ -164,6 +167,21 @@ pub async fn verify(
             digest,
         });
     }
+    let listing = referrers::index(client, image, &digest);
+    verify_listed(client, image, &digest, req, listing).await
+}
+
+/// [`verify`] of a pinned sha256 `digest`, with the bundle listing given by
+/// the caller, who may share it with another reader (attestations read the
+/// same referrers).
+pub(crate) async fn verify_listed(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+    req: &Requirements,
+    bundle_listing: impl Future<Output = Result<Listing<ImageIndex>, RegistryError>>,
+) -> Result<Verdict, VerifyError> {
+    let digest = digest.clone();
     let mut findings = Findings {
         digest: &digest,
         repository: image.name(),
@@ -188,8 +206,7 @@ pub async fn verify(
             None => None,
         }
     };
-    let (legacy_verified, bundle_listing) =
-        futures::join!(legacy_side, referrers::index(client, image, &digest));
+    let (legacy_verified, bundle_listing) = futures::join!(legacy_side, bundle_listing);
     if let Some(verified) = legacy_verified {
         return Ok(Verdict::Verified(verified));
     }

@@ -3,6 +3,7 @@
 
 mod admission;
 mod attacks;
+mod attestations;
 mod common;
 mod deploy;
 mod image;

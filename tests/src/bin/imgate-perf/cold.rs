@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use imgate_tests::{FaultCounts, FaultProxy, Logged};
+use imgate_tests::{in_turn, FaultCounts, FaultProxy, Logged};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -316,27 +316,6 @@ pub fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// The longest chain of requests in `trace` where each one arrived at the
-/// proxy no earlier than the one before it was answered.
-fn in_turn(trace: &[Logged]) -> u64 {
-    let mut by_start: Vec<&Logged> = trace.iter().collect();
-    by_start.sort_by_key(|l| (l.start_ms, l.end_ms));
-    // chain[i]: the longest chain ending with by_start[i]. A cold trace holds
-    // a few dozen requests, so the quadratic walk costs nothing.
-    let mut chain: Vec<u64> = Vec::with_capacity(by_start.len());
-    for (i, request) in by_start.iter().enumerate() {
-        let before = by_start[..i]
-            .iter()
-            .zip(&chain)
-            .filter(|(earlier, _)| earlier.end_ms <= request.start_ms)
-            .map(|(_, length)| *length)
-            .max()
-            .unwrap_or(0);
-        chain.push(before + 1);
-    }
-    chain.into_iter().max().unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,23 +329,6 @@ mod tests {
             start_ms,
             end_ms,
         }
-    }
-
-    #[test]
-    fn in_turn_counts_the_requests_waited_for_one_after_another() {
-        // A tag, three signature lookups at once, then the signature blob,
-        // answered out of order.
-        let trace = [
-            logged(28, 57, 1),
-            logged(0, 28, 1),
-            logged(56, 85, 2),
-            logged(28, 56, 1),
-            logged(29, 56, 3),
-        ];
-        assert_eq!(in_turn(&trace), 3);
-        // Requests that overlap count once.
-        assert_eq!(in_turn(&[logged(0, 30, 1), logged(1, 29, 1)]), 1);
-        assert_eq!(in_turn(&[]), 0);
     }
 
     #[test]
