@@ -11,14 +11,14 @@
 //!   (`*` runs across `.`, `:` and `/`); imgate's are normalised and
 //!   boundary-safe. Each allow-list wildcard is read the boundary-safe way
 //!   and kept only when the importer proves (on automata, see
-//!   [`question`]) that every image the imgate pattern matches, at every
+//!   the `question` module) that every image the imgate pattern matches, at every
 //!   digest, has a spelling the whole Kyverno policy admitted.
 //! - What the importer does not understand about images is refused by field
 //!   path and denies the images it covered (fail closed); what is not about
 //!   images (a securityContext check) is listed as not imported.
 //! - Every pattern whose meaning changes is reported with references the
 //!   two policies decide differently, computed from the patterns
-//!   ([`examples`]).
+//!   (the `examples` module).
 //!
 //! Bounds on hostile input: [`MAX_INPUT_BYTES`], [`MAX_DEPTH`],
 //! [`MAX_OBJECTS`], [`MAX_ALTERNATIVES`], [`MAX_PATTERN_LEN`], [`MAX_ATOMS`],
@@ -70,7 +70,9 @@ pub const MAX_CEL_LEN: usize = 16 << 10;
 /// One input: its name for messages and its text.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// Its name, for messages.
     pub name: String,
+    /// Its text.
     pub text: String,
 }
 
@@ -80,28 +82,50 @@ pub enum ImportError {
     /// The input is larger than [`MAX_INPUT_BYTES`].
     #[error("{source_name}: {bytes} bytes, more than the {max} an import reads")]
     TooLarge {
+        /// The input named in the message.
         source_name: String,
+        /// Its size.
         bytes: usize,
+        /// The bound.
         max: usize,
     },
     /// Not YAML (or YAML that is not JSON-like, or nested beyond the YAML
     /// reader's own limit).
     #[error("{origin}: not valid YAML: {detail}")]
-    Yaml { origin: String, detail: String },
+    Yaml {
+        /// Where in the input (file, document, path).
+        origin: String,
+        /// What the parser said.
+        detail: String,
+    },
     /// Nested deeper than [`MAX_DEPTH`].
     #[error("{origin}: nested deeper than {max} levels")]
-    TooDeep { origin: String, max: usize },
+    TooDeep {
+        /// Where in the input (file, document, path).
+        origin: String,
+        /// The bound.
+        max: usize,
+    },
     /// More than [`MAX_OBJECTS`] objects.
     #[error("more than {max} objects in the input")]
-    TooManyObjects { max: usize },
+    TooManyObjects {
+        /// The bound.
+        max: usize,
+    },
     /// A document that is not a mapping.
     #[error("{origin}: not a Kubernetes object (a mapping with apiVersion and kind)")]
-    NotAnObject { origin: String },
+    NotAnObject {
+        /// Where in the input (file, document, path).
+        origin: String,
+    },
     /// An object of another API group.
     #[error("{origin}: {kind} ({api_version}) is not a Kyverno policy")]
     NotKyverno {
+        /// Where in the input (file, document, path).
         origin: String,
+        /// Its kind.
         kind: String,
+        /// Its apiVersion.
         api_version: String,
     },
     /// The input held no Kyverno policy.
@@ -109,32 +133,50 @@ pub enum ImportError {
     NoPolicies,
     /// Policies without a single rule about images.
     #[error("no image rules in {policies}: nothing for imgate to import")]
-    NoImageRules { policies: String },
+    NoImageRules {
+        /// The policies read.
+        policies: String,
+    },
     /// A pattern string with more than [`MAX_ALTERNATIVES`] alternatives.
     #[error("{source_name} {path}: {count} alternatives, more than the {max} an import takes")]
     TooManyAlternatives {
+        /// The input named in the message.
         source_name: String,
+        /// The field path in the Kyverno policy.
         path: String,
+        /// How many there are.
         count: usize,
+        /// The bound.
         max: usize,
     },
     /// A wildcard longer than [`MAX_PATTERN_LEN`].
     #[error("{source_name} {path}: a pattern of {len} characters, more than {max}")]
     PatternTooLong {
+        /// The input named in the message.
         source_name: String,
+        /// The field path in the Kyverno policy.
         path: String,
+        /// Its length.
         len: usize,
+        /// The bound.
         max: usize,
     },
     /// More than [`MAX_ATOMS`] wildcard patterns.
     #[error("more than {max} image patterns in the input")]
-    TooManyPatterns { max: usize },
+    TooManyPatterns {
+        /// The bound.
+        max: usize,
+    },
     /// A CEL expression longer than [`MAX_CEL_LEN`].
     #[error("{source_name} {path}: a CEL expression of {len} bytes, more than {max}")]
     ExpressionTooLong {
+        /// The input named in the message.
         source_name: String,
+        /// The field path in the Kyverno policy.
         path: String,
+        /// Its length.
         len: usize,
+        /// The bound.
         max: usize,
     },
     /// The written policy does not load (a bug: nothing is written).
@@ -150,6 +192,7 @@ pub struct Import {
     pub policy_yaml: String,
     /// The same, loaded.
     pub policy: Policy,
+    /// What changed, what was refused, what was not imported.
     pub report: Report,
 }
 

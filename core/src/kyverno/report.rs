@@ -43,7 +43,9 @@ impl FindingKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Decision {
+    /// The policy admits the reference.
     Admitted,
+    /// The policy denies it.
     Denied,
 }
 
@@ -66,6 +68,7 @@ pub struct Example {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
+    /// What kind of finding.
     pub kind: FindingKind,
     /// The policy (`ClusterPolicy/name`) or input it is about.
     pub source: String,
@@ -109,12 +112,17 @@ impl Finding {
 pub struct Summary {
     /// The policies read (`ClusterPolicy/name`).
     pub policies: Vec<String>,
+    /// The imported `mode`.
     pub mode: String,
+    /// The imported `pinDigests`.
     pub pin_digests: String,
+    /// The imported `onRegistryError`.
     pub on_registry_error: String,
+    /// The imported `trustedRegistries`.
     pub trusted_registries: Vec<String>,
     /// Rule names, in order.
     pub rules: Vec<String>,
+    /// Namespaces the Kyverno policies excluded.
     pub excluded_namespaces: Vec<String>,
 }
 
@@ -122,7 +130,9 @@ pub struct Summary {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// What was imported.
     pub summary: Summary,
+    /// Every finding, in order.
     pub findings: Vec<Finding>,
 }
 
