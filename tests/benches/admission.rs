@@ -5,6 +5,10 @@
 //!
 //! - warm: one engine, the same Pod reviewed again and again (tag and
 //!   verified-digest caches hit);
+//! - warm, attested: the same under a rule that also requires a signed SLSA
+//!   provenance attestation with one CEL condition (the evidence is cached,
+//!   the condition runs on every review): the difference is what a cached
+//!   review pays for one attestation condition;
 //! - cold: a fresh engine (empty caches) for every review, so each one
 //!   resolves the tag, fetches the signature and verifies it (the registry
 //!   client's connection pool is shared, as in a running webhook).
@@ -15,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use imgate_core::attestation;
 use imgate_core::policy::Policy;
 use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, SignOptions};
@@ -30,6 +35,8 @@ struct Setup {
     _registry: Registry,
     _dir: tempfile::TempDir,
     policy_path: std::path::PathBuf,
+    /// The same rule, also requiring a provenance attestation and a condition.
+    attested_policy_path: std::path::PathBuf,
     client: RegistryClient,
     body: Vec<u8>,
 }
@@ -44,17 +51,35 @@ async fn setup() -> anyhow::Result<Setup> {
     let key = SigningKey::generate();
     let image = ImageRef::parse(&pushed.pinned())?;
     signature::sign(&client, &image, &key, &SignOptions::default()).await?;
+    let provenance = json!({"buildDefinition": {"externalParameters": {"workflow": {
+        "repository": "https://github.com/example/app", "ref": "refs/heads/main"}}}});
+    attestation::attest(
+        &client,
+        &image,
+        &attestation::KeySigner(&key),
+        &attestation::AttestOptions {
+            predicate_type: "slsaprovenance1".into(),
+            predicate: serde_json::to_vec(&provenance)?,
+            format: signature::Format::Legacy,
+        },
+    )
+    .await?;
 
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("cosign.pub"), key.public_key().to_pem())?;
     let host = registry.host();
+    let policy = format!(
+        "mode: enforce\ntrustedRegistries: [\"{host}/team/**\"]\n\
+         registries:\n  \"{host}\": {{http: true}}\n\
+         rules:\n  - name: team\n    images: [\"{host}/team/**\"]\n    keys: [{{file: cosign.pub}}]\n"
+    );
     let policy_path = dir.path().join("policy.yaml");
+    std::fs::write(&policy_path, &policy)?;
+    let attested_policy_path = dir.path().join("attested.yaml");
     std::fs::write(
-        &policy_path,
+        &attested_policy_path,
         format!(
-            "mode: enforce\ntrustedRegistries: [\"{host}/team/**\"]\n\
-             registries:\n  \"{host}\": {{http: true}}\n\
-             rules:\n  - name: team\n    images: [\"{host}/team/**\"]\n    keys: [{{file: cosign.pub}}]\n"
+            "{policy}    attestations:\n      - name: provenance\n        predicateType: slsaprovenance1\n        conditions:\n          - predicate.buildDefinition.externalParameters.workflow.repository == 'https://github.com/example/app'\n"
         ),
     )?;
     let body = serde_json::to_vec(&json!({
@@ -78,6 +103,7 @@ async fn setup() -> anyhow::Result<Setup> {
         _registry: registry,
         _dir: dir,
         policy_path,
+        attested_policy_path,
         client,
         body,
     })
@@ -86,7 +112,15 @@ async fn setup() -> anyhow::Result<Setup> {
 /// A webhook (fresh engine, empty caches) on a loopback port; returns its
 /// `/mutate` URL and the server task.
 async fn webhook(setup: &Setup) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let policy = Policy::load(&setup.policy_path)?;
+    webhook_with(setup, &setup.policy_path).await
+}
+
+/// The same under the policy at `policy_path`.
+async fn webhook_with(
+    setup: &Setup,
+    policy_path: &std::path::Path,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let policy = Policy::load(policy_path)?;
     let metrics = Metrics::new();
     let engine = Engine::builder(policy, setup.client.clone())
         .metrics(metrics.clone())
@@ -132,17 +166,62 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-async fn samples(setup: &Setup, http: &reqwest::Client) -> anyhow::Result<()> {
-    let (warm, task) = webhook(setup).await?;
+/// This process's CPU time so far (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces).
+            let rest = stat.rsplit_once(')')?.1.to_string();
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    // Linux reports clock ticks of 1/100 s.
+    Duration::from_millis(ticks * 10)
+}
+
+/// 2,000 warm reviews under `policy_path`: latency percentiles and the CPU
+/// per review of this process (client and server together).
+async fn warm_samples(
+    setup: &Setup,
+    http: &reqwest::Client,
+    name: &str,
+    policy_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (warm, task) = webhook_with(setup, policy_path).await?;
     review(http, &warm, &setup.body).await?;
     let mut durations = Vec::new();
-    for _ in 0..500 {
+    let cpu = cpu_time();
+    for _ in 0..2000 {
         let started = Instant::now();
         review(http, &warm, &setup.body).await?;
         durations.push(started.elapsed());
     }
+    let per_review = (cpu_time() - cpu) / 2000;
     task.abort();
-    report("warm cache", durations);
+    report(name, durations);
+    println!(
+        "admission {name}: CPU {:.1}us per review (in-process client and server)",
+        per_review.as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+async fn samples(setup: &Setup, http: &reqwest::Client) -> anyhow::Result<()> {
+    warm_samples(setup, http, "warm cache", &setup.policy_path).await?;
+    warm_samples(
+        setup,
+        http,
+        "warm cache, one attestation condition",
+        &setup.attested_policy_path,
+    )
+    .await?;
 
     let mut durations = Vec::new();
     for _ in 0..100 {
@@ -192,6 +271,21 @@ fn main() {
     criterion.bench_function("admission/warm", |b| {
         b.to_async(&runtime).iter(|| async {
             if let Err(err) = review(&http, &warm, &setup.body).await {
+                eprintln!("{err:#}");
+            }
+        })
+    });
+    let (attested, _attested_task) =
+        match runtime.block_on(webhook_with(&setup, &setup.attested_policy_path)) {
+            Ok(served) => served,
+            Err(err) => {
+                eprintln!("admission bench: {err:#}");
+                return;
+            }
+        };
+    criterion.bench_function("admission/warm-attested", |b| {
+        b.to_async(&runtime).iter(|| async {
+            if let Err(err) = review(&http, &attested, &setup.body).await {
                 eprintln!("{err:#}");
             }
         })

@@ -29,6 +29,7 @@ mod interop;
 mod keyless_sign;
 mod limits;
 mod policy;
+mod webhook;
 
 const PASSWORD: &str = "attest pass";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v1";

@@ -54,7 +54,7 @@ impl Run {
 /// While the binary lacks one, its command lines are not held against its
 /// `--help`; [`is_pending`] asserts that it is still missing, so the day it
 /// exists this list must shrink and its flags get checked like all others.
-pub const PENDING_SUBCOMMANDS: &[&str] = &["attest", "verify-attestation"];
+pub const PENDING_SUBCOMMANDS: &[&str] = &[];
 
 /// Whether `words` (after `imgate`) run a [`PENDING_SUBCOMMANDS`] entry that
 /// this binary does not have yet; panics if it has it.

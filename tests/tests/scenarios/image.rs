@@ -135,6 +135,8 @@ impl Release {
             .arg(&script)
             .args(["provenance", "--image", pinned, "--builder-id"])
             .arg("https://example.invalid/imgate/tests/image-scenario")
+            // The repository the shipped policy snippet requires.
+            .args(["--source", "https://github.com/example/imgate"])
             .arg("--out")
             .arg(&provenance);
         must(command, "predicates.py provenance");
@@ -187,6 +189,76 @@ impl Release {
         let run = Run::from_output(&run_imgate(&args, &env, None).unwrap());
         assert_eq!(run.code, 0, "imgate sign (keyless): {run:?}");
         assert_eq!(run.stdout.trim(), pinned, "{run:?}");
+    }
+
+    /// Step 4: attest a predicate (`--type` a cosign short name) with the
+    /// release key, or keylessly as the GitHub workflow when `key` is `None`.
+    fn attest(&self, pinned: &str, predicate: &Path, kind: &str, key: Option<&Path>) {
+        let mut args = match key {
+            Some(key) => vec![
+                "attest".to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ],
+            None => {
+                let mut args = self.sigstore_args("attest");
+                args.extend([
+                    "--signing-config".into(),
+                    self.sigstore.signing_config_path().display().to_string(),
+                    "--allow-http".into(),
+                    "127.0.0.1".into(),
+                ]);
+                args
+            }
+        };
+        args.extend([
+            "--predicate".into(),
+            predicate.display().to_string(),
+            "--type".into(),
+            kind.into(),
+        ]);
+        args.extend(self.registry.cli_args());
+        args.push(pinned.to_string());
+        let url = self.sigstore.actions_token_url();
+        let env = [
+            ("IMGATE_PASSWORD", PASSWORD),
+            ("GITHUB_ACTIONS", "true"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", url.as_str()),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", GITHUB_REQUEST_TOKEN),
+        ];
+        let run = Run::from_output(&run_imgate(&args, &env, None).unwrap());
+        assert_eq!(run.code, 0, "imgate attest --type {kind}: {run:?}");
+    }
+
+    /// Step 5, attestations: `imgate verify-attestation --type KIND` by
+    /// `signer`; the statements verified, as JSON.
+    fn verify_attestation(&self, pinned: &str, kind: &str, signer: Signer<'_>) -> Run {
+        let mut args = match signer {
+            Signer::Key(public) => vec![
+                "verify-attestation".to_string(),
+                "--key".into(),
+                public.display().to_string(),
+            ],
+            Signer::Workflow => {
+                let mut args = self.sigstore_args("verify-attestation");
+                args.extend([
+                    "--certificate-identity".into(),
+                    GITHUB_WORKFLOW_IDENTITY.into(),
+                    "--certificate-oidc-issuer".into(),
+                    GITHUB_ISSUER.into(),
+                ]);
+                args
+            }
+        };
+        args.extend([
+            "--type".into(),
+            kind.into(),
+            "--output".into(),
+            "json".into(),
+        ]);
+        args.extend(self.registry.cli_args());
+        args.push(pinned.to_string());
+        Run::from_output(&run_imgate(&args, &[], None).unwrap())
     }
 
     /// `imgate SUB --trusted-root ROOT` of the private Sigstore.
@@ -262,7 +334,7 @@ fn imgate_image_is_built_signed_verified_and_serves_reviews_from_its_own_root() 
 
         let pinned = release.build_and_push();
         let digest = pinned.rsplit_once('@').unwrap().1.to_string();
-        let (_sbom, _provenance) = release.predicates(&pinned);
+        let (sbom, provenance) = release.predicates(&pinned);
         // The two release workflows' signatures: Forgejo's release key,
         // GitHub's keyless workflow identity; nobody else's.
         let other = release.path("other");
@@ -281,21 +353,41 @@ fn imgate_image_is_built_signed_verified_and_serves_reviews_from_its_own_root() 
         let refused = release.verify(&pinned, Signer::Key(&release.path("other.pub")));
         assert_eq!(refused.code, 1, "nothing signed yet: {refused:?}");
         release.sign(&pinned, &key);
-        // Attestation steps go here: `imgate attest --predicate PROVENANCE
-        // --type slsaprovenance1 --key KEY PINNED`, the same with the SBOM
-        // and `--type cyclonedx`.
+        release.attest(&pinned, &provenance, "slsaprovenance1", Some(&key));
+        release.attest(&pinned, &sbom, "cyclonedx", Some(&key));
         let verified = release.verify(&pinned, Signer::Key(&public));
         assert_eq!(verified.code, 0, "imgate verify --key: {verified:?}");
-        // And here `imgate verify-attestation --type slsaprovenance1 --key
-        // PUB PINNED` and `--type cyclonedx`.
+        for kind in ["slsaprovenance1", "cyclonedx"] {
+            let verified = release.verify_attestation(&pinned, kind, Signer::Key(&public));
+            assert_eq!(verified.code, 0, "verify-attestation {kind}: {verified:?}");
+            let statement = &verified.json()[0]["statements"][0]["statement"];
+            assert_eq!(
+                statement["subject"][0]["digest"]["sha256"],
+                digest.trim_start_matches("sha256:"),
+                "{verified:?}"
+            );
+        }
+        let refused = release.verify_attestation(
+            &pinned,
+            "slsaprovenance1",
+            Signer::Key(&release.path("other.pub")),
+        );
+        assert_eq!(refused.code, 1, "another key attested nothing: {refused:?}");
         let refused = release.verify(&pinned, Signer::Workflow);
         assert_eq!(
             refused.code, 1,
             "a key signature is not the workflow's: {refused:?}"
         );
         release.sign_keylessly(&pinned);
-        // Keyless attestation steps go here (attest without --key), then
-        // verify-attestation by the workflow's identity.
+        release.attest(&pinned, &provenance, "slsaprovenance1", None);
+        release.attest(&pinned, &sbom, "cyclonedx", None);
+        for kind in ["slsaprovenance1", "cyclonedx"] {
+            let verified = release.verify_attestation(&pinned, kind, Signer::Workflow);
+            assert_eq!(
+                verified.code, 0,
+                "verify-attestation {kind} by identity: {verified:?}"
+            );
+        }
         let verified = release.verify(&pinned, Signer::Workflow);
         assert_eq!(verified.code, 0, "imgate verify by identity: {verified:?}");
         let refused = release.verify(&pinned, Signer::Key(&release.path("other.pub")));

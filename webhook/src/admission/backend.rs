@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
+use imgate_core::attestation::{self, Evidence, Wanted};
 use imgate_core::digest::Digest;
 use imgate_core::policy::HumanDuration;
 use imgate_core::reference::ImageRef;
@@ -76,5 +77,26 @@ impl Backend for RegistryBackend {
         requirements: Requirements,
     ) -> BoxFuture<'static, Result<Verdict, VerifyError>> {
         async move { imgate_core::signature::verify(&client, &image, &requirements).await }.boxed()
+    }
+
+    fn verify_attested(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+        requirements: Option<Requirements>,
+        wanted: Wanted,
+    ) -> BoxFuture<'static, Result<(Option<Verdict>, Evidence), VerifyError>> {
+        async move {
+            match requirements {
+                Some(requirements) => {
+                    let (verdict, evidence) =
+                        attestation::verify_with_signature(&client, &image, &requirements, &wanted)
+                            .await?;
+                    Ok((Some(verdict), evidence))
+                }
+                None => Ok((None, attestation::collect(&client, &image, &wanted).await?)),
+            }
+        }
+        .boxed()
     }
 }

@@ -1,12 +1,14 @@
 //! One image field checked: trusted registry, matching rule, the tag
-//! resolved to a digest (tag cache), the digest verified (verdict cache),
-//! both per credential, single flight, under the review's deadline and the
-//! process-wide bound on registry work; then the patch that pins it or the
-//! reason it is denied.
+//! resolved to a digest (tag cache), the digest's signatures verified and
+//! its attestations collected (verdict cache), both per credential, single
+//! flight, under the review's deadline and the process-wide bounds on
+//! registry work; the rule's attestation conditions evaluated afresh; then
+//! the patch that pins it or the reason it is denied.
 
 use std::future::Future;
 use std::hash::Hash;
 
+use imgate_core::attestation::cel::Now;
 use imgate_core::policy::{HumanDuration, Mode, PinScope, Rule};
 use imgate_core::reference::ImageRef;
 use imgate_core::workload::PodCarrier;
@@ -107,7 +109,9 @@ impl Engine {
             PinScope::All => true,
             PinScope::None => false,
         };
-        let needs_digest = rule.requires_signature() || (in_pin_scope && image.digest.is_none());
+        let needs_digest = rule.requires_signature()
+            || !rule.attestations().is_empty()
+            || (in_pin_scope && image.digest.is_none());
         if !needs_digest {
             // Nothing to verify and nothing to pin: no registry call at all.
             decision.digest = image.digest.clone();
@@ -115,25 +119,39 @@ impl Engine {
             return decision;
         }
         let checked = self.digest_and_verdict(check, rule, &image).await;
-        let (digest, verdict) = match checked {
+        let (digest, checked) = match checked {
             Ok(checked) => checked,
             Err(err) => return registry_failure(decision, policy, &who, written, &rule.name, err),
         };
         decision.digest = Some(digest.clone());
-        match verdict {
-            None | Some(Verdict::Verified(_)) => decision.verified = verdict.is_some(),
+        let deny = |mut decision: ImageDecision, unmet: Vec<String>| {
+            decision.reason = Some(format!(
+                "{who}: image {written:?} ({digest}): rule {:?}: {}",
+                rule.name,
+                if unmet.is_empty() {
+                    "not verified".to_string()
+                } else {
+                    unmet.join("; ")
+                }
+            ));
+            decision
+        };
+        let checked = checked.unwrap_or(Checked {
+            verdict: None,
+            evidence: None,
+        });
+        match &checked.verdict {
+            None => {}
+            Some(Verdict::Verified(_)) => decision.verified = true,
             Some(Verdict::Denied { unmet, .. }) => {
-                let unmet: Vec<String> = unmet.iter().map(ToString::to_string).collect();
-                decision.reason = Some(format!(
-                    "{who}: image {written:?} ({digest}): rule {:?}: {}",
-                    rule.name,
-                    if unmet.is_empty() {
-                        "not verified".to_string()
-                    } else {
-                        unmet.join("; ")
-                    }
-                ));
-                return decision;
+                return deny(decision, unmet.iter().map(ToString::to_string).collect());
+            }
+        }
+        // Conditions run on every review, against the (cached) evidence.
+        if let Some(evidence) = &checked.evidence {
+            let unmet = rule.attestations().evaluate(evidence, &Now::current());
+            if !unmet.is_empty() {
+                return deny(decision, unmet.iter().map(ToString::to_string).collect());
             }
         }
         decision.allowed = true;
@@ -156,15 +174,15 @@ impl Engine {
         decision
     }
 
-    /// The digest of `image` and, when `rule` requires a signature, the
-    /// verdict on it, both as the credential this object uses for the
-    /// registry sees them.
+    /// The digest of `image` and, when `rule` requires a signature or
+    /// attestations, what the registry says of them, all as the credential
+    /// this object uses for the registry sees them.
     async fn digest_and_verdict(
         &self,
         check: &ObjectCheck,
         rule: &Rule,
         image: &ImageRef,
-    ) -> Result<(Digest, Option<Verdict>), CheckError> {
+    ) -> Result<(Digest, Option<Checked>), CheckError> {
         // The pod's pull secrets are read (once per object) before any cache
         // is asked: the answer depends on who asks.
         let access = tokio::time::timeout_at(
@@ -192,7 +210,8 @@ impl Engine {
                     .await?
             }
         };
-        if !rule.requires_signature() {
+        let attested = !rule.attestations().is_empty();
+        if !rule.requires_signature() && !attested {
             return Ok((digest, None));
         }
         let subject = image.at_digest(digest.clone());
@@ -203,29 +222,47 @@ impl Engine {
             rule.fingerprint().to_string(),
         );
         let backend = Arc::clone(&self.backend);
-        let requirements = rule.requirements();
+        let requirements = rule.requires_signature().then(|| rule.requirements());
+        let wanted = attested.then(|| rule.attestations().wanted().clone());
         let metrics = Arc::clone(&self.metrics);
+        let attestation_slots = Arc::clone(&self.attestation_slots);
         let (verified_ttl, denied_ttl) = (
             check.policy.cache.verified_ttl.get(),
             check.policy.cache.denied_ttl.get(),
         );
         let verify = async move {
             metrics.verification();
-            let verdict = backend
-                .verify(client, subject, requirements)
-                .await
-                .map_err(|err| CheckError::Verify(Arc::new(err)))?;
-            let ttl = if verdict.is_verified() {
-                verified_ttl
-            } else {
-                denied_ttl
+            let checked = match (wanted, requirements) {
+                (Some(wanted), requirements) => {
+                    let _reading = attestation_slots.acquire_owned().await;
+                    let (verdict, evidence) = backend
+                        .verify_attested(client, subject, requirements, wanted.clone())
+                        .await
+                        .map_err(|err| CheckError::Verify(Arc::new(err)))?;
+                    // Evidence missing a wanted type is kept briefly, like a
+                    // denial, so an attestation pushed after the image counts soon.
+                    let complete = (0..wanted.attestations.len())
+                        .all(|i| evidence.statements.iter().any(|s| s.accepted.contains(&i)));
+                    (verdict, Some(Arc::new(evidence)), complete)
+                }
+                (None, Some(requirements)) => {
+                    let verdict = backend
+                        .verify(client, subject, requirements)
+                        .await
+                        .map_err(|err| CheckError::Verify(Arc::new(err)))?;
+                    (Some(verdict), None, true)
+                }
+                (None, None) => (None, None, true),
             };
-            Ok((verdict, ttl))
+            let (verdict, evidence, complete) = checked;
+            let verified = complete && verdict.as_ref().is_none_or(Verdict::is_verified);
+            let ttl = if verified { verified_ttl } else { denied_ttl };
+            Ok((Checked { verdict, evidence }, ttl))
         };
-        let verdict = self
+        let checked = self
             .cached(check, &check.caches.verified, &VERIFIED, key, verify)
             .await?;
-        Ok((digest, Some(verdict)))
+        Ok((digest, Some(checked)))
     }
 
     /// `key` from `cache`, or computed once (single flight, in a registry

@@ -14,6 +14,10 @@
 //! request's arrival, and so does every credential lookup; when the
 //! registry is slow or down the policy's `onRegistryError` decides, in time.
 //!
+//! A rule's in-toto attestations are collected with its signatures (one
+//! registry pass, cached with the verdict); their CEL conditions are
+//! evaluated on every review, never cached.
+//!
 //! Answers learnt from a registry are cached per credential: a tenant
 //! without access to a private image never gets another tenant's answer
 //! about it.
@@ -25,6 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use imgate_core::attestation::Evidence;
 use imgate_core::digest::Digest;
 use imgate_core::policy::Policy;
 use imgate_core::registry::RegistryClient;
@@ -49,14 +54,40 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
 /// burst of objects costs queueing, not thousands of sockets.
 pub const DEFAULT_REGISTRY_CONCURRENCY: usize = 32;
 
+/// Default bound on registry computations that read attestations running
+/// at once: each may hold up to the policy's `limits.attestations.maxTotalBytes`
+/// (32 MiB by default) while it reads, so this bounds that memory too.
+pub const DEFAULT_ATTESTATION_CONCURRENCY: usize = 4;
+/// Bound on the attestation evidence the verdict cache keeps alive, in
+/// bytes (statements and their CEL values): large SBOMs are cached while
+/// they fit and read again when they do not.
+pub const MAX_CACHED_EVIDENCE_BYTES: usize = 64 << 20;
+
 /// Tag → digest, per credential: `(credential, reference)`.
 type TagKey = (Option<CredentialId>, String);
 /// Verified digests, per credential: `(credential, repository, digest, rule fingerprint)`.
 type VerdictKey = (Option<CredentialId>, String, Digest, String);
 
+/// What the registry said about a digest under a rule: the signature
+/// verdict (when the rule wants a signature) and the evidence of its
+/// attestations (when it wants attestations). Conditions over the evidence
+/// are never part of it: they are evaluated on every review, so a reloaded
+/// policy or a condition on time applies at once.
+#[derive(Clone)]
+pub(super) struct Checked {
+    verdict: Option<Verdict>,
+    evidence: Option<Arc<Evidence>>,
+}
+
+impl Checked {
+    fn weight(&self) -> usize {
+        self.evidence.as_ref().map_or(0, |e| e.retained_bytes())
+    }
+}
+
 struct Caches {
     max_entries: usize,
-    verified: FlightCache<VerdictKey, Verdict, CheckError>,
+    verified: FlightCache<VerdictKey, Checked, CheckError>,
     tags: FlightCache<TagKey, Digest, CheckError>,
 }
 
@@ -64,7 +95,9 @@ impl Caches {
     fn new(max_entries: usize, limits: FlightLimits) -> Caches {
         Caches {
             max_entries,
-            verified: FlightCache::new(max_entries).with_limits(limits),
+            verified: FlightCache::new(max_entries)
+                .with_limits(limits)
+                .with_weight(Checked::weight, MAX_CACHED_EVIDENCE_BYTES),
             tags: FlightCache::new(max_entries).with_limits(limits),
         }
     }
@@ -97,6 +130,8 @@ pub struct Engine {
     flight_limits: FlightLimits,
     /// Slots for registry computations, process-wide.
     registry_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for those that read attestations, process-wide.
+    attestation_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -188,6 +223,9 @@ impl EngineBuilder {
             namespace_labels: self.namespace_labels,
             pull_secrets: self.pull_secrets,
             registry_slots: Arc::new(tokio::sync::Semaphore::new(self.registry_concurrency)),
+            attestation_slots: Arc::new(tokio::sync::Semaphore::new(
+                DEFAULT_ATTESTATION_CONCURRENCY,
+            )),
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
+use imgate_core::attestation::{Evidence, Wanted};
 use imgate_core::digest::Digest;
 use imgate_core::reference::ImageRef;
 use imgate_core::registry::{Credentials, RegistryClient, RegistryError};
@@ -33,6 +34,33 @@ pub trait Backend: Send + Sync + 'static {
         image: ImageRef,
         requirements: Requirements,
     ) -> BoxFuture<'static, Result<Verdict, VerifyError>>;
+    /// The signature verdict of `image` (pinned by digest) when
+    /// `requirements` are given, and the evidence of its attestations under
+    /// `wanted`, asked of the registry at the same time. By default (a
+    /// backend that knows no attestations): the signatures as
+    /// [`Backend::verify`] and no attestation found, which denies any rule
+    /// that wants one.
+    fn verify_attested(
+        &self,
+        client: RegistryClient,
+        image: ImageRef,
+        requirements: Option<Requirements>,
+        _wanted: Wanted,
+    ) -> BoxFuture<'static, Result<(Option<Verdict>, Evidence), VerifyError>> {
+        let verdict = requirements.map(|r| self.verify(client, image.clone(), r));
+        Box::pin(async move {
+            let Some(digest) = image.digest else {
+                return Err(VerifyError::NotPinned {
+                    image: image.to_string(),
+                });
+            };
+            let verdict = match verdict {
+                Some(verdict) => Some(verdict.await?),
+                None => None,
+            };
+            Ok((verdict, Evidence::empty(digest)))
+        })
+    }
 }
 
 /// A namespace's labels (through the Kubernetes API in a cluster), for
