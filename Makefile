@@ -29,7 +29,7 @@ test:
 	  IMGATE_STATIC_BIN=$$(cat $(STATIC_BIN_FILE)) \
 	  $(CARGO) test --workspace --no-fail-fast
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p imgate-keys -p imgate-core -p imgate-webhook
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p imgate-keys -p imgate-sigstore -p imgate-core -p imgate-webhook
 	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
 
 build:

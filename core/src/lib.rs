@@ -15,13 +15,14 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod signature;
-pub mod sigstore;
 pub mod workload;
 
 pub use digest::Digest;
 pub use reference::ImageRef;
 
 pub use imgate_keys::error_chain;
+/// Sigstore verification and signing (the `imgate-sigstore` crate).
+pub use imgate_sigstore as sigstore;
 
 #[cfg(test)]
 mod tests {

@@ -301,7 +301,7 @@ fn keyless_rule(authority: &str) -> String {
 
 fn embedded_root_path() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/sigstore/trusted_root.json")
+        .join("../sigstore/src/trusted_root.json")
         .display()
         .to_string()
 }

@@ -38,7 +38,7 @@ fn dsse_attest(args: &[&str]) -> (i32, String, String) {
 
 fn sigstore_js(bundle: &Path, key: &str, digest: &str) -> (i32, String, String) {
     let dir = workspace_root().join("tests/interop/sigstore-js");
-    let root = workspace_root().join("core/src/sigstore/trusted_root.json");
+    let root = workspace_root().join("sigstore/src/trusted_root.json");
     let mut command = Command::new("node");
     command
         .current_dir(&dir)

@@ -1,7 +1,7 @@
 //! Sigstore verification and signing: keyless (Fulcio certificate) and
 //! transparency-log (Rekor) evidence, on the official Sigstore crates
 //! (`sigstore-verify` and the crates it re-exports, `sigstore-trust-root`,
-//! `sigstore-tuf`). This is the only module that names those crates, so an
+//! `sigstore-tuf`). This is the only crate that names those crates, so an
 //! upgrade touches one place; where a crate gets a case wrong or refuses
 //! what imgate must accept, the fix lives here and says so.
 //!
@@ -35,6 +35,8 @@
 //! version, read answers without a size bound or retries, build Rekor v1
 //! requests for certificates only, and require a timestamp authority. The
 //! HTTP side is `services`, the requests `fulcio`, `rekor_upload` and `tsa`.
+
+#![warn(missing_docs)]
 
 mod bundle;
 mod error;

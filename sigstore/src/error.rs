@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-/// Errors of `core::sigstore`. Variants up to `Rejected` mean the evidence
+/// Errors of `imgate-sigstore`. Variants up to `Rejected` mean the evidence
 /// was examined and said no (exit 1, a policy denial); the others mean the
 /// input or configuration was unusable (exit 2, or `onRegistryError`-style
 /// handling by the caller). See [`SigstoreError::is_rejection`].

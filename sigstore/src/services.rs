@@ -280,7 +280,7 @@ fn excerpt(body: &[u8]) -> String {
 /// A reqwest error with its causes (reqwest's own text is often just
 /// "error sending request").
 fn source_text(err: &reqwest::Error) -> String {
-    crate::error_chain(err)
+    imgate_keys::error_chain(err)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ static PROVIDER: RingProvider = RingProvider;
 static INSTALL: Once = Once::new();
 
 /// Install the provider once per process; every entry point of
-/// `core::sigstore` calls this before touching the Sigstore crates.
+/// `imgate-sigstore` calls this before touching the Sigstore crates.
 pub(crate) fn ensure_installed() {
     INSTALL.call_once(|| {
         // Err means another provider was installed first (an embedding
