@@ -84,8 +84,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A certificate chain and key read from files, plus a fingerprint of the
-/// file contents to notice changes.
+/// A certificate chain and key read from files (the fingerprint that
+/// notices their changes is kept beside it, in the reloader's state).
 struct Loaded {
     key: Arc<CertifiedKey>,
 }
