@@ -26,12 +26,15 @@
 //! `question::MAX_STATES` steps counts as failed (the pattern is not
 //! carried over).
 
+mod attest;
 mod automaton;
 mod build;
 mod cel;
+mod cel_attest;
 mod cel_parse;
 mod clusterpolicy;
 mod cond;
+mod conditions;
 mod deny;
 mod examples;
 mod input;
