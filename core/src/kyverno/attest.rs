@@ -28,11 +28,19 @@ use super::write::tlog_name;
 use crate::attestation::statement;
 use crate::policy::TlogSetting;
 
-/// One imgate requirement, with its signers' tlog setting (for the rule).
+/// Where imgate looks for statements, said with each attestation.
+pub(super) const STORES: &str = " imgate finds statements in the .att tag, Sigstore bundles attached as referrers and signed BuildKit attestations alike: where Kyverno read only the .att tag, an image whose statements are elsewhere was denied by Kyverno and is admitted by imgate.";
+
+/// One imgate requirement, with its signers' tlog setting (for the rule)
+/// and what the report says of it once it is carried over.
 pub(super) struct Required {
     pub attestation: Attestation,
     pub tlog: TlogSetting,
     pub keyed: bool,
+    /// Where its signers were read (for a report on its tlog).
+    pub signers_path: String,
+    /// Kind, field path and message.
+    pub findings: Vec<(FindingKind, String, String)>,
 }
 
 /// Reads `attestations` (at `path`); `None` when something was refused.
@@ -186,6 +194,8 @@ fn one(
             out.push(Required {
                 keyed: !keys.is_empty(),
                 tlog,
+                signers_path: at,
+                findings: Vec::new(),
                 attestation: Attestation {
                     name,
                     predicate_type: predicate_type.to_string(),
@@ -199,24 +209,24 @@ fn one(
     if refused {
         return None;
     }
-    let stores = "found in the .att tag, a Sigstore bundle attached as a referrer or a signed BuildKit attestation";
     let mut change = if conditions.conditions.is_empty() {
-        format!("Kyverno required at least one {predicate_type} statement verified by the attestor in the image's .att tag; imgate requires one about the image's digest, signed by the attestor, {stores}: an image whose only statement is in a bundle was denied by Kyverno and is admitted by imgate.")
+        format!("Kyverno required at least one {predicate_type} statement the attestor verified; imgate requires one about the image's digest, signed by the attestor.")
     } else {
-        format!("Kyverno required at least one {predicate_type} statement verified by the attestor in the image's .att tag, and every one of them to meet the conditions; imgate requires one statement of that type about the image's digest, signed by the attestor, that meets them all, {stores}: an image carrying one statement that meets them next to another that does not was denied by Kyverno and is admitted by imgate.")
+        format!("Kyverno required at least one {predicate_type} statement the attestor verified, and every one of them to meet the conditions; imgate requires one statement of that type about the image's digest, signed by the attestor, that meets them all: an image carrying one statement that meets them next to another that does not was denied by Kyverno and is admitted by imgate.")
     };
+    change.push_str(STORES);
     if identities {
         change.push_str(" Kyverno also denied the image when a statement of the type carried another keyless identity; imgate ignores such statements.");
     }
-    imported.finding(FindingKind::Changed, source, path, change);
+    let first = &mut out.first_mut()?.findings;
+    first.push((FindingKind::Changed, path.to_string(), change));
     if !conditions.stricter.is_empty() {
         let reasons: Vec<&str> = conditions.stricter.iter().map(String::as_str).collect();
-        imported.finding(
+        first.push((
             FindingKind::Stricter,
-            source,
-            &format!("{path}.conditions"),
+            format!("{path}.conditions"),
             format!("translated more strictly: {}", reasons.join("; ")),
-        );
+        ));
     }
     Some(out)
 }
@@ -231,18 +241,19 @@ pub(super) fn with_attestations(
     required: Option<Vec<Required>>,
 ) -> Option<Signers> {
     let (mut signers, required) = (signers?, required?);
+    for (kind, at, message) in required.iter().flat_map(|r| &r.findings) {
+        imported.finding(*kind, source, at, message.clone());
+    }
     let mut parts = vec![(
         path.to_string(),
         signers.tlog,
         signers.signature && !signers.keys.is_empty(),
     )];
-    parts.extend(required.iter().map(|r| {
-        (
-            format!("{path} attestation {}", r.attestation.name),
-            r.tlog,
-            r.keyed,
-        )
-    }));
+    parts.extend(
+        required
+            .iter()
+            .map(|r| (r.signers_path.clone(), r.tlog, r.keyed)),
+    );
     signers.tlog = rule_tlog(imported, source, &parts);
     signers.attestations = required.into_iter().map(|r| r.attestation).collect();
     Some(signers)

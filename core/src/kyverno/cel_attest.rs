@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::attest::Required;
+use super::attest::{Required, STORES};
 use super::cel::{images_list, names_in, per_image, Expr};
 use super::conditions::cel_str;
 use super::model::{Attestation, Imported, Lists};
@@ -299,6 +299,7 @@ pub(super) fn attestations(
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    let verified: BTreeSet<String> = signed.iter().map(|(a, _, _)| a.to_string()).collect();
     for (name, attestors, path) in signed {
         let Some((i, declaration)) = declared
             .iter()
@@ -360,12 +361,18 @@ pub(super) fn attestations(
                 _ => None,
             })
             .collect();
-        if !conditions.is_empty() {
-            imported.finding(FindingKind::Changed, source, &at, format!("Kyverno evaluated the extractPayload conditions on one {predicate_type} statement, the last an attestor verified; imgate requires one statement of that type about the image's digest, signed by an attestor, that meets all of them, found in the .att tag, a Sigstore bundle attached as a referrer or a signed BuildKit attestation: an image whose last statement fails them while another meets them was denied by Kyverno and is admitted by imgate."));
-        }
+        let mut change = if conditions.is_empty() {
+            format!("Kyverno required at least one {predicate_type} statement an attestor verified; imgate requires one about the image's digest, signed by an attestor.")
+        } else {
+            format!("Kyverno evaluated the extractPayload conditions on one {predicate_type} statement, the last an attestor verified; imgate requires one statement of that type about the image's digest, signed by an attestor, that meets them all: an image whose last statement fails them while another meets them was denied by Kyverno and is admitted by imgate.")
+        };
+        change.push_str(STORES);
+        let findings = vec![(FindingKind::Changed, at, change)];
         out.push(Required {
             keyed: !signers.keys.is_empty(),
             tlog: signers.tlog,
+            signers_path: path.to_string(),
+            findings,
             attestation: Attestation {
                 name: name.to_string(),
                 predicate_type: predicate_type.to_string(),
@@ -377,7 +384,7 @@ pub(super) fn attestations(
     }
     for (path, check, _) in checks {
         if let Check::Payload { attestation, .. } = check {
-            if !out.iter().any(|r| r.attestation.name == *attestation) && !refused {
+            if !verified.contains(attestation) {
                 imported.refuse(source, path, &format!("extractPayload of attestation {attestation}, which no validation verifies with verifyAttestationSignatures: Kyverno fails it"), true);
                 refused = true;
             }

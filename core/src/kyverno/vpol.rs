@@ -218,22 +218,15 @@ pub(super) fn read(
             match (cel::signature_check(&e), cel_attest::recognise(&e)) {
                 (Some((lists, names)), _) => found.signatures.push((path, lists, names)),
                 (None, Ok(Some(check))) => found.checks.push((path, check, message)),
-                (None, Err(why)) => {
-                    reader.imported.refuse(
-                        source,
-                        &path,
-                        &format!("CEL not recognised: {why}"),
-                        true,
-                    );
-                    found.refused.push(path);
-                }
-                (None, Ok(None)) => {
-                    let why = if text.contains("verifyAttestationSignatures")
-                        || text.contains("extractPayload")
-                    {
-                        "not `images.containers.map(i, verifyAttestationSignatures(i, attestations.a, [attestors.x])).all(e, e > 0)` nor `images.containers.map(i, <a condition on extractPayload(i, attestations.a)>).all(e, e)`"
-                    } else {
-                        "not `images.containers.map(i, verifyImageSignatures(i, [attestors.x])).all(e, e > 0)`"
+                (None, unrecognised) => {
+                    let why = match unrecognised {
+                        Err(why) => why,
+                        _ if text.contains("verifyAttestationSignatures")
+                            || text.contains("extractPayload") =>
+                        {
+                            "not `images.containers.map(i, verifyAttestationSignatures(i, attestations.a, [attestors.x])).all(e, e > 0)` nor `images.containers.map(i, <a condition on extractPayload(i, attestations.a)>).all(e, e)`".into()
+                        }
+                        _ => "not `images.containers.map(i, verifyImageSignatures(i, [attestors.x])).all(e, e > 0)`".into(),
                     };
                     reader.imported.refuse(
                         source,
@@ -515,7 +508,7 @@ fn verification(
             _ => names = Some(these.clone()),
         }
     }
-    if lists != Lists::ALL {
+    if (!signatures.is_empty() || !checks.is_empty()) && lists != Lists::ALL {
         s.finding(
             FindingKind::Stricter,
             "spec.validations",

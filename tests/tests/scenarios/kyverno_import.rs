@@ -321,8 +321,9 @@ fn verify_images_policy(host: &str, pem: &str, ignore_tlog: bool) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_images_with_a_key_against_the_real_registry() {
+/// A registry with token auth, a scratch dir, and a key written there as
+/// `ci.key` (encrypted with [`PASSWORD`]).
+async fn signing_setup() -> (Registry, String, tempfile::TempDir, SigningKey, PathBuf) {
     let registry = Registry::start(Variant::Token)
         .await
         .expect("registry starts");
@@ -331,6 +332,12 @@ async fn verify_images_with_a_key_against_the_real_registry() {
     let key = SigningKey::generate();
     let key_file = dir.path().join("ci.key");
     std::fs::write(&key_file, key.to_cosign_pem(PASSWORD.as_bytes()).unwrap()).unwrap();
+    (registry, host, dir, key, key_file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_images_with_a_key_against_the_real_registry() {
+    let (registry, host, dir, key, key_file) = signing_setup().await;
     let mut images = Vec::new();
     for repo in ["team/app", "team/other", "vendor/tool"] {
         let pushed = ImageBuilder::new(&format!("kyverno import {repo}"))
@@ -460,14 +467,7 @@ fn provenance_of(uri: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_images_attestation_conditions_against_the_real_registry() {
-    let registry = Registry::start(Variant::Token)
-        .await
-        .expect("registry starts");
-    let host = registry.host().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let key = SigningKey::generate();
-    let key_file = dir.path().join("ci.key");
-    std::fs::write(&key_file, key.to_cosign_pem(PASSWORD.as_bytes()).unwrap()).unwrap();
+    let (registry, host, dir, key, key_file) = signing_setup().await;
     // Three signed images: provenance from acme, from someone else, none.
     let mut images = Vec::new();
     for (repo, uri) in [

@@ -207,6 +207,11 @@ fn what_has_no_imgate_equivalent_denies_the_images_it_covered() {
         assert!(!admits(&import, "ghcr.io/other/app:1"), "{path}");
         assert!(admits(&import, "quay.io/x/y:1"), "{path}");
         assert_never_more_permissive(&import, |r| kyverno_admits(ALLOW, r), &probes(&[]), &[""]);
+        // What was not carried over has no meaning change to report.
+        assert!(
+            findings(&import, FindingKind::Changed).iter().all(|f| !f.path.contains("attestations")),
+            "{path}"
+        );
     }
 }
 
