@@ -422,8 +422,8 @@ fn quantity(k: &str) -> String {
 }
 
 /// A pattern every string Kubernetes' `resource.ParseQuantity` takes
-/// matches (and the empty string, which it does not take): a signed decimal and one of its suffixes (only numbers too
-/// large to hold match and are no quantity).
+/// matches: a signed decimal and one of its suffixes. It also matches the
+/// empty string and numbers too large to hold, which are no quantities.
 const QUANTITY: &str = "^[+-]?[0-9]*(\\.[0-9]*)?([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$";
 
 /// A pattern every string Go's `time.ParseDuration` takes matches.
@@ -444,6 +444,7 @@ fn parses_as_value(s: &str) -> bool {
         .filter_map(|p| regex::Regex::new(p).ok())
         .collect()
     });
+    // A shape that did not compile reads everything as a value: refused.
     shapes.len() < 3 || shapes.iter().any(|re| re.is_match(s))
 }
 
