@@ -260,48 +260,65 @@ impl Reader<'_> {
 /// `images.containers.map(i, verifyImageSignatures(i, [attestors.a])).all(e, e > 0)`
 /// or `images.containers.all(i, verifyImageSignatures(i, [attestors.a]) > 0)`.
 pub(super) fn signature_check(e: &Expr) -> Option<(Lists, Vec<String>)> {
+    let (lists, args) = per_image(e, "verifyImageSignatures")?;
+    let [Expr::List(attestors)] = args else {
+        return None;
+    };
+    Some((lists, names_in(attestors, "attestors")?))
+}
+
+/// `images.L.map(v, f(v, ARGS)).all(e, e > 0)` or `images.L.all(v, f(v,
+/// ARGS) > 0)` (also `>= 1`, `!= 0`): `f` counted at least one attestor
+/// for every image of the lists `L`. Returns the lists and `ARGS`.
+pub(super) fn per_image<'e>(e: &'e Expr, f: &str) -> Option<(Lists, &'e [Expr])> {
     let Expr::Call(Some(recv), all, args) = e else {
         return None;
     };
-    if all != "all" || args.len() != 2 {
+    let (true, [Expr::Ident(outer), body]) = (all == "all", args.as_slice()) else {
         return None;
-    }
-    let (list, call): (&Expr, &Expr) = match &**recv {
-        Expr::Call(Some(list), map, margs) if map == "map" && margs.len() == 2 => {
-            let Expr::Ident(v) = &args[0] else {
+    };
+    let (list, var, call): (&Expr, &str, &Expr) = match &**recv {
+        Expr::Call(Some(list), map, margs) if map == "map" => {
+            let [Expr::Ident(v), call] = margs.as_slice() else {
                 return None;
             };
-            positive(&args[1], &Expr::Ident(v.clone()))?;
-            (&**list, &margs[1])
+            positive(body, &Expr::Ident(outer.clone()))?;
+            (&**list, v, call)
         }
-        list => (list, positive(&args[1], &ANY)?),
+        list => (list, outer, positive(body, &ANY)?),
     };
-    let Expr::Member(images, field, _) = list else {
+    let lists = images_list(list)?;
+    let Expr::Call(None, name, cargs) = call else {
+        return None;
+    };
+    let (true, [Expr::Ident(image), rest @ ..]) = (name == f, cargs.as_slice()) else {
+        return None;
+    };
+    (image == var).then_some((lists, rest))
+}
+
+/// `images.containers` (or another list): the lists it names.
+pub(super) fn images_list(e: &Expr) -> Option<Lists> {
+    let Expr::Member(images, field, false) = e else {
         return None;
     };
     if **images != Expr::Ident("images".into()) {
         return None;
     }
-    let lists = Lists::of_field(field)?;
-    let Expr::Call(None, f, args) = call else {
-        return None;
-    };
-    if f != "verifyImageSignatures" || args.len() != 2 {
-        return None;
-    }
-    let Expr::List(attestors) = &args[1] else {
-        return None;
-    };
-    let names = attestors
+    Lists::of_field(field)
+}
+
+/// The names `prefix.a`, `prefix.b` of `items`.
+pub(super) fn names_in(items: &[Expr], prefix: &str) -> Option<Vec<String>> {
+    items
         .iter()
         .map(|a| match a {
-            Expr::Member(base, name, _) if **base == Expr::Ident("attestors".into()) => {
+            Expr::Member(base, name, false) if **base == Expr::Ident(prefix.into()) => {
                 Some(name.clone())
             }
             _ => None,
         })
-        .collect::<Option<Vec<_>>>()?;
-    Some((lists, names))
+        .collect()
 }
 
 /// Matches anything in [`positive`].

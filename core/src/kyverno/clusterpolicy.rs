@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 
+use super::attest;
 use super::cond::Cond;
-use super::model::{Check, Imported, PolicyInfo, RuleInfo, Verification};
+use super::model::{Check, Imported, PolicyInfo, RuleInfo, Signers, Verification};
 use super::names::World;
 use super::report::FindingKind;
 use super::scope;
@@ -137,6 +138,14 @@ pub(super) fn read(
                 .map_or_else(|| format!("rule-{i}"), str::to_string),
             enforce,
             namespace,
+            context: rule
+                .get("context")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect(),
         };
         images |= r.read(rule)?;
     }
@@ -180,6 +189,8 @@ struct RuleReader<'a> {
     label: String,
     enforce: bool,
     namespace: Option<&'a str>,
+    /// The names of the rule's `context` entries (Kyverno variables).
+    context: Vec<String>,
 }
 
 impl RuleReader<'_> {
@@ -409,6 +420,7 @@ impl RuleReader<'_> {
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let mut s = Signing::new(self.imported, source);
+        let mut attestations = None;
         for (key, value) in entry.as_object().into_iter().flatten() {
             let at = format!("{path}.{key}");
             match key.as_str() {
@@ -426,7 +438,10 @@ impl RuleReader<'_> {
                 },
                 "attestations" => {
                     if value.as_array().is_some_and(|a| !a.is_empty()) {
-                        s.refuse(&at, "attestations (in-toto predicates) have no imgate equivalent yet");
+                        if entry.get("type").and_then(Value::as_str) == Some("SigstoreBundle") {
+                            s.refuse(&at, "attestations of type: SigstoreBundle: the importer does not translate how Kyverno reads them");
+                        }
+                        attestations = Some((value, at));
                     }
                 }
                 "repository" => s.refuse(&at, "signatures in another repository have no imgate equivalent"),
@@ -451,7 +466,21 @@ impl RuleReader<'_> {
         {
             s.keyless(entry, path);
         }
-        let signers = s.finish(path);
+        // Without attestors Kyverno checks no signature of the image, only
+        // its attestations (when it has some; else it checks nothing, and
+        // the import refuses it).
+        let signed = ["attestors", "key", "subject", "issuer", "subjectRegExp"]
+            .iter()
+            .any(|k| entry.get(*k).is_some());
+        let mut signers = if signed || attestations.is_none() {
+            s.finish(path)
+        } else {
+            (!s.refused).then(Signers::unsigned)
+        };
+        if let Some((value, at)) = attestations {
+            let required = attest::read(self.imported, source, value, &at, &self.context);
+            signers = attest::with_attestations(self.imported, source, path, signers, required);
+        }
         if !enforce && mutate_digest {
             self.imported.finding(
                 FindingKind::Changed,

@@ -19,6 +19,12 @@
 //! - Every pattern whose meaning changes is reported with references the
 //!   two policies decide differently, computed from the patterns
 //!   (the `examples` module).
+//! - Attestations (`verifyImages[].attestations`, an ImageValidatingPolicy's
+//!   `verifyAttestationSignatures` and `extractPayload`) become a rule's
+//!   `attestations:` (the `attest` and `cel_attest` modules), their
+//!   conditions CEL that means the same or stricter (`conditions`); one
+//!   meaning change is reported for each: imgate needs one statement of the
+//!   type to meet them where Kyverno checked every one.
 //!
 //! Bounds on hostile input: [`MAX_INPUT_BYTES`], [`MAX_DEPTH`],
 //! [`MAX_OBJECTS`], [`MAX_ALTERNATIVES`], [`MAX_PATTERN_LEN`], [`MAX_ATOMS`],
@@ -26,12 +32,15 @@
 //! `question::MAX_STATES` steps counts as failed (the pattern is not
 //! carried over).
 
+mod attest;
 mod automaton;
 mod build;
 mod cel;
+mod cel_attest;
 mod cel_parse;
 mod clusterpolicy;
 mod cond;
+mod conditions;
 mod deny;
 mod examples;
 mod input;

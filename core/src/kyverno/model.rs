@@ -131,7 +131,8 @@ pub(super) struct Keyless {
     pub extensions: BTreeMap<String, String>,
 }
 
-/// Who may have signed, in imgate's terms (any one suffices).
+/// What a verification requires, in imgate's terms: who may have signed
+/// the image (any one suffices) and the attestations it must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Signers {
     /// PEM public keys.
@@ -139,6 +140,37 @@ pub(super) struct Signers {
     pub keyless: Vec<Keyless>,
     pub tlog: TlogSetting,
     pub annotations: BTreeMap<String, String>,
+    /// Whether the image itself must be signed (`false`: `verify: none`,
+    /// only the attestations are checked).
+    pub signature: bool,
+    pub attestations: Vec<Attestation>,
+}
+
+impl Signers {
+    /// No signature of the image: only attestations (added after).
+    pub fn unsigned() -> Signers {
+        Signers {
+            keys: Vec::new(),
+            keyless: Vec::new(),
+            tlog: TlogSetting::IfPresent,
+            annotations: BTreeMap::new(),
+            signature: false,
+            attestations: Vec::new(),
+        }
+    }
+}
+
+/// One in-toto attestation an imgate rule requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Attestation {
+    pub name: String,
+    /// A predicate type URI, compared exactly.
+    pub predicate_type: String,
+    /// Who may sign it (PEM keys, keyless identities; any one suffices).
+    pub keys: Vec<String>,
+    pub keyless: Vec<Keyless>,
+    /// CEL conditions one statement must all meet, with their messages.
+    pub conditions: Vec<(String, Option<String>)>,
 }
 
 /// A signature verification of the images some wildcards match.

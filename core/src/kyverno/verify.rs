@@ -98,7 +98,8 @@ impl<'a> Signing<'a> {
         }
     }
 
-    fn entry(&mut self, entry: &Value, path: &str) {
+    /// One attestor entry (`keys`, `keyless`, ...) of a set.
+    pub fn entry(&mut self, entry: &Value, path: &str) {
         let Some(map) = entry.as_object() else {
             return self.refuse(path, "not a mapping");
         };
@@ -430,6 +431,8 @@ impl<'a> Signing<'a> {
             keyless: self.keyless,
             tlog,
             annotations,
+            signature: true,
+            attestations: Vec::new(),
         })
     }
 }

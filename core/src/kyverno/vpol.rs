@@ -12,10 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::attest;
 use super::cel;
+use super::cel_attest;
 use super::clusterpolicy::ignores_failures;
 use super::cond::Cond;
-use super::model::{Check, Imported, Lists, NsSet, PolicyInfo, RuleInfo, Verification};
+use super::model::{Check, Imported, Lists, NsSet, PolicyInfo, RuleInfo, Signers, Verification};
 use super::names::World;
 use super::report::FindingKind;
 use super::validate::mentions_image;
@@ -181,8 +183,7 @@ pub(super) fn read(
     });
     let mut images = false;
     let mut others = Vec::new();
-    let mut signatures: Vec<(String, Lists, Vec<String>)> = Vec::new();
-    let mut verification_refused = Vec::new();
+    let mut found = Found::default();
     for (k, v) in spec
         .get("validations")
         .and_then(Value::as_array)
@@ -202,7 +203,7 @@ pub(super) fn read(
         images = true;
         let Some(e) = reader.parse(text, &path)? else {
             if image_policy {
-                verification_refused.push(path);
+                found.refused.push(path);
             } else {
                 reader.imported.checks.push(Check {
                     rule,
@@ -213,22 +214,27 @@ pub(super) fn read(
             continue;
         };
         if image_policy {
-            match cel::signature_check(&e) {
-                Some((lists, names)) => signatures.push((path, lists, names)),
-                None if text.contains("verifyAttestationSignatures")
-                    || text.contains("extractPayload") =>
-                {
+            let message = v.get("message").and_then(Value::as_str).map(str::to_string);
+            match (cel::signature_check(&e), cel_attest::recognise(&e)) {
+                (Some((lists, names)), _) => found.signatures.push((path, lists, names)),
+                (None, Ok(Some(check))) => found.checks.push((path, check, message)),
+                (None, unrecognised) => {
+                    let why = match unrecognised {
+                        Err(why) => why,
+                        _ if text.contains("verifyAttestationSignatures")
+                            || text.contains("extractPayload") =>
+                        {
+                            "not `images.containers.map(i, verifyAttestationSignatures(i, attestations.a, [attestors.x])).all(e, e > 0)` nor `images.containers.map(i, <a condition on extractPayload(i, attestations.a)>).all(e, e)`".into()
+                        }
+                        _ => "not `images.containers.map(i, verifyImageSignatures(i, [attestors.x])).all(e, e > 0)`".into(),
+                    };
                     reader.imported.refuse(
                         source,
                         &path,
-                        "attestations (in-toto predicates) have no imgate equivalent yet",
+                        &format!("CEL not recognised: {why}"),
                         true,
                     );
-                    verification_refused.push(path);
-                }
-                None => {
-                    reader.imported.refuse(source, &path, "CEL not recognised: not `images.containers.map(i, verifyImageSignatures(i, [attestors.x])).all(e, e > 0)`", true);
-                    verification_refused.push(path);
+                    found.refused.push(path);
                 }
             }
             continue;
@@ -251,14 +257,7 @@ pub(super) fn read(
         );
     }
     if image_policy {
-        images |= verification(
-            imported,
-            source,
-            spec,
-            rule,
-            signatures,
-            verification_refused,
-        )?;
+        images |= verification(imported, source, spec, rule, found)?;
     }
     if !poisoned.is_empty() && images {
         for at in &poisoned {
@@ -407,17 +406,33 @@ fn scope(
     Some(scope.complement().union(NsSet::Only(excluded)))
 }
 
+/// An ImageValidatingPolicy's recognised verification checks.
+#[derive(Default)]
+struct Found {
+    /// `verifyImageSignatures`: field path, lists, attestor names.
+    signatures: Vec<(String, Lists, Vec<String>)>,
+    /// Attestation checks: field path, check, the validation's message.
+    checks: Vec<(String, cel_attest::Check, Option<String>)>,
+    /// Field paths of refused checks.
+    refused: Vec<String>,
+}
+
 /// An ImageValidatingPolicy's verification: the images it matches, signed
-/// by any of the attestors its signature checks name.
+/// by any of the attestors its signature checks name, carrying the
+/// attestations its attestation checks name.
 fn verification(
     imported: &mut Imported,
     source: &str,
     spec: &serde_json::Map<String, Value>,
     rule: usize,
-    signatures: Vec<(String, Lists, Vec<String>)>,
-    refused: Vec<String>,
+    found: Found,
 ) -> Result<bool, ImportError> {
-    if signatures.is_empty() && refused.is_empty() {
+    let Found {
+        signatures,
+        checks,
+        refused,
+    } = found;
+    if signatures.is_empty() && checks.is_empty() && refused.is_empty() {
         return Ok(false);
     }
     let mut refs = Vec::new();
@@ -472,6 +487,7 @@ fn verification(
     if spec.contains_key("credentials") {
         imported.finding(FindingKind::Note, source, "spec.credentials", "registry credentials: imgate reads the pod's pull secrets and its own docker config instead");
     }
+    let required = cel_attest::attestations(imported, source, spec, &checks);
     let mut s = Signing::new(imported, source);
     // Their refusals are reported already; they make this one fail closed.
     s.refused = !refused.is_empty();
@@ -482,7 +498,9 @@ fn verification(
         );
     }
     let mut names: Option<Vec<String>> = None;
-    let mut lists = Lists::default();
+    let mut lists = checks
+        .iter()
+        .fold(Lists::default(), |l, (_, c, _)| l.union(c.lists()));
     for (path, on, these) in &signatures {
         lists = lists.union(*on);
         match &names {
@@ -490,7 +508,7 @@ fn verification(
             _ => names = Some(these.clone()),
         }
     }
-    if !signatures.is_empty() && lists != Lists::ALL {
+    if (!signatures.is_empty() || !checks.is_empty()) && lists != Lists::ALL {
         s.finding(
             FindingKind::Stricter,
             "spec.validations",
@@ -517,7 +535,12 @@ fn verification(
             None => s.refuse(&at, "only cosign attestors are verified by imgate"),
         }
     }
-    let signers = s.finish("spec");
+    let signers = if signatures.is_empty() && !checks.is_empty() {
+        (!s.refused).then(Signers::unsigned)
+    } else {
+        s.finish("spec")
+    };
+    let signers = attest::with_attestations(imported, source, "spec", signers, required);
     imported.verifications.push(Verification {
         rule,
         path: "spec".into(),

@@ -5,7 +5,7 @@
 //! before anything is written.
 
 use super::build::{Plan, RuleOut};
-use super::model::Match;
+use super::model::{Keyless, Match};
 use super::settings::Settings;
 use crate::policy::{Mode, OnRegistryError, PinScope, TlogSetting};
 
@@ -126,42 +126,78 @@ fn rule_yaml(out: &mut String, rule: &RuleOut) {
         out.push_str("    verify: none\n");
         return;
     };
-    if !signers.keys.is_empty() {
-        out.push_str("    keys:\n");
-        for pem in &signers.keys {
-            out.push_str("      - publicKey: |\n");
-            for line in pem.lines() {
-                out.push_str(&format!("          {}\n", line.trim()));
-            }
-        }
+    if signers.signature {
+        signers_yaml(out, "    ", &signers.keys, &signers.keyless);
+    } else {
+        out.push_str("    # Kyverno checked attestations only, not the image's signature.\n");
+        out.push_str("    verify: none\n");
     }
-    if !signers.keyless.is_empty() {
-        out.push_str("    keyless:\n");
-        for k in &signers.keyless {
-            let field = |name: &str, m: &Match| match m {
-                Match::Exact(v) => format!("{name}: {}", q(v)),
-                Match::RegExp(v) => format!("{name}RegExp: {}", q(v)),
-            };
-            out.push_str(&format!("      - {}\n", field("subject", &k.subject)));
-            out.push_str(&format!("        {}\n", field("issuer", &k.issuer)));
-            if !k.extensions.is_empty() {
-                out.push_str("        extensions:\n");
-                for (name, value) in &k.extensions {
-                    out.push_str(&format!("          {name}: {}\n", q(value)));
-                }
-            }
-        }
-    }
-    let tlog = match signers.tlog {
-        TlogSetting::Required => "required",
-        TlogSetting::IfPresent => "ifPresent",
-        TlogSetting::Ignore => "ignore",
-    };
-    out.push_str(&format!("    tlog: {tlog}\n"));
+    out.push_str(&format!("    tlog: {}\n", tlog_name(signers.tlog)));
     if !signers.annotations.is_empty() {
         out.push_str("    annotations:\n");
         for (k, v) in &signers.annotations {
             out.push_str(&format!("      {}: {}\n", q(k), q(v)));
         }
+    }
+    if signers.attestations.is_empty() {
+        return;
+    }
+    out.push_str("    attestations:\n");
+    for a in &signers.attestations {
+        out.push_str(&format!("      - name: {}\n", q(&a.name)));
+        out.push_str(&format!(
+            "        predicateType: {}\n",
+            q(&a.predicate_type)
+        ));
+        signers_yaml(out, "        ", &a.keys, &a.keyless);
+        if a.conditions.is_empty() {
+            continue;
+        }
+        out.push_str("        conditions:\n");
+        for (expression, message) in &a.conditions {
+            out.push_str(&format!("          - expression: {}\n", q(expression)));
+            if let Some(message) = message {
+                out.push_str(&format!("            message: {}\n", q(message)));
+            }
+        }
+    }
+}
+
+/// `keys:` and `keyless:`, indented by `indent`.
+fn signers_yaml(out: &mut String, indent: &str, keys: &[String], keyless: &[Keyless]) {
+    if !keys.is_empty() {
+        out.push_str(&format!("{indent}keys:\n"));
+        for pem in keys {
+            out.push_str(&format!("{indent}  - publicKey: |\n"));
+            for line in pem.lines() {
+                out.push_str(&format!("{indent}      {}\n", line.trim()));
+            }
+        }
+    }
+    if !keyless.is_empty() {
+        out.push_str(&format!("{indent}keyless:\n"));
+        for k in keyless {
+            let field = |name: &str, m: &Match| match m {
+                Match::Exact(v) => format!("{name}: {}", q(v)),
+                Match::RegExp(v) => format!("{name}RegExp: {}", q(v)),
+            };
+            out.push_str(&format!("{indent}  - {}\n", field("subject", &k.subject)));
+            out.push_str(&format!("{indent}    {}\n", field("issuer", &k.issuer)));
+            if !k.extensions.is_empty() {
+                out.push_str(&format!("{indent}    extensions:\n"));
+                for (name, value) in &k.extensions {
+                    out.push_str(&format!("{indent}      {name}: {}\n", q(value)));
+                }
+            }
+        }
+    }
+}
+
+/// A tlog setting as the policy file spells it.
+pub(super) fn tlog_name(tlog: TlogSetting) -> &'static str {
+    match tlog {
+        TlogSetting::Required => "required",
+        TlogSetting::IfPresent => "ifPresent",
+        TlogSetting::Ignore => "ignore",
     }
 }

@@ -321,8 +321,9 @@ fn verify_images_policy(host: &str, pem: &str, ignore_tlog: bool) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_images_with_a_key_against_the_real_registry() {
+/// A registry with token auth, a scratch dir, and a key written there as
+/// `ci.key` (encrypted with [`PASSWORD`]).
+async fn signing_setup() -> (Registry, String, tempfile::TempDir, SigningKey, PathBuf) {
     let registry = Registry::start(Variant::Token)
         .await
         .expect("registry starts");
@@ -331,6 +332,12 @@ async fn verify_images_with_a_key_against_the_real_registry() {
     let key = SigningKey::generate();
     let key_file = dir.path().join("ci.key");
     std::fs::write(&key_file, key.to_cosign_pem(PASSWORD.as_bytes()).unwrap()).unwrap();
+    (registry, host, dir, key, key_file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_images_with_a_key_against_the_real_registry() {
+    let (registry, host, dir, key, key_file) = signing_setup().await;
     let mut images = Vec::new();
     for repo in ["team/app", "team/other", "vendor/tool"] {
         let pushed = ImageBuilder::new(&format!("kyverno import {repo}"))
@@ -418,5 +425,153 @@ async fn verify_images_with_a_key_against_the_real_registry() {
             assert!(!signed, "{r}");
             assert!(written.contains("tlog: required"), "{written}");
         }
+    }
+}
+
+/// `imgate ARGS` against `registry`, which must succeed.
+fn imgate_ok(registry: &Registry, args: &[&str]) -> Run {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(registry.cli_args());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let run = imgate(&all, None);
+    assert_eq!(run.code, 0, "{args:?}: {run:?}");
+    run
+}
+
+/// A Kyverno policy for the registry at `host`: images under `team/`
+/// signed by `pem` and carrying SLSA v0.2 provenance signed by it too,
+/// built from one of acme's repositories (key-only signatures: Kyverno's
+/// `ignoreTlog`).
+fn attested_policy(host: &str, pem: &str) -> String {
+    let key = |indent: usize| -> String {
+        let pad = " ".repeat(indent);
+        pem.lines().map(|l| format!("\n{pad}{l}")).collect()
+    };
+    format!(
+        "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata: {{name: provenance}}\nspec:\n  validationFailureAction: Enforce\n  rules:\n  - name: built-by-acme\n    match: {{any: [{{resources: {{kinds: [Pod]}}}}]}}\n    verifyImages:\n    - imageReferences: ['{host}/team/*']\n      attestors:\n      - entries:\n        - keys:\n            publicKeys: |-{}\n            rekor: {{ignoreTlog: true}}\n      attestations:\n      - type: https://slsa.dev/provenance/v0.2\n        attestors:\n        - entries:\n          - keys:\n              publicKeys: |-{}\n              rekor: {{ignoreTlog: true}}\n        conditions:\n        - all:\n          - key: '{{{{ invocation.configSource.uri }}}}'\n            operator: Equals\n            value: 'git+https://github.com/acme/*'\n            message: built from one of acme's repositories\n          - key: '{{{{ builder.id }}}}'\n            operator: NotEquals\n            value: local\n",
+        key(14),
+        key(16)
+    )
+}
+
+/// SLSA v0.2 provenance of a build of `uri` (as cosign's `slsaprovenance`
+/// predicate holds it).
+fn provenance_of(uri: &str) -> Value {
+    json!({
+        "builder": {"id": "https://github.com/actions/runner/github-hosted"},
+        "buildType": "https://github.com/slsa-framework/slsa-github-generator/generic@v1",
+        "invocation": {"configSource": {"uri": uri, "digest": {"sha1": "0123456789abcdef0123456789abcdef01234567"}, "entryPoint": ".github/workflows/release.yml"}},
+        "materials": [],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_images_attestation_conditions_against_the_real_registry() {
+    let (registry, host, dir, key, key_file) = signing_setup().await;
+    // Three signed images: provenance from acme, from someone else, none.
+    let mut images = Vec::new();
+    for (repo, uri) in [
+        (
+            "team/acme",
+            Some("git+https://github.com/acme/app@refs/heads/main"),
+        ),
+        (
+            "team/evil",
+            Some("git+https://github.com/evil/app@refs/heads/main"),
+        ),
+        ("team/bare", None),
+    ] {
+        ImageBuilder::new(&format!("kyverno attest {repo}"))
+            .image()
+            .push(&registry, repo, "v1", PushWith::Skopeo)
+            .await
+            .expect("push");
+        let image = format!("{host}/{repo}:v1");
+        imgate_ok(&registry, &["sign", "--key", path(&key_file), &image]);
+        if let Some(uri) = uri {
+            let predicate = dir.path().join(format!("{}.json", repo.replace('/', "-")));
+            std::fs::write(&predicate, provenance_of(uri).to_string()).unwrap();
+            imgate_ok(
+                &registry,
+                &[
+                    "attest",
+                    "--key",
+                    path(&key_file),
+                    "--type",
+                    "slsaprovenance",
+                    "--predicate",
+                    path(&predicate),
+                    &image,
+                ],
+            );
+        }
+        images.push(image);
+    }
+
+    let kyverno = dir.path().join("kyverno.yaml");
+    std::fs::write(&kyverno, attested_policy(&host, &key.public_key().to_pem())).unwrap();
+    let policy = dir.path().join("imgate-policy.yaml");
+    let run = imgate(
+        &["policy", "import", "-o", path(&policy), path(&kyverno)],
+        None,
+    );
+    // Flagged: the report says how imgate's reading of several statements differs.
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("every one of them to meet the conditions"),
+        "{}",
+        run.stdout
+    );
+    let written = std::fs::read_to_string(&policy).unwrap();
+    assert!(
+        written.contains("predicateType: \"https://slsa.dev/provenance/v0.2\""),
+        "{written}"
+    );
+    let check = imgate(&["policy", "check", path(&policy)], None);
+    assert_eq!(check.code, 0, "{check:?}");
+
+    let pods: Vec<Value> = ["acme", "evil", "bare"]
+        .iter()
+        .zip(&images)
+        .map(|(name, image)| {
+            workload(
+                "Pod",
+                "apps",
+                name,
+                json!({"containers": containers(&[image])}),
+            )
+        })
+        .collect();
+    let workloads = write_list(dir.path(), &pods);
+    let (run, results) = admit(&policy, &workloads, &registry.cli_args());
+    assert_eq!(run.code, 1, "{run:?}");
+    let (acme, a) = decision(&results, "apps/acme");
+    assert!(acme, "provenance from acme: {a}");
+    let (evil, e) = decision(&results, "apps/evil");
+    assert!(!evil, "{e}");
+    let reason = e["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("built from one of acme's repositories")
+            && reason.contains("git+https://github.com/evil/app@refs/heads/main"),
+        "the denial names the condition and what it saw: {reason}"
+    );
+    let (bare, b) = decision(&results, "apps/bare");
+    assert!(!bare, "{b}");
+    assert!(
+        b["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("no https://slsa.dev/provenance/v0.2 statement"),
+        "{b}"
+    );
+
+    // `imgate verify --policy` says the same of each image.
+    for (image, code) in images.iter().zip([0, 1, 1]) {
+        let mut args = vec!["verify", "--policy", path(&policy), image.as_str()];
+        let extra = registry.cli_args();
+        args.extend(extra.iter().map(String::as_str));
+        let run = imgate(&args, None);
+        assert_eq!(run.code, code, "{image}: {run:?}");
     }
 }

@@ -2,6 +2,8 @@
 //! reads (translated or refused as the report says), policies it does not
 //! understand (never more permissive), and hostile input.
 
+mod attestation;
+mod attestation_import;
 mod bad_input;
 mod constructs;
 mod fixture;
@@ -17,6 +19,30 @@ pub(super) const DIGEST: &str =
 
 /// An ECDSA P-256 public key (Kyverno's documentation's test key).
 pub(super) const KEY: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8nXRh950IZbRj8Ra/N9sbqOPZrfM\n5/KAQN0/KjHcorm/J5yctVd7iEcnessRQjU917hmKO6JWVGHpDguIyakZA==\n-----END PUBLIC KEY-----";
+
+/// Whether the imgate condition `cel` holds on a statement whose predicate
+/// is `predicate`, evaluated the way reviews evaluate it.
+pub(super) fn holds(cel: &str, predicate: &serde_json::Value) -> bool {
+    use crate::attestation::cel::{Condition, Inputs, Now, Outcome};
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "predicateType": "https://slsa.dev/provenance/v0.2",
+        "subject": [{"name": "app", "digest": {"sha256": "ab"}}],
+        "predicate": predicate,
+    });
+    let inputs = Inputs::new(
+        &serde_json::to_vec(&statement).unwrap(),
+        "https://slsa.dev/provenance/v0.2",
+        &statement["subject"][0],
+        &serde_json::json!({"kind": "key", "key": "k", "identity": "", "issuer": ""}),
+    )
+    .unwrap();
+    let condition = Condition::compile(cel).unwrap_or_else(|e| panic!("{cel}: {e}"));
+    matches!(
+        condition.evaluate(&inputs, &Now::from_unix(1_700_000_000), 1_000_000),
+        Outcome::Holds
+    )
+}
 
 pub(super) fn try_import(yaml: &str) -> Result<Import, ImportError> {
     import(&[Source {

@@ -87,7 +87,7 @@ fn what_cannot_be_verified_is_denied() {
         (key_entry("").replace("count: 1", "count: 2").replace("    entries:\n", "    entries:\n    - keyless: {subject: a, issuer: b}\n"), "signers must have signed"),
         ("- imageReferences: ['ghcr.io/acme/*']\n  attestors: [{entries: [{keys: {kms: 'awskms:///alias/ci'}}]}]\n".into(), "KMS"),
         ("- imageReferences: ['ghcr.io/acme/*']\n  attestors: [{entries: [{keys: {publicKeys: 'k8s://ci/cosign-pub'}}]}]\n".into(), "Kubernetes Secret"),
-        (key_entry("  attestations:\n  - predicateType: https://slsa.dev/provenance/v1\n    conditions: [{all: [{key: '{{ builder.id }}', operator: Equals, value: x}]}]\n"), "attestations"),
+        (key_entry("  attestations:\n  - predicateType: https://slsa.dev/provenance/v1\n    conditions: [{all: [{key: '{{ builder.id }}', operator: Equals, value: x}]}]\n"), "no attestors"),
         ("- imageReferences: ['ghcr.io/acme/*']\n  type: Notary\n  attestors: [{entries: [{certificates: {cert: x}}]}]\n".into(), "cosign"),
     ] {
         let import = import_yaml(&verify_policy(&entry));
@@ -166,7 +166,7 @@ fn image_validating_policy_with_a_cosign_key() {
     assert!(findings(&import, FindingKind::Stricter)
         .iter()
         .any(|f| f.message.contains("some container lists")));
-    // An attestation check has no imgate equivalent yet: refused, denied.
+    // An OCI referrer artifact is no in-toto attestation: refused, denied.
     let with_attestation = yaml.replace(
         "  validations:\n",
         "  attestations: [{name: sbom, referrer: {type: sbom/cyclone-dx}}]\n  validations:\n  - expression: images.containers.map(image, verifyAttestationSignatures(image, attestations.sbom, [attestors.ci])).all(e, e > 0)\n",
@@ -176,7 +176,7 @@ fn image_validating_policy_with_a_cosign_key() {
         Ok(import) => {
             assert!(findings(&import, FindingKind::Refused)
                 .iter()
-                .any(|f| f.message.contains("attestations")));
+                .any(|f| f.message.contains("referrer")));
             assert!(!admits(&import, "ghcr.io/acme/app:1"));
         }
         Err(e) => panic!("{e}"),
