@@ -193,6 +193,8 @@ fn flag_terms(args: &Args, predicate_type: String) -> anyhow::Result<Terms> {
             name,
             predicate_type,
             checks: Vec::new(),
+            every: false,
+            stores: Vec::new(),
         }],
     })
 }

@@ -3,9 +3,11 @@
 //! or a condition on `now` takes effect at once).
 //!
 //! A requirement is met when one verified statement of its predicate type,
-//! signed by one of its signers, satisfies all its conditions: a statement
-//! about the image's digest, or else (an index built by BuildKit) one about
-//! each platform manifest of the index. Caps gone over while collecting deny
+//! signed by one of its signers, satisfies all its conditions (with
+//! [`Requirement::every`], when there is one and every such statement does):
+//! a statement about the image's digest, or else (an index built by
+//! BuildKit) about each platform manifest of the index. Only statements from
+//! the requirement's [`Store`]s count. Caps gone over while collecting deny
 //! every rule that wants attestations.
 
 use std::fmt;
@@ -29,6 +31,30 @@ pub struct Check {
     pub message: Option<String>,
 }
 
+/// Where a statement was stored, as a policy names it (`stores:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// cosign's `.att` tag.
+    Att,
+    /// A Sigstore bundle attached as a referrer (cosign v3, GitHub).
+    Bundle,
+    /// BuildKit's attestation manifests in the image index.
+    Buildkit,
+}
+
+impl Store {
+    /// Whether a statement found at `source` was stored here.
+    pub fn holds(self, source: &Source) -> bool {
+        matches!(
+            (self, source),
+            (Store::Att, Source::Legacy { .. })
+                | (Store::Bundle, Source::Bundle { .. } | Source::Referrers)
+                | (Store::Buildkit, Source::Buildkit { .. })
+        )
+    }
+}
+
 /// One attestation a rule requires (the per-review half; who may sign it is
 /// in the matching [`super::WantedType`]).
 #[derive(Debug, Clone)]
@@ -39,6 +65,20 @@ pub struct Requirement {
     pub predicate_type: String,
     /// Conditions a statement must all satisfy.
     pub checks: Vec<Check>,
+    /// Every statement of the type (at least one) must satisfy them, not
+    /// just one (`statements: all`).
+    pub every: bool,
+    /// Where statements count; empty: every store.
+    pub stores: Vec<Store>,
+}
+
+impl Requirement {
+    /// Whether statement `statement` is one this requirement reads (its
+    /// type accepted as requirement `index`, from one of its stores).
+    fn reads(&self, index: usize, statement: &VerifiedStatement) -> bool {
+        statement.accepted.contains(&index)
+            && (self.stores.is_empty() || self.stores.iter().any(|s| s.holds(&statement.source)))
+    }
 }
 
 /// One attestation requirement an image does not meet.
@@ -183,17 +223,26 @@ fn met_for(
 ) -> Result<(), Vec<Unmet>> {
     let mut unmet = Vec::new();
     let mut any = false;
+    let mut failed = false;
     for statement in evidence
         .statements
         .iter()
-        .filter(|s| s.accepted.contains(&index) && &s.about == about)
+        .filter(|s| requirement.reads(index, s) && &s.about == about)
     {
         any = true;
         match first_unmet(requirement, statement, now, budget) {
-            None => return Ok(()),
-            Some(u) if unmet.len() < MAX_REPORTED && !unmet.contains(&u) => unmet.push(u),
-            Some(_) => {}
+            None if !requirement.every => return Ok(()),
+            None => {}
+            Some(u) => {
+                failed = true;
+                if unmet.len() < MAX_REPORTED && !unmet.contains(&u) {
+                    unmet.push(u);
+                }
+            }
         }
+    }
+    if any && requirement.every && !failed {
+        return Ok(());
     }
     if !any {
         unmet.push(Unmet::Missing {
@@ -238,7 +287,7 @@ pub fn evaluate(
         let about_platforms = evidence
             .statements
             .iter()
-            .any(|s| s.accepted.contains(&i) && evidence.platforms.contains(&s.about));
+            .any(|s| requirement.reads(i, s) && evidence.platforms.contains(&s.about));
         if evidence.platforms.is_empty() || !about_platforms {
             unmet.extend(image_unmet);
             continue;
@@ -265,7 +314,7 @@ pub fn satisfying<'a>(
         for statement in evidence
             .statements
             .iter()
-            .filter(|s| s.accepted.contains(&i))
+            .filter(|s| requirement.reads(i, s))
         {
             if first_unmet(requirement, statement, now, budget).is_none() {
                 out.push((i, statement));
@@ -318,6 +367,8 @@ mod tests {
                 condition: Condition::compile(condition).unwrap(),
                 message: None,
             }],
+            every: false,
+            stores: Vec::new(),
         }
     }
 
@@ -361,6 +412,38 @@ mod tests {
             "{}",
             unmet[0]
         );
+    }
+
+    #[test]
+    fn every_statement_and_stores_narrow_what_counts() {
+        let image = Digest::sha256(b"image");
+        let mut evidence = Evidence::empty(image.clone());
+        let bundle = Source::Bundle {
+            referrer: Digest::sha256(b"referrer"),
+        };
+        evidence.statements = vec![
+            stmt(&image, "main", legacy(1)),
+            stmt(&image, "dev", bundle.clone()),
+        ];
+        let mut every = requirement(MAIN);
+        every.every = true;
+        // One good statement is enough for `any`, not for `all`.
+        assert!(evaluate(&[requirement(MAIN)], &evidence, &now(), 1000).is_empty());
+        let unmet = evaluate(std::slice::from_ref(&every), &evidence, &now(), 1000);
+        assert_eq!(unmet.len(), 1, "{unmet:?}");
+        assert!(unmet[0].to_string().contains("saw \"dev\""), "{}", unmet[0]);
+        // Only the .att tag counts: the failing bundle statement is not read.
+        every.stores = vec![Store::Att];
+        assert!(evaluate(std::slice::from_ref(&every), &evidence, &now(), 1000).is_empty());
+        // A statement only in another store is missing from the .att tag.
+        evidence.statements = vec![stmt(&image, "main", bundle)];
+        let unmet = evaluate(std::slice::from_ref(&every), &evidence, &now(), 1000);
+        assert!(matches!(unmet[0], Unmet::Missing { .. }), "{unmet:?}");
+        // `all` with no statement at all is missing, never vacuously met.
+        evidence.statements.clear();
+        every.stores.clear();
+        let unmet = evaluate(&[every], &evidence, &now(), 1000);
+        assert!(matches!(unmet[0], Unmet::Missing { .. }), "{unmet:?}");
     }
 
     #[test]

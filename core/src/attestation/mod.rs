@@ -91,7 +91,7 @@ use crate::signature::Requirements;
 
 pub use buildkit::{attestation_manifests, buildkit_targets};
 pub use collect::{collect, verify_with_signature};
-pub use evaluate::{evaluate, satisfying, Check, Requirement, Unmet};
+pub use evaluate::{evaluate, satisfying, Check, Requirement, Store, Unmet};
 pub use legacy::attestation_tag;
 pub use signers::Signer;
 pub use write::{

@@ -11,12 +11,11 @@
 //! requirement signed by that entry's signer alone (imgate requires every
 //! requirement of a rule). Entries after them were never consulted.
 //!
-//! Kyverno passed an entry when at least one statement of the type was
-//! there and **every** one of them met the conditions (and, keyless,
-//! carried the identity); imgate meets a requirement with **one**
-//! statement of the type, signed by the signer and about the image's
-//! digest, meeting them all, found in the `.att` tag, Sigstore bundles or
-//! signed BuildKit attestations. Each attestation's report says so.
+//! Kyverno passed an entry when at least one statement of the type was in
+//! the `.att` tag and **every** one of them met the conditions (and,
+//! keyless, carried the identity); the written requirement says the same
+//! (`statements: all`, `stores: [att]`). What stays different (a statement
+//! of another keyless identity, ignored by imgate) is reported.
 
 use serde_json::Value;
 
@@ -27,9 +26,6 @@ use super::verify::Signing;
 use super::write::tlog_name;
 use crate::attestation::statement;
 use crate::policy::TlogSetting;
-
-/// Where imgate looks for statements, said with each attestation.
-pub(super) const STORES: &str = " imgate finds statements in the .att tag, Sigstore bundles attached as referrers and signed BuildKit attestations alike: where Kyverno read only the .att tag, an image whose statements are elsewhere was denied by Kyverno and is admitted by imgate.";
 
 /// One imgate requirement, with its signers' tlog setting (for the rule)
 /// and what the report says of it once it is carried over.
@@ -209,17 +205,19 @@ fn one(
     if refused {
         return None;
     }
-    let mut change = if conditions.conditions.is_empty() {
-        format!("Kyverno required at least one {predicate_type} statement the attestor verified; imgate requires one about the image's digest, signed by the attestor.")
-    } else {
-        format!("Kyverno required at least one {predicate_type} statement the attestor verified, and every one of them to meet the conditions; imgate requires one statement of that type about the image's digest, signed by the attestor, that meets them all: an image carrying one statement that meets them next to another that does not was denied by Kyverno and is admitted by imgate.")
-    };
-    change.push_str(STORES);
-    if identities {
-        change.push_str(" Kyverno also denied the image when a statement of the type carried another keyless identity; imgate ignores such statements.");
-    }
     let first = &mut out.first_mut()?.findings;
-    first.push((FindingKind::Changed, path.to_string(), change));
+    first.push((
+        FindingKind::Note,
+        path.to_string(),
+        format!("as in Kyverno, at least one {predicate_type} statement signed by the attestor must be in the .att tag, and every one there must meet the conditions (statements: all, stores: [att])."),
+    ));
+    if identities {
+        first.push((
+            FindingKind::Changed,
+            path.to_string(),
+            format!("Kyverno also denied the image when a {predicate_type} statement in the .att tag carried another keyless identity; imgate does not read statements its signers did not sign."),
+        ));
+    }
     if !conditions.stricter.is_empty() {
         let reasons: Vec<&str> = conditions.stricter.iter().map(String::as_str).collect();
         first.push((

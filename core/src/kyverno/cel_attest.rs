@@ -12,16 +12,17 @@
 //!   through `extractPayload(i, attestations.a)` and otherwise only its own
 //!   comprehension variables, and is CEL imgate's checker accepts.
 //!
-//! Kyverno keeps one payload per predicate type, the last statement it
-//! verified, and evaluates every `extractPayload` on it; imgate meets a
-//! requirement with any one statement of the type, signed by one of the
-//! attestors, that meets all its conditions. The report says so.
+//! Kyverno keeps one payload per predicate type, the last statement in the
+//! `.att` tag it verified, and evaluates every `extractPayload` on it; the
+//! written requirement holds every statement there to the conditions
+//! (`statements: all`, `stores: [att]`), which is stricter. The report says
+//! so.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::attest::{Required, STORES};
+use super::attest::Required;
 use super::cel::{images_list, names_in, per_image, Expr};
 use super::conditions::cel_str;
 use super::model::{Attestation, Imported, Lists};
@@ -361,13 +362,11 @@ pub(super) fn attestations(
                 _ => None,
             })
             .collect();
-        let mut change = if conditions.is_empty() {
-            format!("Kyverno required at least one {predicate_type} statement an attestor verified; imgate requires one about the image's digest, signed by an attestor.")
+        let findings = if conditions.is_empty() {
+            vec![(FindingKind::Note, at, format!("as in Kyverno, at least one {predicate_type} statement signed by an attestor must be in the .att tag (stores: [att])."))]
         } else {
-            format!("Kyverno evaluated the extractPayload conditions on one {predicate_type} statement, the last an attestor verified; imgate requires one statement of that type about the image's digest, signed by an attestor, that meets them all: an image whose last statement fails them while another meets them was denied by Kyverno and is admitted by imgate.")
+            vec![(FindingKind::Stricter, at, format!("Kyverno evaluated the extractPayload conditions on one {predicate_type} statement in the .att tag, the last an attestor verified; imgate requires every one there to meet them (statements: all): an image whose last statement meets them while another does not was admitted by Kyverno and is denied by imgate."))]
         };
-        change.push_str(STORES);
-        let findings = vec![(FindingKind::Changed, at, change)];
         out.push(Required {
             keyed: !signers.keys.is_empty(),
             tlog: signers.tlog,

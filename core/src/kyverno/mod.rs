@@ -22,9 +22,9 @@
 //! - Attestations (`verifyImages[].attestations`, an ImageValidatingPolicy's
 //!   `verifyAttestationSignatures` and `extractPayload`) become a rule's
 //!   `attestations:` (the `attest` and `cel_attest` modules), their
-//!   conditions CEL that means the same or stricter (`conditions`); one
-//!   meaning change is reported for each: imgate needs one statement of the
-//!   type to meet them where Kyverno checked every one.
+//!   conditions CEL that means the same or stricter (`conditions`), read as
+//!   Kyverno read them: from the `.att` tag, every statement of the type
+//!   held to them (`statements: all`, `stores: [att]`).
 //!
 //! Bounds on hostile input: [`MAX_INPUT_BYTES`], [`MAX_DEPTH`],
 //! [`MAX_OBJECTS`], [`MAX_ALTERNATIVES`], [`MAX_PATTERN_LEN`], [`MAX_ATOMS`],

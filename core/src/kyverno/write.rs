@@ -149,6 +149,9 @@ fn rule_yaml(out: &mut String, rule: &RuleOut) {
             "        predicateType: {}\n",
             q(&a.predicate_type)
         ));
+        // Kyverno read attestations from cosign's `.att` tag only, and
+        // every statement of the type there had to meet the conditions.
+        out.push_str("        statements: all\n        stores: [att]\n");
         signers_yaml(out, "        ", &a.keys, &a.keyless);
         if a.conditions.is_empty() {
             continue;

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::{KeyRef, KeylessRef, PolicyError, Rule};
 use crate::attestation::cel::{Condition, Now};
 use crate::attestation::{
-    self, statement, Check, Evidence, Limits, Requirement, Unmet, Wanted, WantedType,
+    self, statement, Check, Evidence, Limits, Requirement, Store, Unmet, Wanted, WantedType,
 };
 use crate::signature::Requirements;
 use crate::sigstore::TrustRoot;
@@ -56,6 +56,30 @@ pub struct AttestationSpec {
     /// CEL conditions a statement must all satisfy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<ConditionSpec>,
+    /// `any` (the default): one statement of the type must satisfy the
+    /// conditions; `all`: there must be one, and every one must.
+    #[serde(default, skip_serializing_if = "Statements::is_any")]
+    pub statements: Statements,
+    /// Where statements count: `att`, `bundle`, `buildkit` (default: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<Store>,
+}
+
+/// How many statements of a type must satisfy an attestation's conditions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Statements {
+    /// One is enough.
+    #[default]
+    Any,
+    /// There must be one, and every one must.
+    All,
+}
+
+impl Statements {
+    fn is_any(&self) -> bool {
+        *self == Statements::Any
+    }
 }
 
 /// A condition: the expression alone, or with a message for denials.
@@ -287,6 +311,8 @@ pub(super) fn load(
             name: spec.name.clone(),
             predicate_type,
             checks,
+            every: spec.statements == Statements::All,
+            stores: spec.stores.clone(),
         });
     }
     Ok(out)

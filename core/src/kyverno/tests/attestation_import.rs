@@ -78,17 +78,23 @@ fn a_verify_images_attestation_becomes_the_rules() {
     ));
     assert!(!holds(cel, &uri("git+https://github.com/evil/app")));
     assert!(!holds(cel, &json!({"invocation": {}})));
-    // The one meaning change, said exactly.
-    let changed = findings(&import, FindingKind::Changed);
+    // Read as Kyverno read it: the .att tag, every statement held to the
+    // conditions; no meaning change left to report.
+    assert!(requirements[0].every);
+    assert_eq!(requirements[0].stores, vec![crate::attestation::Store::Att]);
     assert!(
-        changed.iter().any(|f| f.path.ends_with("attestations[0]")
+        findings(&import, FindingKind::Changed).is_empty(),
+        "{:?}",
+        findings(&import, FindingKind::Changed)
+    );
+    let notes = findings(&import, FindingKind::Note);
+    assert!(
+        notes.iter().any(|f| f.path.ends_with("attestations[0]")
             && f.message
                 .contains("at least one https://slsa.dev/provenance/v0.2 statement")
             && f.message
-                .contains("every one of them to meet the conditions")
-            && f.message
-                .contains("imgate requires one statement of that type")),
-        "{changed:?}"
+                .contains("every one there must meet the conditions")),
+        "{notes:?}"
     );
     // Images outside the verification need nothing, as before.
     assert!(rule_of(&import, "ghcr.io/other/x:1")
@@ -246,7 +252,8 @@ fn image_validating_policy_attestations() {
     assert!(holds(cel, &repo("https://github.com/acme/app")));
     assert!(!holds(cel, &repo("https://github.com/evil/app")));
     assert_eq!(rule.tlog, TlogSetting::Ignore);
-    assert!(findings(&import, FindingKind::Changed)
+    assert!(requirement.every);
+    assert!(findings(&import, FindingKind::Stricter)
         .iter()
         .any(|f| f.message.contains("the last an attestor verified")));
     // With the image's signature checked too.
