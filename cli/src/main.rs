@@ -2,9 +2,17 @@
 //! outcome to an exit code (0 ok, 1 verification or policy said no, 2 usage
 //! or runtime error). Commands live in `cmd/`.
 
+// Output goes through `out!`/`outln!` (out.rs), which turn a closed pipe into
+// an error rather than a panic.
+#![deny(clippy::print_stdout)]
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+
+// First: its macros are in scope for the commands below.
+#[macro_use]
+mod out;
 
 mod cmd;
 mod jsonlog;
@@ -100,12 +108,10 @@ fn main() -> ExitCode {
             Command::Admit(args) => cmd::admit::run(args).await,
             Command::Webhook(args) => cmd::webhook::run(args).await,
             Command::Completions { shell } => {
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "imgate",
-                    &mut std::io::stdout(),
-                );
+                // Into memory first: clap_complete panics on a failed write.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "imgate", &mut script);
+                out!("{}", String::from_utf8_lossy(&script));
                 Ok(cmd::Outcome::Ok)
             }
         }

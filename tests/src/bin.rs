@@ -104,6 +104,32 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_bounded(imgate_command(args, env)?, stdin, timeout)
+}
+
+/// [`run_imgate`] with standard output a stream whose reader has already
+/// gone, as under `imgate … | head -1` once `head` has its line: a write
+/// fails with EPIPE, as on a pipe (a socket pair, since `std::io::pipe` is
+/// newer than the MSRV).
+pub fn run_imgate_closed_stdout<I, S>(args: I, env: &[(&str, &str)]) -> anyhow::Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (writer, reader) =
+        std::os::unix::net::UnixStream::pair().context("making a socket pair")?;
+    drop(reader);
+    let writer = std::os::fd::OwnedFd::from(writer);
+    run_bounded_to(imgate_command(args, env)?, None, writer.into(), RUN_TIMEOUT)
+}
+
+/// The binary with `args`, without the caller's `IMGATE_*` settings and
+/// Docker configuration, and with `env`.
+fn imgate_command<I, S>(args: I, env: &[(&str, &str)]) -> anyhow::Result<Command>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut command = Command::new(try_imgate_bin()?);
     command.args(args);
     for (key, _) in std::env::vars_os() {
@@ -113,13 +139,24 @@ where
         }
     }
     command.envs(env.iter().copied());
-    run_bounded(command, stdin, timeout)
+    Ok(command)
 }
 
 /// Runs `command` with piped output, feeding `stdin`, killing it after `timeout`.
 pub fn run_bounded(
+    command: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> anyhow::Result<Output> {
+    run_bounded_to(command, stdin, Stdio::piped(), timeout)
+}
+
+/// [`run_bounded`] with standard output sent to `stdout` (captured only
+/// when that is [`Stdio::piped`]).
+fn run_bounded_to(
     mut command: Command,
     stdin: Option<&[u8]>,
+    stdout: Stdio,
     timeout: Duration,
 ) -> anyhow::Result<Output> {
     command
@@ -128,7 +165,7 @@ pub fn run_bounded(
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped());
     let mut child = command
         .spawn()

@@ -45,7 +45,7 @@ pub mod vault;
 mod selftest;
 pub mod webhook;
 
-pub use bin::{imgate_bin, run_imgate, try_imgate_bin};
+pub use bin::{imgate_bin, run_imgate, run_imgate_closed_stdout, try_imgate_bin};
 pub use dns::DnsServer;
 pub use faultproxy::{in_turn, FaultCounts, FaultProxy, Faults, Front, Logged};
 pub use image::{BuiltImage, ImageBuilder};

@@ -106,7 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let denied = results.iter().filter(|(_, d)| !d.allowed).count();
     match args.output {
-        OutputFormat::Text => print_text(&results),
+        OutputFormat::Text => print_text(&results)?,
         OutputFormat::Json => print_json(&results, &args.namespace)?,
     }
     if denied > 0 {
@@ -131,7 +131,7 @@ fn identity(object: &Value) -> String {
     format!("{kind}/{name}")
 }
 
-fn print_text(results: &[(&Manifest, ObjectDecision)]) {
+fn print_text(results: &[(&Manifest, ObjectDecision)]) -> anyhow::Result<()> {
     for (manifest, decision) in results {
         let verdict = if decision.allowed {
             "ALLOWED"
@@ -139,31 +139,32 @@ fn print_text(results: &[(&Manifest, ObjectDecision)]) {
             "DENIED"
         };
         match &decision.skipped {
-            Some(why) => println!(
+            Some(why) => outln!(
                 "{verdict} {} ({}; {why})",
                 identity(&manifest.object),
                 manifest.origin
             ),
-            None => println!(
+            None => outln!(
                 "{verdict} {} ({})",
                 identity(&manifest.object),
                 manifest.origin
             ),
         }
         for reason in &decision.reasons {
-            println!("  reason: {reason}");
+            outln!("  reason: {reason}");
         }
         for warning in &decision.warnings {
-            println!("  warning: {warning}");
+            outln!("  warning: {warning}");
         }
         for op in &decision.patch {
             let value = op
                 .value
                 .as_str()
                 .map_or_else(|| op.value.to_string(), str::to_string);
-            println!("  patch: {} {} {value}", op.op, op.path);
+            outln!("  patch: {} {} {value}", op.op, op.path);
         }
     }
+    Ok(())
 }
 
 fn print_json(results: &[(&Manifest, ObjectDecision)], namespace: &str) -> anyhow::Result<()> {
@@ -185,7 +186,7 @@ fn print_json(results: &[(&Manifest, ObjectDecision)], namespace: &str) -> anyho
             })
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&out).context("printing the result")?
     );

@@ -117,7 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("cannot attest {pinned}"))?;
         tracing::info!(image = %pinned, predicate_type = %attested.predicate_type, stored_in = %attested.stored_in, "attested");
-        println!("{pinned}");
+        outln!("{pinned}");
     }
     Ok(Outcome::Ok)
 }

@@ -126,7 +126,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<Outcome> {
                 "publicKey": pub_path.display().to_string(),
                 "hint": public.hint(),
             });
-            println!("{report}");
+            outln!("{report}");
         }
     }
     Ok(Outcome::Ok)
@@ -173,7 +173,7 @@ fn generate_in_kms(kms: &str, args: &GenerateArgs) -> anyhow::Result<Outcome> {
                 "publicKey": pub_path.display().to_string(),
                 "hint": public.hint(),
             });
-            println!("{report}");
+            outln!("{report}");
         }
     }
     Ok(Outcome::Ok)
@@ -234,14 +234,14 @@ fn set_mode(_file: &std::fs::File, _mode: u32) -> std::io::Result<()> {
 fn public(args: PublicArgs) -> anyhow::Result<Outcome> {
     let public = open_public_key(&args.key)?;
     match args.output {
-        OutputFormat::Text => print!("{}", public.to_pem()),
+        OutputFormat::Text => out!("{}", public.to_pem()),
         OutputFormat::Json => {
             let report = serde_json::json!({
                 "key": public.name(),
                 "publicKey": public.to_pem(),
                 "hint": public.hint(),
             });
-            println!("{report}");
+            outln!("{report}");
         }
     }
     Ok(Outcome::Ok)

@@ -128,7 +128,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     if args.check && !args.refresh {
-        let unpinned = report_check(&files, |_, r| r.digest.is_none().then(String::new));
+        let unpinned = report_check(&files, |_, r| r.digest.is_none().then(String::new))?;
         return Ok(if unpinned { Outcome::No } else { Outcome::Ok });
     }
 
@@ -143,7 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             Some(new) if new != site.image && r.digest.is_some() => Some(format!(" (now {new})")),
             Some(new) if new != site.image => Some(String::new()),
             _ => None,
-        });
+        })?;
         return Ok(if stale { Outcome::No } else { Outcome::Ok });
     }
 
@@ -192,17 +192,17 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
         eprintln!("imgate: pinned {changed_sites} image reference(s) in {written} file(s)");
     } else {
-        let mut stdout = std::io::stdout().lock();
+        let mut joined = String::new();
         for (i, text) in outputs.iter().enumerate() {
             if i > 0 && !starts_with_document_marker(text) {
-                stdout.write_all(b"---\n")?;
+                joined.push_str("---\n");
             }
-            stdout.write_all(text.as_bytes())?;
+            joined.push_str(text);
             if i + 1 < outputs.len() && !text.is_empty() && !text.ends_with('\n') {
-                stdout.write_all(b"\n")?;
+                joined.push('\n');
             }
         }
-        stdout.flush()?;
+        out!("{joined}");
     }
     Ok(Outcome::Ok)
 }
@@ -212,7 +212,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
 fn report_check(
     files: &[Scanned],
     mut verdict: impl FnMut(&ImageSpan, &ImageRef) -> Option<String>,
-) -> bool {
+) -> anyhow::Result<bool> {
     let mut any = false;
     for file in files {
         let mut seen = HashSet::new();
@@ -222,12 +222,12 @@ fn report_check(
                 continue;
             }
             if let Some(suffix) = verdict(site, r) {
-                println!("{}:{}: {}{suffix}", file.input.label, site.line, site.image);
+                outln!("{}:{}: {}{suffix}", file.input.label, site.line, site.image);
                 any = true;
             }
         }
     }
-    any
+    Ok(any)
 }
 
 /// Resolves every reference that needs it, at most `--jobs` at a time;

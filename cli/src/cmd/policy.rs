@@ -61,7 +61,7 @@ fn check(file: &std::path::Path, output: OutputFormat) -> anyhow::Result<Outcome
                 eprintln!("warning: {warning}");
             }
             let rules = policy.rules.len();
-            println!(
+            outln!(
                 "policy OK: {rules} rule{}, mode {mode}",
                 if rules == 1 { "" } else { "s" }
             );
@@ -74,7 +74,7 @@ fn check(file: &std::path::Path, output: OutputFormat) -> anyhow::Result<Outcome
                 "rules": policy.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
                 "warnings": policy.warnings(),
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&report).context("printing the report")?
             );

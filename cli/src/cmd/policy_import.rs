@@ -55,10 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         Some(path) => {
             std::fs::write(path, &import.policy_yaml)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            print!("{report}");
+            out!("{report}");
         }
         None => {
-            print!("{}", import.policy_yaml);
+            out!("{}", import.policy_yaml);
             eprint!("{report}");
         }
     }

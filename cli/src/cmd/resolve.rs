@@ -58,12 +58,12 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.output {
         OutputFormat::Text => {
             for r in &resolved {
-                println!("{}", r.pinned);
+                outln!("{}", r.pinned);
             }
         }
         OutputFormat::Json => {
             let out: Vec<serde_json::Value> = resolved.iter().map(|r| to_json(r)).collect();
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         }
     }
     Ok(Outcome::Ok)

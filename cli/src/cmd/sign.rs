@@ -159,7 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             };
             signed.with_context(|| format!("cannot sign {target}"))?;
             tracing::info!(image = %target, format = %opts.format, "signed");
-            println!("{target}");
+            outln!("{target}");
         }
     }
     Ok(Outcome::Ok)

@@ -84,9 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                         path.display()
                     );
                 }
-                None => std::io::stdout()
-                    .write_all(&bytes)
-                    .context("writing the trusted root to stdout")?,
+                None => out!("{}", String::from_utf8_lossy(&bytes)),
             }
             Ok(Outcome::Ok)
         }

@@ -144,8 +144,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 
     match args.output {
-        OutputFormat::Text => print_text(&results),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&to_json(&results))?),
+        OutputFormat::Text => print_text(&results)?,
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&to_json(&results))?),
     }
     let denied = results
         .iter()
@@ -193,26 +193,27 @@ async fn ensure_manifest_exists(client: &RegistryClient, image: &ImageRef) -> an
     Ok(())
 }
 
-fn print_text(results: &[Checked]) {
+fn print_text(results: &[Checked]) -> anyhow::Result<()> {
     for r in results {
         match r {
             Checked::Done {
                 image,
                 verdict: Verdict::Verified(v),
-            } => println!("verified {image}: {} signature by {}", v.format, v.key),
+            } => outln!("verified {image}: {} signature by {}", v.format, v.key),
             Checked::Done {
                 image,
                 verdict: Verdict::Denied { unmet, .. },
             } => {
-                println!("denied {image}:");
+                outln!("denied {image}:");
                 for u in unmet {
-                    println!("  - {u}");
+                    outln!("  - {u}");
                 }
             }
             // Reported on stderr by `run`.
             Checked::Failed { .. } => {}
         }
     }
+    Ok(())
 }
 
 fn to_json(results: &[Checked]) -> serde_json::Value {
@@ -296,8 +297,8 @@ async fn run_policy(args: &Args, path: &std::path::Path) -> anyhow::Result<Outco
         results.push((image.as_str(), decision));
     }
     match args.output {
-        OutputFormat::Text => print_policy_text(&results, mode, &args.namespace),
-        OutputFormat::Json => println!(
+        OutputFormat::Text => print_policy_text(&results, mode, &args.namespace)?,
+        OutputFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&policy_json(&results, mode, &args.namespace))?
         ),
@@ -316,7 +317,11 @@ fn without_container(reason: &str) -> &str {
         .unwrap_or(reason)
 }
 
-fn print_policy_text(results: &[(&str, ObjectDecision)], mode: Mode, namespace: &str) {
+fn print_policy_text(
+    results: &[(&str, ObjectDecision)],
+    mode: Mode,
+    namespace: &str,
+) -> anyhow::Result<()> {
     for (image, decision) in results {
         let verdict = if decision.allowed {
             "ADMITTED"
@@ -324,21 +329,21 @@ fn print_policy_text(results: &[(&str, ObjectDecision)], mode: Mode, namespace: 
             "DENIED"
         };
         if let Some(why) = &decision.skipped {
-            println!("{verdict} {image}: not checked ({why})");
+            outln!("{verdict} {image}: not checked ({why})");
             continue;
         }
-        println!("{verdict} {image} (a Pod in namespace {namespace})");
+        outln!("{verdict} {image} (a Pod in namespace {namespace})");
         for site in &decision.images {
             if let Some(rule) = &site.rule {
-                println!("  rule: {rule}");
+                outln!("  rule: {rule}");
             }
             if let Some(digest) = &site.digest {
-                println!("  digest: {digest}");
+                outln!("  digest: {digest}");
             }
             if site.verified {
-                println!("  signature: verified by a key of the rule");
+                outln!("  signature: verified by a key of the rule");
             } else if site.allowed && !site.registry_error {
-                println!("  signature: not required by the rule");
+                outln!("  signature: not required by the rule");
             }
             if let Some(reason) = &site.reason {
                 let label = if site.allowed {
@@ -348,19 +353,20 @@ fn print_policy_text(results: &[(&str, ObjectDecision)], mode: Mode, namespace: 
                 } else {
                     "reason"
                 };
-                println!("  {label}: {}", without_container(reason));
+                outln!("  {label}: {}", without_container(reason));
             }
             if site.registry_error {
-                println!("  registry: unreachable or failing; onRegistryError decided");
+                outln!("  registry: unreachable or failing; onRegistryError decided");
             }
             if let Some(pinned) = &site.pinned {
-                println!("  pinned: {pinned}");
+                outln!("  pinned: {pinned}");
             }
         }
         for warning in &decision.warnings {
-            println!("  warning: {}", without_container(warning));
+            outln!("  warning: {}", without_container(warning));
         }
     }
+    Ok(())
 }
 
 fn policy_json(

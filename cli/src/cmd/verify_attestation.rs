@@ -163,8 +163,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         }
     }
     match args.output {
-        OutputFormat::Text => print_text(&results),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        OutputFormat::Text => print_text(&results)?,
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&results)?),
     }
     let denied = results.iter().any(|r| !r.verified);
     if let Some(last) = errors.pop() {
@@ -285,7 +285,7 @@ fn unmet_json(u: &Unmet) -> Value {
     v
 }
 
-fn print_text(results: &[Checked]) {
+fn print_text(results: &[Checked]) -> anyhow::Result<()> {
     for r in results {
         let rule = r
             .rule
@@ -293,19 +293,23 @@ fn print_text(results: &[Checked]) {
             .map(|n| format!(" (rule {n})"))
             .unwrap_or_default();
         if r.verified {
-            println!("verified {}{rule}:", r.image);
+            outln!("verified {}{rule}:", r.image);
             for s in &r.statements {
-                println!(
+                outln!(
                     "  {} {} from {}, signed by {}",
-                    s.attestation, s.predicate_type, s.from, s.signed_by
+                    s.attestation,
+                    s.predicate_type,
+                    s.from,
+                    s.signed_by
                 );
-                println!("  {}", s.statement.get());
+                outln!("  {}", s.statement.get());
             }
         } else {
-            println!("denied {}{rule}:", r.image);
+            outln!("denied {}{rule}:", r.image);
             for m in &r.messages {
-                println!("  - {m}");
+                outln!("  - {m}");
             }
         }
     }
+    Ok(())
 }

@@ -99,7 +99,7 @@ fn verify(args: &Args) -> anyhow::Result<Outcome> {
                 (_, _, Some(key)) => format!("key {key}"),
                 _ => "an unnamed signer".to_string(),
             };
-            println!("verified: signed by {who}");
+            outln!("verified: signed by {who}");
             Ok(Outcome::Ok)
         }
         Err(err) => Ok(invalid(&err)),

@@ -287,7 +287,7 @@ fn run_certs(args: CertsArgs) -> anyhow::Result<Outcome> {
     }
     .with_context(|| format!("writing certificates into {}", args.out_dir.display()))?;
     for path in &written {
-        println!("{}", path.display());
+        outln!("{}", path.display());
     }
     eprintln!(
         "imgate: CA and serving certificate for {} valid {} days",

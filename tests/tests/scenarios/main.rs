@@ -18,6 +18,7 @@ mod pkcs11;
 mod release;
 mod resolve;
 mod sign_verify;
+mod stdout;
 mod tenancy;
 mod trust_root;
 mod vault;
