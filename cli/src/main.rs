@@ -111,7 +111,7 @@ fn main() -> ExitCode {
                 // Into memory first: clap_complete panics on a failed write.
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "imgate", &mut script);
-                out!("{}", String::from_utf8_lossy(&script));
+                out::bytes(&script)?;
                 Ok(cmd::Outcome::Ok)
             }
         }

@@ -26,9 +26,19 @@ macro_rules! out {
 /// Writes and flushes, so a closed pipe is seen here, by the command, and
 /// not by the exit-time flush that would drop it.
 pub fn write(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    with_stdout(|stdout| stdout.write_fmt(args))
+}
+
+/// [`write`] for bytes that must reach standard output exactly as they are.
+pub fn bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    with_stdout(|stdout| stdout.write_all(bytes))
+}
+
+fn with_stdout(
+    write: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_fmt(args)
+    write(&mut stdout)
         .and_then(|()| stdout.flush())
         .map_err(|err| anyhow::anyhow!("cannot write to standard output: {err}"))
 }

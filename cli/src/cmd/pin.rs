@@ -202,7 +202,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 joined.push('\n');
             }
         }
-        out!("{joined}");
+        crate::out::bytes(joined.as_bytes())?;
     }
     Ok(Outcome::Ok)
 }

@@ -84,7 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                         path.display()
                     );
                 }
-                None => out!("{}", String::from_utf8_lossy(&bytes)),
+                None => crate::out::bytes(&bytes)?,
             }
             Ok(Outcome::Ok)
         }
