@@ -188,6 +188,16 @@ fn keyless(
     } else {
         VerificationPolicy::any_identity()
     };
+    // A root that lists no CT log (GitHub's own instance, which signs private
+    // repositories' attestations) leaves no key to check an SCT with: its
+    // CAs are trusted without certificate transparency, as `gh attestation
+    // verify` trusts them. Every root that lists a CT log, the embedded
+    // public-good one among them, still demands a verified SCT.
+    let policy = if root.root.ctlogs.is_empty() {
+        policy.skip_sct()
+    } else {
+        policy
+    };
     let result = root
         .verifier
         .verify(art, bundle, &policy)

@@ -677,3 +677,62 @@ async fn a_keyless_bundle_with_a_trusted_timestamp_and_no_log_entry_follows_tlog
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no transparency-log entry"), "{out}");
 }
+
+/// GitHub's own Sigstore instance, which attests private repositories: a
+/// trusted root with a Fulcio CA and a timestamp authority and neither a
+/// transparency log nor a CT log, certificates with no SCT, bundles with a
+/// timestamp only. Such a bundle verifies against such a root; the same
+/// bundle is refused for its missing SCT under a root that lists a CT log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_without_ct_logs_takes_certificates_without_an_sct() {
+    let env = Env::new().await;
+    let tsa = TestTsa::new().unwrap();
+    let with_ct = tsa.add_to(&env.sigstore.trusted_root_json()).unwrap();
+    let mut github: Value = serde_json::from_str(&with_ct).unwrap();
+    github["ctlogs"] = json!([]);
+    github["tlogs"] = json!([]);
+    let roots = [("github", github.to_string()), ("with-ct", with_ct)];
+    for (name, root) in &roots {
+        std::fs::write(env.dir.path().join(format!("{name}.json")), root).unwrap();
+    }
+
+    let (image, digest) = env.push("team/private", "v1").await;
+    let mut spec = LeafSpec::new(IDENTITY, ISSUER);
+    spec.sct = false;
+    let leaf = env.sigstore.leaf(&spec).unwrap();
+    let statement = bundle::build_statement(&Digest::parse(&digest).unwrap(), &BTreeMap::new());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let logged = env.sigstore.dsse_bundle(&leaf, &statement, now - 30);
+    let stamped = timestamped_instead_of_logged(&logged, &tsa, now - 20).unwrap();
+    env.attach_bundle("team/private", &digest, stamped).await;
+
+    let verify = |root: &str| {
+        let root = env.dir.path().join(format!("{root}.json"));
+        let mut args: Vec<String> = [
+            "verify",
+            "--certificate-identity",
+            IDENTITY,
+            "--certificate-oidc-issuer",
+            ISSUER,
+            "--trusted-root",
+            root.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(env.proxy.cli_args());
+        args.push(image.clone());
+        let out = run_imgate(&args, &[], None).unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = verify("github");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(IDENTITY), "{text}");
+    let (code, text) = verify("with-ct");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("SCT"), "{text}");
+}
