@@ -39,6 +39,28 @@ pub use source::{
     read_key_source, read_key_source_zeroizing, ENV_PREFIX,
 };
 
+/// The first error of type `T` in `err`'s chain, looking inside
+/// `io::Error` payloads too: `io::Error::source` skips its own payload, and
+/// HTTP clients nest TLS errors that way. Defined here, with
+/// [`error_chain`], for every imgate crate.
+pub fn find_in_chain<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    if let Some(found) = err.downcast_ref::<T>() {
+        return Some(found);
+    }
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if let Some(found) = find_in_chain(inner) {
+            return Some(found);
+        }
+    }
+    err.source().and_then(find_in_chain)
+}
+
 /// An error with its sources, `a: b: c`, for messages and logs. A source
 /// whose text the message already holds is not repeated (many errors embed
 /// their source's text). The one definition for every imgate crate (this is

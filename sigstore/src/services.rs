@@ -4,7 +4,9 @@
 //!
 //! - **HTTPS only**, unless the host is named in [`ServiceOptions::allow_http`]
 //!   (a test instance on loopback). Redirects are not followed, so an
-//!   https URL cannot be bounced to plain HTTP.
+//!   https URL cannot be bounced to plain HTTP. Certificates are checked
+//!   against the system roots plus [`ServiceOptions::ca_files`] (a private
+//!   instance behind an internal CA).
 //! - **A time budget per call**, retries included: connection failures and
 //!   429/502/503/504 answers are retried with backoff while the budget lasts;
 //!   a call that has not finished when the budget runs out fails with
@@ -18,6 +20,7 @@
 //! `client`): those bring a second reqwest major version and read answers
 //! without a size bound or retries.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -32,7 +35,12 @@ pub struct ServiceOptions {
     pub budget: Duration,
     /// Hosts (`HOST` or `HOST:PORT`) that may be reached over plain HTTP.
     pub allow_http: Vec<String>,
+    /// PEM bundles of CAs trusted for the services on top of the system roots.
+    pub ca_files: Vec<PathBuf>,
 }
+
+/// Largest CA bundle read (the Debian system bundle is about 220 KiB).
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The default budget of one service call (Rekor may take seconds to
 /// integrate an entry; a stalled service must not hold CI for minutes).
@@ -43,6 +51,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             budget: DEFAULT_SERVICE_BUDGET,
             allow_http: Vec::new(),
+            ca_files: Vec::new(),
         }
     }
 }
@@ -94,15 +103,19 @@ enum Attempt {
 
 impl ServiceClient {
     pub(crate) fn new(opts: ServiceOptions) -> Result<ServiceClient, SigningError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(opts.budget.min(Duration::from_secs(15)))
-            .user_agent(concat!("imgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| SigningError::Config {
-                name: "HTTP client".into(),
-                reason: err.to_string(),
-            })?;
+            .user_agent(concat!("imgate/", env!("CARGO_PKG_VERSION")));
+        for path in &opts.ca_files {
+            for cert in read_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|err| SigningError::Config {
+            name: "HTTP client".into(),
+            reason: err.to_string(),
+        })?;
         Ok(ServiceClient { http, opts })
     }
 
@@ -192,6 +205,13 @@ impl ServiceClient {
         }
         let mut resp = match req.send().await {
             Ok(resp) => resp,
+            // A certificate the client refuses is refused again: no retry.
+            Err(err) if imgate_keys::find_in_chain::<rustls::Error>(&err).is_some() => {
+                return Err(fail(format!(
+                    "TLS failed: {} (a private instance's CA is named with --sigstore-ca)",
+                    source_text(&err)
+                )))
+            }
             // Nothing reached the service: always safe to send again.
             Err(err) if err.is_connect() => {
                 return Err(Attempt::Transient(format!(
@@ -277,6 +297,35 @@ fn excerpt(body: &[u8]) -> String {
     out
 }
 
+/// The certificates of a PEM bundle; an unreadable, oversized or empty file
+/// is an error naming it, before any service is called.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, SigningError> {
+    let bad = |reason: String| SigningError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut pem = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|err| bad(err.to_string()))?,
+            MAX_CA_FILE_BYTES + 1,
+        ),
+        &mut pem,
+    )
+    .map_err(|err| bad(err.to_string()))?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(bad(format!(
+            "more than the {MAX_CA_FILE_BYTES} bytes imgate reads"
+        )));
+    }
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| bad(source_text(&err)))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificates found".into()));
+    }
+    Ok(certs)
+}
+
 /// A reqwest error with its causes (reqwest's own text is often just
 /// "error sending request").
 fn source_text(err: &reqwest::Error) -> String {
@@ -293,6 +342,7 @@ mod tests {
         let client = ServiceClient::new(ServiceOptions {
             budget: Duration::from_secs(1),
             allow_http: vec!["127.0.0.1".into(), "fulcio.test:8080".into()],
+            ca_files: Vec::new(),
         })
         .unwrap();
         assert!(client
@@ -330,6 +380,7 @@ mod tests {
         ServiceClient::new(ServiceOptions {
             budget: Duration::from_secs(5),
             allow_http: vec!["127.0.0.1".into()],
+            ca_files: Vec::new(),
         })
         .unwrap()
     }

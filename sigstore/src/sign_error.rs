@@ -92,6 +92,14 @@ pub enum SigningError {
         /// The URL.
         url: String,
     },
+    /// A `--sigstore-ca` file cannot be used.
+    #[error("Sigstore services' CA file {path} (--sigstore-ca): {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The signing configuration (or an option) cannot be used.
     #[error("signing configuration {name}: {reason}")]
     Config {

@@ -43,6 +43,10 @@ pub struct SigstoreArgs {
     /// repeatable). Only for a test instance on a network you trust.
     #[arg(long = "allow-http", value_name = "HOST")]
     pub allow_http: Vec<String>,
+    /// Extra CA bundle (PEM) to trust for the Sigstore services, on top of
+    /// the system roots (a private instance behind an internal CA). Repeatable.
+    #[arg(long = "sigstore-ca", value_name = "FILE", env = "IMGATE_SIGSTORE_CA")]
+    pub sigstore_ca: Vec<PathBuf>,
     /// Time for one call to a Sigstore service, retries included (`30s`, `2m`).
     #[arg(long, value_name = "DURATION", default_value_t = DEFAULT_SERVICE_BUDGET.into())]
     pub sigstore_timeout: HumanDuration,
@@ -88,6 +92,7 @@ impl SigstoreArgs {
                 .get()
                 .max(std::time::Duration::from_millis(1)),
             allow_http: self.allow_http.clone(),
+            ca_files: self.sigstore_ca.clone(),
         };
         let services =
             SigningServices::new(&config, key.is_none(), needs_set, Arc::new(root), opts)?;

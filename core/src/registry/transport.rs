@@ -353,21 +353,7 @@ impl Shared {
 /// A TLS failure (unknown issuer, wrong name, bad handshake) will fail the
 /// same way again, so it is not worth a retry.
 fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
-    if err.is::<rustls::Error>() {
-        return true;
-    }
-    // io::Error::source skips its own payload (reqwest nests an io::Error
-    // inside another), so look inside it directly.
-    if let Some(inner) = err
-        .downcast_ref::<std::io::Error>()
-        .and_then(std::io::Error::get_ref)
-    {
-        let inner: &(dyn std::error::Error + 'static) = inner;
-        if is_tls_failure(inner) {
-            return true;
-        }
-    }
-    err.source().is_some_and(is_tls_failure)
+    imgate_keys::find_in_chain::<rustls::Error>(err).is_some()
 }
 
 /// How a registry host is looked up: lower case, as DNS compares names.

@@ -13,8 +13,9 @@
 //! service down. Every request is counted per service.
 //!
 //! The CA, CT log and Rekor v1 keys are those of [`TestSigstore`]; the
-//! servers run on the harness's background runtime (plain HTTP: imgate is
-//! told `--allow-http 127.0.0.1`).
+//! servers run on the harness's background runtime, over plain HTTP (imgate
+//! is told `--allow-http 127.0.0.1`) or, from [`PrivateSigstore::start_tls`],
+//! over TLS with a certificate from a CA of their own (`--sigstore-ca`).
 
 mod der;
 mod fulcio;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine as _;
 
+use crate::pki::{rustls_server_config, TestCa};
 use crate::server::{spawn_router, ServerTask};
 use crate::sigstore::{LogKey, TestSigstore};
 
@@ -150,6 +152,20 @@ impl PrivateSigstore {
     /// Start every service on 127.0.0.1 and write `trusted_root.json` and
     /// `signing_config.json` (Rekor v1 and the TSA) into a temp dir.
     pub async fn start() -> anyhow::Result<PrivateSigstore> {
+        PrivateSigstore::start_with(None).await
+    }
+
+    /// [`PrivateSigstore::start`] with every service on HTTPS, its
+    /// certificate from a CA of its own ([`PrivateSigstore::ca_path`]).
+    pub async fn start_tls() -> anyhow::Result<PrivateSigstore> {
+        PrivateSigstore::start_with(Some(TestCa::new("imgate-test-sigstore-tls")?)).await
+    }
+
+    async fn start_with(ca: Option<TestCa>) -> anyhow::Result<PrivateSigstore> {
+        let tls = match &ca {
+            Some(ca) => Some(rustls_server_config(&ca.server_cert()?)?),
+            None => None,
+        };
         let authority = TestSigstore::new()?;
         let state = Arc::new(State {
             authority: Mutex::new(authority),
@@ -175,8 +191,9 @@ impl PrivateSigstore {
             (Svc::RekorV2, rekor::router_v2(state.clone())),
             (Svc::Tsa, tsa::router(state.clone())),
         ] {
-            let task = spawn_router(router, None).await?;
-            urls.insert(svc, format!("http://{}", task.addr));
+            let task = spawn_router(router, tls.clone()).await?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            urls.insert(svc, format!("{scheme}://{}", task.addr));
             servers.insert(svc, task);
         }
         let this = PrivateSigstore {
@@ -185,6 +202,9 @@ impl PrivateSigstore {
             urls,
             dir: tempfile::tempdir()?,
         };
+        if let Some(ca) = &ca {
+            std::fs::write(this.ca_path(), ca.cert_pem())?;
+        }
         std::fs::write(this.trusted_root_path(), this.trusted_root_json()?)?;
         this.write_signing_config(
             "signing_config.json",
@@ -224,6 +244,12 @@ impl PrivateSigstore {
     /// The temp dir holding the trust files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The CA of the services' TLS certificates (from
+    /// [`PrivateSigstore::start_tls`]), PEM.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("tls-ca.pem")
     }
 
     /// `trusted_root.json`: the CA, the CT log, both Rekor logs and the TSA.

@@ -39,11 +39,25 @@ struct Ctx {
 
 impl Ctx {
     fn new(label: &str) -> Ctx {
+        Ctx::with(label, false)
+    }
+
+    /// [`Ctx::new`] with the services on HTTPS behind a CA of their own.
+    fn new_tls(label: &str) -> Ctx {
+        Ctx::with(label, true)
+    }
+
+    fn with(label: &str, tls: bool) -> Ctx {
         block_on(async {
             let registry = Registry::start(Variant::Http)
                 .await
                 .expect("registry starts");
-            let sigstore = PrivateSigstore::start().await.expect("sigstore starts");
+            let sigstore = if tls {
+                PrivateSigstore::start_tls().await
+            } else {
+                PrivateSigstore::start().await
+            }
+            .expect("sigstore starts");
             let image = ImageBuilder::new(label)
                 .image()
                 .push(&registry, REPO, "v1", PushWith::Http)

@@ -346,3 +346,57 @@ fn an_https_service_is_reached_over_tls_only() {
     );
     assert_eq!(ctx.tags(), before);
 }
+
+#[test]
+fn a_private_instance_behind_its_own_ca_needs_sigstore_ca() {
+    let ctx = Ctx::new_tls("sigstore-ca");
+    let before = ctx.tags();
+    let config = ctx.sigstore.signing_config_path();
+    let root = ctx.sigstore.trusted_root_path();
+    let token = ctx.token();
+    let sign = |extra: &[&str]| {
+        let mut args = vec![
+            "sign",
+            "--signing-config",
+            config.to_str().unwrap(),
+            "--trusted-root",
+            root.to_str().unwrap(),
+            "--identity-token",
+            &token,
+            "--sigstore-timeout",
+            "5s",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&ctx.image.reference);
+        ctx.run(&args, &[])
+    };
+
+    // The system roots do not know the CA: refused at once (a refused
+    // certificate is not retried), naming Fulcio and the option.
+    let run = sign(&[]);
+    run.assert_one_line_error("Fulcio at https://127.0.0.1");
+    assert!(
+        run.stderr.contains("UnknownIssuer") && run.stderr.contains("--sigstore-ca"),
+        "{run:?}"
+    );
+    assert_eq!(ctx.sigstore.calls(Svc::Fulcio), 0, "no request got through");
+    assert_eq!(ctx.tags(), before);
+
+    // A CA file that holds no certificate: named, before any call.
+    let calls = ctx.sigstore.calls(Svc::Fulcio);
+    let bogus = ctx.path("bogus.pem");
+    std::fs::write(&bogus, "not a certificate\n").unwrap();
+    let run = sign(&["--sigstore-ca", bogus.to_str().unwrap()]);
+    run.assert_one_line_error(bogus.to_str().unwrap());
+    assert!(run.stderr.contains("no PEM certificates"), "{run:?}");
+    assert_eq!(ctx.sigstore.calls(Svc::Fulcio), calls);
+    assert_eq!(ctx.tags(), before);
+
+    // With the CA named, every service is reached over TLS.
+    let ca = ctx.sigstore.ca_path();
+    let run = sign(&["--sigstore-ca", ca.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(ctx.sigstore.logged(false), 1);
+    assert_eq!(ctx.sigstore.calls(Svc::Tsa), 1);
+    ctx.assert_verified_keyless("legacy");
+}
