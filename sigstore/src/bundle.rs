@@ -42,7 +42,7 @@ pub enum BundlePolicy {
         spki_der: Vec<u8>,
         /// Where the key came from, for messages.
         name: String,
-        /// Whether a log entry (or timestamp) is required.
+        /// What to demand of the log.
         tlog: TlogMode,
     },
 }
@@ -99,21 +99,28 @@ pub fn verify_bundle_bytes(
         } => {
             let key = DerPublicKey::new(spki_der.clone());
             let material = &bundle.verification_material;
+            // As for keyless bundles, and as cosign and Kyverno read a key
+            // signature by default: `required` means a log entry anyone
+            // can audit; a timestamp proves a time, not publication.
+            if *tlog == TlogMode::Required && material.tlog_entries.is_empty() {
+                return Err(SigstoreError::rejected(
+                    "the bundle has no transparency-log entry, and the policy requires one \
+                     (tlog: required; a timestamp alone does not do)",
+                ));
+            }
             let has_evidence = !material.tlog_entries.is_empty()
                 || !material
                     .timestamp_verification_data
                     .rfc3161_timestamps
                     .is_empty();
             if !has_evidence {
-                if *tlog == TlogMode::Required {
-                    return Err(SigstoreError::rejected(
-                        "the bundle has no transparency-log entry or timestamp, and the policy requires one",
-                    ));
-                }
                 return verify_key_only(&bundle, artifact, &key, name, root);
             }
             let mut key_policy = PublicKeyVerificationPolicy::new(key);
-            if *tlog == TlogMode::Ignore {
+            // No entry to verify (`required` was refused above), or told not
+            // to: the crate still verifies every timestamp against the root's
+            // authorities.
+            if *tlog == TlogMode::Ignore || material.tlog_entries.is_empty() {
                 key_policy = key_policy.skip_tlog_unsafe();
             }
             let result = root

@@ -76,8 +76,8 @@ pub use tuf::{fetch_trusted_root, PUBLIC_GOOD_TUF_ROOT, PUBLIC_GOOD_TUF_URL};
 /// always needs a verified signing time; see [`verify_keyless_bundle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlogMode {
-    /// A verified log entry or timestamp is required (cosign's default); a
-    /// keyless bundle needs a log entry.
+    /// A verified log entry is required (cosign's default); a timestamp
+    /// alone does not do, for keys or certificates.
     Required,
     /// Verified when present; a key signature without one is still accepted
     /// (imgate's default for keys: offline signing writes none), a keyless

@@ -69,8 +69,7 @@ pub struct Args {
 /// `--tlog`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TlogArg {
-    /// A verified log entry is required (for a key signature, a timestamp
-    /// will do).
+    /// A verified log entry is required (a timestamp alone does not do).
     Required,
     /// Verified when present.
     IfPresent,

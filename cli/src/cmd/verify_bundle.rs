@@ -31,7 +31,7 @@ pub struct Args {
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Verify with this PEM public key instead of a certificate identity. A
-    /// log entry or timestamp is required, as cosign requires it.
+    /// verified log entry is required, as cosign requires it.
     #[arg(long, value_name = "PATH_TO_KEY")]
     pub key: Option<PathBuf>,
     /// A trusted_root.json to use instead of the embedded public-good root.

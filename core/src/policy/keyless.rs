@@ -85,7 +85,7 @@ pub enum ExtensionMatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TlogSetting {
-    /// A verified log entry (or timestamp) is required of key signatures.
+    /// A verified log entry is required (a timestamp alone does not do).
     Required,
     /// Verified when present (the default).
     #[default]

@@ -736,3 +736,93 @@ async fn a_root_without_ct_logs_takes_certificates_without_an_sct() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("SCT"), "{text}");
 }
+
+/// A DSSE bundle over `digest`'s signing statement, signed by `key`, with no
+/// log entry and no timestamp (what `timestamped_instead_of_logged` adds to).
+fn key_bundle(digest: &str, key: &SigningKey) -> String {
+    const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+    let b64 =
+        |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    let statement = bundle::build_statement(&Digest::parse(digest).unwrap(), &BTreeMap::new());
+    let mut pae = format!(
+        "DSSEv1 {} {PAYLOAD_TYPE} {} ",
+        PAYLOAD_TYPE.len(),
+        statement.len()
+    )
+    .into_bytes();
+    pae.extend_from_slice(&statement);
+    json!({
+        "mediaType": bundle::BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": ""}},
+        "dsseEnvelope": {
+            "payload": b64(&statement),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": b64(&key.sign(&pae)), "keyid": ""}],
+        },
+    })
+    .to_string()
+}
+
+/// A key-signed bundle with a trusted RFC 3161 timestamp and no log entry:
+/// `--tlog required` denies it (a timestamp proves when, not that anyone can
+/// see the signature; cosign and Kyverno deny it by default too, and the
+/// Kyverno import writes `required` for them); `if-present` verifies the
+/// timestamp and passes it, and denies one from an authority outside the
+/// trusted root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_bundle_with_only_a_timestamp_does_not_meet_tlog_required() {
+    let env = Env::new().await;
+    let tsa = TestTsa::new().unwrap();
+    let stranger = TestTsa::new().unwrap();
+    std::fs::write(
+        env.root_path(),
+        tsa.add_to(&env.sigstore.trusted_root_json()).unwrap(),
+    )
+    .unwrap();
+    let key = SigningKey::generate();
+    let public = env.dir.path().join("ci.pub");
+    std::fs::write(&public, key.public_key().to_pem()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut images = Vec::new();
+    for (repo, authority) in [("team/stamped", &tsa), ("team/stranger", &stranger)] {
+        let (image, digest) = env.push(repo, "v1").await;
+        let stamped =
+            timestamped_instead_of_logged(&key_bundle(&digest, &key), authority, now - 20).unwrap();
+        env.attach_bundle(repo, &digest, stamped).await;
+        images.push(image);
+    }
+
+    let verify = |image: &str, tlog: &str| {
+        let mut args: Vec<String> = [
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            "--trusted-root",
+            env.root_path().to_str().unwrap(),
+            "--tlog",
+            tlog,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(env.proxy.cli_args());
+        args.push(image.to_string());
+        let out = run_imgate(&args, &[], None).unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = verify(&images[0], "if-present");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = verify(&images[0], "required");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("no transparency-log entry") && text.contains("a timestamp alone"),
+        "{text}"
+    );
+    let (code, text) = verify(&images[1], "if-present");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.to_lowercase().contains("timestamp"), "{text}");
+}
