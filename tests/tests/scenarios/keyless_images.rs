@@ -63,6 +63,24 @@ impl Env {
         self.dir.path().join("root.json")
     }
 
+    /// `imgate verify ARGS IMAGE` through the proxy: the exit code, and
+    /// stdout and stderr together.
+    fn verify_with(&self, args: &[&str], image: &str) -> (i32, String) {
+        let mut all: Vec<String> = std::iter::once("verify")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        all.extend(self.proxy.cli_args());
+        all.push(image.to_string());
+        let out = run_imgate(&all, &[], None).unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// Pushes a distinct image; returns `PROXY/repo:tag` and its digest.
     async fn push(&self, repo: &str, tag: &str) -> (String, String) {
         let pushed = ImageBuilder::new(&format!("{repo}:{tag}"))
@@ -208,24 +226,17 @@ impl Env {
     /// `imgate verify` with the identity flags; returns (exit code, stdout + stderr).
     fn verify(&self, image: &str, identity: &str, issuer: &str) -> (i32, String) {
         let root = self.root_path().display().to_string();
-        let mut args = vec![
-            "verify".to_string(),
-            "--certificate-identity".into(),
-            identity.into(),
-            "--certificate-oidc-issuer".into(),
-            issuer.into(),
-            "--trusted-root".into(),
-            root,
-        ];
-        args.extend(self.proxy.cli_args());
-        args.push(image.to_string());
-        let out = run_imgate(&args, &[], None).unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        self.verify_with(
+            &[
+                "--certificate-identity",
+                identity,
+                "--certificate-oidc-issuer",
+                issuer,
+                "--trusted-root",
+                &root,
+            ],
+            image,
+        )
     }
 }
 
@@ -600,42 +611,33 @@ async fn a_keyless_bundle_with_a_trusted_timestamp_and_no_log_entry_follows_tlog
     let stamped = timestamped_instead_of_logged(&logged, &stranger, now - 20).unwrap();
     env.attach_bundle("team/stranger", &digest, stamped).await;
 
+    let root = env.root_path().display().to_string();
     let verify = |image: &str, tlog: &str| {
-        let root = env.root_path().display().to_string();
-        let mut args: Vec<String> = [
-            "verify",
-            "--certificate-identity",
-            IDENTITY,
-            "--certificate-oidc-issuer",
-            ISSUER,
-            "--trusted-root",
-            &root,
-            "--tlog",
-            tlog,
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(env.proxy.cli_args());
-        args.push(image.to_string());
-        let out = run_imgate(&args, &[], None).unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        env.verify_with(
+            &[
+                "--certificate-identity",
+                IDENTITY,
+                "--certificate-oidc-issuer",
+                ISSUER,
+                "--trusted-root",
+                &root,
+                "--tlog",
+                tlog,
+            ],
+            image,
+        )
     };
     for tlog in ["if-present", "ignore"] {
         let (code, text) = verify(&trusted, tlog);
-        assert_eq!(code, Some(0), "--tlog {tlog}: {text}");
+        assert_eq!(code, 0, "--tlog {tlog}: {text}");
         assert!(text.contains(IDENTITY), "{text}");
     }
     let (code, text) = verify(&trusted, "required");
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, 1, "{text}");
     assert!(text.contains("no transparency-log entry"), "{text}");
     for tlog in ["if-present", "ignore"] {
         let (code, text) = verify(&untrusted, tlog);
-        assert_eq!(code, Some(1), "--tlog {tlog}: {text}");
+        assert_eq!(code, 1, "--tlog {tlog}: {text}");
         assert!(text.to_lowercase().contains("timestamp"), "{text}");
     }
 
@@ -708,32 +710,23 @@ async fn a_root_without_ct_logs_takes_certificates_without_an_sct() {
 
     let verify = |root: &str| {
         let root = env.dir.path().join(format!("{root}.json"));
-        let mut args: Vec<String> = [
-            "verify",
-            "--certificate-identity",
-            IDENTITY,
-            "--certificate-oidc-issuer",
-            ISSUER,
-            "--trusted-root",
-            root.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(env.proxy.cli_args());
-        args.push(image.clone());
-        let out = run_imgate(&args, &[], None).unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        env.verify_with(
+            &[
+                "--certificate-identity",
+                IDENTITY,
+                "--certificate-oidc-issuer",
+                ISSUER,
+                "--trusted-root",
+                root.to_str().unwrap(),
+            ],
+            &image,
+        )
     };
     let (code, text) = verify("github");
-    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(code, 0, "{text}");
     assert!(text.contains(IDENTITY), "{text}");
     let (code, text) = verify("with-ct");
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, 1, "{text}");
     assert!(text.contains("SCT"), "{text}");
 }
 
@@ -792,37 +785,29 @@ async fn a_key_bundle_with_only_a_timestamp_does_not_meet_tlog_required() {
         images.push(image);
     }
 
+    let root = env.root_path();
     let verify = |image: &str, tlog: &str| {
-        let mut args: Vec<String> = [
-            "verify",
-            "--key",
-            public.to_str().unwrap(),
-            "--trusted-root",
-            env.root_path().to_str().unwrap(),
-            "--tlog",
-            tlog,
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(env.proxy.cli_args());
-        args.push(image.to_string());
-        let out = run_imgate(&args, &[], None).unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+        env.verify_with(
+            &[
+                "--key",
+                public.to_str().unwrap(),
+                "--trusted-root",
+                root.to_str().unwrap(),
+                "--tlog",
+                tlog,
+            ],
+            image,
+        )
     };
     let (code, text) = verify(&images[0], "if-present");
-    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(code, 0, "{text}");
     let (code, text) = verify(&images[0], "required");
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("no transparency-log entry") && text.contains("a timestamp alone"),
         "{text}"
     );
     let (code, text) = verify(&images[1], "if-present");
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, 1, "{text}");
     assert!(text.to_lowercase().contains("timestamp"), "{text}");
 }
