@@ -80,16 +80,16 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     // `--username` applies to the registries the policy trusts: those are
     // the only ones the engine will ever contact.
-    let mut hosts: Vec<String> = policy
+    let hosts: Vec<String> = policy
         .trusted_registries
         .iter()
         .map(|p| p.registry().to_string())
         .collect();
-    hosts.sort();
-    hosts.dedup();
-    let engine =
-        args.registry
-            .policy_engine(policy, &hosts, args.deadline.get().max(MIN_DEADLINE))?;
+    let engine = args.registry.policy_engine(
+        policy,
+        hosts.iter().map(String::as_str),
+        args.deadline.get().max(MIN_DEADLINE),
+    )?;
     let endpoint = match args.endpoint {
         EndpointArg::Mutate => Endpoint::Mutate,
         EndpointArg::Validate => Endpoint::Validate,

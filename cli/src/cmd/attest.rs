@@ -11,9 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use imgate_core::attestation::{self, AttestOptions, EnvelopeSigner, KeySigner};
-use imgate_core::ImageRef;
 
-use super::common::{open_signer, RegistryArgs};
+use super::common::{open_signer, parse_images, RegistryArgs};
 use super::sigstore_args::SigstoreArgs;
 use super::Outcome;
 
@@ -76,11 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
     imgate_core::attestation::statement::predicate_type(&args.predicate_type)
         .map_err(|err| anyhow::anyhow!("--type: {err}"))?;
     let predicate = read_predicate(&args.predicate)?;
-    let images = args
-        .images
-        .iter()
-        .map(|text| ImageRef::parse(text).with_context(|| format!("cannot attest {text:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let images = parse_images(&args.images, "attest")?;
     // The key (or identity token) before the registry, as `imgate sign`.
     let key = args.key.as_deref().map(open_signer).transpose()?;
     let sigstore = if key.is_none() || args.sigstore.tlog_upload {
@@ -98,10 +93,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         (None, Some(key)) => key,
         (None, None) => bail!("no key and no keyless signer"),
     };
-    let mut hosts: Vec<String> = images.iter().map(|i| i.registry.clone()).collect();
-    hosts.sort();
-    hosts.dedup();
-    let client = args.registry.client(&hosts)?;
+    let client = args
+        .registry
+        .client(images.iter().map(|i| i.registry.as_str()))?;
     let opts = AttestOptions {
         predicate_type: args.predicate_type.clone(),
         predicate,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use imgate_core::policy::HumanDuration;
 use imgate_core::registry::{ClientConfig, Credentials, RegistryClient, RegistrySettings};
+use imgate_core::ImageRef;
 use imgate_keys::pkcs11::Pkcs11Signer;
 use imgate_keys::vault::{VaultConfig, VaultSigner};
 use imgate_keys::{KeyReference, PublicKey, Signer, SigningKey};
@@ -46,18 +47,22 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// Builds a client; `registries` are the hosts that `--username` applies to.
-    pub fn client(&self, registries: &[String]) -> anyhow::Result<RegistryClient> {
+    /// Builds a client; `registries` are the hosts that `--username` applies
+    /// to (repeats are harmless).
+    pub fn client<'a>(
+        &self,
+        registries: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<RegistryClient> {
         Ok(RegistryClient::new(self.config(registries)?)?)
     }
 
     /// The admission engine for `policy`, reaching registries with these
     /// options merged with the policy's `registries:`; `registries` are the
     /// hosts that `--username` applies to.
-    pub fn policy_engine(
+    pub fn policy_engine<'a>(
         &self,
         policy: imgate_core::policy::Policy,
-        registries: &[String],
+        registries: impl IntoIterator<Item = &'a str>,
         deadline: std::time::Duration,
     ) -> anyhow::Result<imgate_webhook::admission::Engine> {
         let config = policy.client_config(self.config(registries)?);
@@ -69,7 +74,10 @@ impl RegistryArgs {
 
     /// The client configuration these options describe (for callers that
     /// merge in more settings, e.g. a policy's registries, before building).
-    pub fn config(&self, registries: &[String]) -> anyhow::Result<ClientConfig> {
+    pub fn config<'a>(
+        &self,
+        registries: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig {
             extra_ca_files: self.registry_ca.clone(),
             docker_config: self.docker_config.clone(),
@@ -98,7 +106,7 @@ impl RegistryArgs {
             let password = password.trim_end_matches(['\r', '\n']).to_string();
             for host in registries {
                 config.credentials.insert(
-                    host.clone(),
+                    host.to_string(),
                     Credentials {
                         username: username.clone(),
                         password: password.clone(),
@@ -108,6 +116,15 @@ impl RegistryArgs {
         }
         Ok(config)
     }
+}
+
+/// Parses the images named on the command line; an error names the one
+/// that is not a reference and what could not be done with it (`verb`).
+pub fn parse_images(texts: &[String], verb: &str) -> anyhow::Result<Vec<ImageRef>> {
+    texts
+        .iter()
+        .map(|text| ImageRef::parse(text).with_context(|| format!("cannot {verb} {text:?}")))
+        .collect()
 }
 
 /// Opens the private key `spec` names (a path, `env://VAR`, `pkcs11:…` or

@@ -253,10 +253,9 @@ async fn resolve_all(args: &Args, files: &[Scanned]) -> anyhow::Result<HashMap<I
     if queries.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut hosts: Vec<String> = queries.iter().map(|(q, _)| q.registry.clone()).collect();
-    hosts.sort();
-    hosts.dedup();
-    let client = args.registry.client(&hosts)?;
+    let client = args
+        .registry
+        .client(queries.iter().map(|(q, _)| q.registry.as_str()))?;
     let results: Vec<_> = stream::iter(queries)
         .map(|(query, used)| {
             let client = client.clone();

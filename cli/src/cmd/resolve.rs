@@ -3,12 +3,11 @@
 //! A multi-arch tag resolves to its index digest (what a node pulls); the
 //! platform digests are listed in the JSON output only.
 
-use anyhow::Context;
 use futures::future::join_all;
 use imgate_core::registry::Resolved;
 use imgate_core::ImageRef;
 
-use super::common::{OutputFormat, RegistryArgs};
+use super::common::{parse_images, OutputFormat, RegistryArgs};
 use super::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -25,15 +24,10 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<Outcome> {
-    let images = args
-        .images
-        .iter()
-        .map(|text| ImageRef::parse(text).with_context(|| format!("cannot resolve {text:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut hosts: Vec<String> = images.iter().map(|i| i.registry.clone()).collect();
-    hosts.sort();
-    hosts.dedup();
-    let client = args.registry.client(&hosts)?;
+    let images = parse_images(&args.images, "resolve")?;
+    let client = args
+        .registry
+        .client(images.iter().map(|i| i.registry.as_str()))?;
 
     // Each distinct image once, all at the same time.
     let mut distinct: Vec<&ImageRef> = Vec::new();

@@ -123,10 +123,9 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         None
     };
 
-    let mut hosts: Vec<String> = distinct.iter().map(|i| i.registry.clone()).collect();
-    hosts.sort();
-    hosts.dedup();
-    let client = args.registry.client(&hosts)?;
+    let client = args
+        .registry
+        .client(distinct.iter().map(|i| i.registry.as_str()))?;
     let opts = SignOptions {
         format: args.format.into(),
         annotations: args.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),

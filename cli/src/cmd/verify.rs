@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use imgate_core::policy::{Mode, Policy};
 use imgate_core::registry::RegistryClient;
 use imgate_core::signature::{self, Requirements, Verdict};
@@ -30,7 +29,7 @@ use imgate_core::ImageRef;
 use imgate_webhook::admission::{Admission, Endpoint, ObjectDecision, DEFAULT_DEADLINE};
 use serde_json::json;
 
-use super::common::{OutputFormat, RegistryArgs};
+use super::common::{parse_images, OutputFormat, RegistryArgs};
 use super::identity::SignerArgs;
 use super::sign::parse_annotation;
 use super::Outcome;
@@ -105,15 +104,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
         match_repository: args.match_repository,
         ..args.signers.requirements()?
     };
-    let images = args
-        .images
-        .iter()
-        .map(|text| ImageRef::parse(text).with_context(|| format!("cannot verify {text:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut hosts: Vec<String> = images.iter().map(|i| i.registry.clone()).collect();
-    hosts.sort();
-    hosts.dedup();
-    let client = args.registry.client(&hosts)?;
+    let images = parse_images(&args.images, "verify")?;
+    let client = args
+        .registry
+        .client(images.iter().map(|i| i.registry.as_str()))?;
 
     let mut results = Vec::new();
     for image in &images {
@@ -266,17 +260,15 @@ async fn run_policy(args: &Args, path: &std::path::Path) -> anyhow::Result<Outco
     let mode = policy.mode;
     // --username applies to the registries named on the command line; the
     // engine contacts only those the policy trusts.
-    let mut hosts: Vec<String> = args
+    let hosts: Vec<String> = args
         .images
         .iter()
         .filter_map(|text| ImageRef::parse(text).ok())
         .map(|i| i.registry)
         .collect();
-    hosts.sort();
-    hosts.dedup();
-    let engine = args
-        .registry
-        .policy_engine(policy, &hosts, DEFAULT_DEADLINE)?;
+    let engine =
+        args.registry
+            .policy_engine(policy, hosts.iter().map(String::as_str), DEFAULT_DEADLINE)?;
     let mut results = Vec::new();
     for image in &args.images {
         let pod = json!({

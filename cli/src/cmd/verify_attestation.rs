@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::common::{OutputFormat, RegistryArgs};
+use super::common::{parse_images, OutputFormat, RegistryArgs};
 use super::identity::SignerArgs;
 use super::Outcome;
 
@@ -116,15 +116,10 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             predicate_type.clone().unwrap_or_default(),
         )?),
     };
-    let images = args
-        .images
-        .iter()
-        .map(|text| ImageRef::parse(text).with_context(|| format!("cannot check {text:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut hosts: Vec<String> = images.iter().map(|i| i.registry.clone()).collect();
-    hosts.sort();
-    hosts.dedup();
-    let mut config = args.registry.config(&hosts)?;
+    let images = parse_images(&args.images, "check")?;
+    let mut config = args
+        .registry
+        .config(images.iter().map(|i| i.registry.as_str()))?;
     if let Some(policy) = &policy {
         config = policy.client_config(config);
     }
