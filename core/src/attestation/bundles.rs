@@ -19,7 +19,7 @@ use super::{Cap, Source};
 use crate::oci::{Descriptor, ImageIndex};
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
-use crate::signature::bundle::{self, IN_TOTO_PAYLOAD_TYPE};
+use crate::signature::bundle;
 use crate::signature::{BlobProblem, Listing, VerifyError, FETCH_CONCURRENCY};
 
 /// Why a blob was not read, in words.
@@ -119,17 +119,7 @@ fn judge(col: &Collector<'_>, c: &Candidate, bytes: &[u8]) {
         }
         return;
     };
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return col.problem(
-            c,
-            None,
-            format!(
-                "the envelope's payload type is {:?}, not {IN_TOTO_PAYLOAD_TYPE}",
-                envelope.payload_type
-            ),
-        );
-    }
-    let payload = match envelope.payload_bytes() {
+    let payload = match envelope.in_toto_payload() {
         Ok(p) => p,
         Err(reason) => return col.problem(c, None, reason),
     };

@@ -17,7 +17,7 @@ use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageManifest};
 use crate::reference::ImageRef;
 use crate::registry::RegistryClient;
-use crate::signature::bundle::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use crate::signature::bundle::Envelope;
 use crate::signature::tag::{self, TagDocument, TagWriteError};
 use crate::signature::{legacy, Listing, VerifyError, FETCH_CONCURRENCY, SIGNATURE_ANNOTATION};
 
@@ -177,17 +177,7 @@ fn judge(col: &Collector<'_>, c: &Candidate, layer: &Descriptor, bytes: &[u8]) {
             return col.problem(c, None, format!("the layer is not a DSSE envelope: {err}"))
         }
     };
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return col.problem(
-            c,
-            None,
-            format!(
-                "the envelope's payload type is {:?}, not {IN_TOTO_PAYLOAD_TYPE}",
-                envelope.payload_type
-            ),
-        );
-    }
-    let payload = match envelope.payload_bytes() {
+    let payload = match envelope.in_toto_payload() {
         Ok(p) => p,
         Err(reason) => return col.problem(c, None, reason),
     };

@@ -215,15 +215,21 @@ impl Envelope {
         Ok(pae(&self.payload_type, &self.payload_bytes()?))
     }
 
-    /// The statement inside. Only meaningful after a signature over the PAE verified.
-    pub fn statement(&self) -> Result<Statement, String> {
+    /// The decoded payload of an in-toto envelope; another payload type is
+    /// an error naming it.
+    pub fn in_toto_payload(&self) -> Result<Vec<u8>, String> {
         if self.payload_type != IN_TOTO_PAYLOAD_TYPE {
             return Err(format!(
-                "envelope payload type is {:?}, not {IN_TOTO_PAYLOAD_TYPE}",
+                "the envelope's payload type is {:?}, not {IN_TOTO_PAYLOAD_TYPE}",
                 self.payload_type
             ));
         }
-        serde_json::from_slice(&self.payload_bytes()?)
+        self.payload_bytes()
+    }
+
+    /// The statement inside. Only meaningful after a signature over the PAE verified.
+    pub fn statement(&self) -> Result<Statement, String> {
+        serde_json::from_slice(&self.in_toto_payload()?)
             .map_err(|err| format!("envelope payload is not an in-toto statement: {err}"))
     }
 }
