@@ -17,7 +17,7 @@ use crate::digest::Digest;
 use crate::signature::bundle::{self, Envelope};
 use crate::signature::{LayerAnnotations, Requirements};
 use crate::sigstore::{
-    self, ArtifactInput, BundlePolicy, RekorBundle, SigstoreError, TlogMode, VerifiedSignature,
+    self, ArtifactInput, BundlePolicy, RekorBundle, SigstoreError, VerifiedSignature,
 };
 
 /// Who signed a statement, as conditions see it (`signer`).
@@ -96,11 +96,7 @@ fn key_signer<'a>(
     envelope: &Envelope,
 ) -> Result<&'a imgate_keys::PublicKey, Refusal> {
     let pae = envelope.pae()?;
-    let sigs: Vec<Vec<u8>> = envelope
-        .signatures
-        .iter()
-        .filter_map(|s| bundle::decode_base64(&s.sig).ok())
-        .collect();
+    let sigs = envelope.signature_bytes();
     if sigs.is_empty() {
         return Err("the envelope has no readable signature".to_string());
     }
@@ -113,14 +109,6 @@ fn key_signer<'a>(
                 req.key_names().join(", ")
             )
         })
-}
-
-fn tlog_applies(req: &Requirements, has_evidence: bool) -> bool {
-    match req.tlog {
-        TlogMode::Required => true,
-        TlogMode::IfPresent => has_evidence,
-        TlogMode::Ignore => false,
-    }
 }
 
 /// Every keyless authority tried with `verify`; the first signer that
@@ -200,18 +188,7 @@ pub(crate) fn bundle_signer(
         return Err(no_keys(req));
     }
     let key = key_signer(req, envelope)?;
-    let has_evidence = [
-        "/tlogEntries",
-        "/timestampVerificationData/rfc3161Timestamps",
-    ]
-    .iter()
-    .any(|p| {
-        material
-            .pointer(p)
-            .and_then(|v| v.as_array())
-            .is_some_and(|a| !a.is_empty())
-    });
-    if tlog_applies(req, has_evidence) {
+    if req.tlog_applies(bundle::has_log_evidence(material)) {
         check_key_tlog(bundle_bytes, sha256, key, req)?;
     }
     Ok(Signer::key(key.name()))
@@ -270,7 +247,7 @@ pub(crate) fn legacy_signer(
         return Err(no_keys(req));
     }
     let key = key_signer(req, envelope)?;
-    if tlog_applies(req, ann.rekor_bundle.is_some()) {
+    if req.tlog_applies(ann.rekor_bundle.is_some()) {
         let Some(rekor) = ann.rekor_bundle.as_deref() else {
             return Err(
                 "transparency log: no Rekor entry (dev.sigstore.cosign/bundle), and the policy requires one"

@@ -210,6 +210,15 @@ impl Envelope {
         decode_base64(&self.payload).map_err(|err| format!("envelope payload is not base64: {err}"))
     }
 
+    /// The signatures that decode; unreadable ones are left out (they
+    /// could not verify anyway).
+    pub fn signature_bytes(&self) -> Vec<Vec<u8>> {
+        self.signatures
+            .iter()
+            .filter_map(|s| decode_base64(&s.sig).ok())
+            .collect()
+    }
+
     /// The bytes the signatures cover.
     pub fn pae(&self) -> Result<Vec<u8>, String> {
         Ok(pae(&self.payload_type, &self.payload_bytes()?))
@@ -232,6 +241,22 @@ impl Envelope {
         serde_json::from_slice(&self.in_toto_payload()?)
             .map_err(|err| format!("envelope payload is not an in-toto statement: {err}"))
     }
+}
+
+/// Whether a bundle's `verificationMaterial` carries a log entry or an RFC
+/// 3161 timestamp.
+pub(crate) fn has_log_evidence(material: &serde_json::Value) -> bool {
+    [
+        "/tlogEntries",
+        "/timestampVerificationData/rfc3161Timestamps",
+    ]
+    .iter()
+    .any(|p| {
+        material
+            .pointer(p)
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    })
 }
 
 /// base64 (standard or URL-safe alphabet, padded or not, as DSSE allows),

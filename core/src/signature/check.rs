@@ -23,7 +23,7 @@ use super::requirements::{Requirements, SignatureId, Unmet, Verified};
 use super::Format;
 use crate::digest::Digest;
 use crate::sigstore::{
-    self, ArtifactInput, BundlePolicy, LegacyKeyless, SigstoreError, TlogMode, VerifiedSignature,
+    self, ArtifactInput, BundlePolicy, LegacyKeyless, SigstoreError, VerifiedSignature,
 };
 
 /// The first allowed key that verifies `sig` over `message`.
@@ -133,16 +133,6 @@ fn first_keyless(
     Err(unmet)
 }
 
-/// Whether a key signature's log evidence must go through `crate::sigstore`:
-/// when it has some (unless ignored), or when the rule requires it.
-fn tlog_applies(req: &Requirements, has_evidence: bool) -> bool {
-    match req.tlog {
-        TlogMode::Required => true,
-        TlogMode::IfPresent => has_evidence,
-        TlogMode::Ignore => false,
-    }
-}
-
 /// A log-entry failure of a key signature as an [`Unmet`]; payload problems
 /// are left to the content checks, which report them precisely.
 fn tlog_unmet(id: SignatureId, err: SigstoreError) -> Option<Unmet> {
@@ -197,7 +187,7 @@ fn legacy_signer(
             keys: req.key_names(),
         }]);
     };
-    if tlog_applies(req, ann.rekor_bundle.is_some()) {
+    if req.tlog_applies(ann.rekor_bundle.is_some()) {
         let root = req.root().map_err(|err| {
             vec![Unmet::Tlog {
                 signature: id,
@@ -336,11 +326,7 @@ fn bundle_signer(
         return Err(vec![no_authority(id, req, false)]);
     }
     let pae = envelope.pae().map_err(|detail| malformed(id, detail))?;
-    let sigs: Vec<Vec<u8>> = envelope
-        .signatures
-        .iter()
-        .filter_map(|s| bundle::decode_base64(&s.sig).ok())
-        .collect();
+    let sigs = envelope.signature_bytes();
     if sigs.is_empty() {
         return Err(malformed(id, "envelope has no readable signature"));
     }
@@ -350,15 +336,7 @@ fn bundle_signer(
             keys: req.key_names(),
         }]);
     };
-    let has_evidence = material
-        .get("tlogEntries")
-        .and_then(|v| v.as_array())
-        .is_some_and(|a| !a.is_empty())
-        || material
-            .pointer("/timestampVerificationData/rfc3161Timestamps")
-            .and_then(|v| v.as_array())
-            .is_some_and(|a| !a.is_empty());
-    if tlog_applies(req, has_evidence) {
+    if req.tlog_applies(bundle::has_log_evidence(material)) {
         let tlog = |reason: String| {
             vec![Unmet::Tlog {
                 signature: id,

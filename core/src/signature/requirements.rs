@@ -73,6 +73,16 @@ impl fmt::Debug for Requirements {
 }
 
 impl Requirements {
+    /// Whether a key signature's log evidence must be verified: when it
+    /// carries some (unless ignored), or when the rule requires it.
+    pub(crate) fn tlog_applies(&self, has_evidence: bool) -> bool {
+        match self.tlog {
+            TlogMode::Required => true,
+            TlogMode::IfPresent => has_evidence,
+            TlogMode::Ignore => false,
+        }
+    }
+
     /// The names of the allowed keys, for messages.
     pub fn key_names(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.name().to_string()).collect()

@@ -1,7 +1,7 @@
 //! The checks against real cosign data and generated signatures.
 
 use super::*;
-use crate::sigstore::IdentityPolicy;
+use crate::sigstore::{IdentityPolicy, TlogMode};
 use base64::Engine as _;
 use imgate_keys::{PublicKey, SigningKey};
 
