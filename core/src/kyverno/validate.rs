@@ -229,17 +229,7 @@ impl Reader<'_> {
         let Some(map) = value.as_object() else {
             return Ok(PerList::of(Lists::ALL, self.unknown(path, "not a mapping")));
         };
-        let mut out = PerList::default();
-        for (key, v) in map {
-            let (a, name) = anchor(key);
-            let at = format!("{path}.{key}");
-            if name == "spec" {
-                out = out.and(self.structural(a, v, &at, Part::Spec)?);
-            } else {
-                out = out.and(self.not_image(v, &at));
-            }
-        }
-        Ok(out)
+        self.template(map, path)
     }
 
     /// A structural key (spec, template): plain or `=()` is followed, any
@@ -287,6 +277,7 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// A mapping whose `spec` is followed: a pattern's root or a template.
     fn template(&mut self, map: &Map<String, Value>, path: &str) -> Result<PerList, ImportError> {
         let mut out = PerList::default();
         for (key, v) in map {
