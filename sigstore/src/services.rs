@@ -304,20 +304,7 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Sig
         path: path.display().to_string(),
         reason,
     };
-    let mut pem = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open(path).map_err(|err| bad(err.to_string()))?,
-            MAX_CA_FILE_BYTES + 1,
-        ),
-        &mut pem,
-    )
-    .map_err(|err| bad(err.to_string()))?;
-    if pem.len() as u64 > MAX_CA_FILE_BYTES {
-        return Err(bad(format!(
-            "more than the {MAX_CA_FILE_BYTES} bytes imgate reads"
-        )));
-    }
+    let pem = super::trust::read_bounded(path, MAX_CA_FILE_BYTES).map_err(bad)?;
     let certs =
         reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| bad(source_text(&err)))?;
     if certs.is_empty() {
