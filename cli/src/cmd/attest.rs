@@ -107,9 +107,8 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("cannot attest {image}"))?
             .pinned;
-        let attested = attestation::attest(&client, &pinned, signer, &opts)
-            .await
-            .with_context(|| format!("cannot attest {pinned}"))?;
+        // Every error names the image.
+        let attested = attestation::attest(&client, &pinned, signer, &opts).await?;
         tracing::info!(image = %pinned, predicate_type = %attested.predicate_type, stored_in = %attested.stored_in, "attested");
         outln!("{pinned}");
     }

@@ -156,7 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<Outcome> {
                 (None, Some(key)) => signature::sign(&client, &target, key.as_ref(), &opts).await,
                 (None, None) => bail!("no key and no keyless signer"),
             };
-            signed.with_context(|| format!("cannot sign {target}"))?;
+            signed?; // every error names the image
             tracing::info!(image = %target, format = %opts.format, "signed");
             outln!("{target}");
         }

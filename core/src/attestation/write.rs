@@ -152,8 +152,14 @@ pub enum AttestError {
         image: String,
     },
     /// The predicate cannot be made into a statement.
-    #[error(transparent)]
-    Predicate(#[from] statement::PredicateError),
+    #[error("cannot attest {image}")]
+    Predicate {
+        /// The pinned reference.
+        image: String,
+        /// What is wrong with the predicate.
+        #[source]
+        source: statement::PredicateError,
+    },
     /// The signer refused or failed.
     #[error("signing the attestation of {image}")]
     Sign {
@@ -230,7 +236,11 @@ pub async fn attest(
         &image.name(),
         &digest,
         &now,
-    )?;
+    )
+    .map_err(|source| AttestError::Predicate {
+        image: name.clone(),
+        source,
+    })?;
     let signed = signer
         .sign_envelope(IN_TOTO_PAYLOAD_TYPE, &statement, &digest)
         .await
