@@ -20,7 +20,7 @@ use super::statement::{
     BUILDKIT_ATTESTATION_MANIFEST, BUILDKIT_PREDICATE_ANNOTATION, BUILDKIT_REFERENCE_DIGEST,
     BUILDKIT_REFERENCE_TYPE, IN_TOTO_MEDIA_TYPE,
 };
-use super::{Cap, Source};
+use super::Source;
 use crate::digest::Digest;
 use crate::oci::{self, Descriptor, ImageIndex, ImageManifest};
 use crate::reference::ImageRef;
@@ -98,14 +98,7 @@ pub(super) async fn collect(
     let members = platforms(&index);
     col.set_platforms(members.clone());
     let manifests = attestation_manifests(&index);
-    let limits = &col.wanted.limits;
-    if manifests.len() > limits.max_statements {
-        col.over_cap(
-            Cap::Statements,
-            limits.max_statements as u64,
-            manifests.len() as u64,
-            None,
-        );
+    if col.listing_over_cap(manifests.len()) {
         return Ok(());
     }
     let members = &members;

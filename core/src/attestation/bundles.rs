@@ -15,7 +15,7 @@ use futures::StreamExt as _;
 use super::collect::{Candidate, Collector};
 use super::signers;
 use super::statement::BUNDLE_PREDICATE_ANNOTATION;
-use super::{Cap, Source};
+use super::Source;
 use crate::oci::{Descriptor, ImageIndex};
 use crate::reference::ImageRef;
 use crate::registry::{RegistryClient, RegistryError};
@@ -68,17 +68,10 @@ pub(super) async fn collect(
         .collect();
     // Each entry costs a manifest request before any cap on statements can
     // apply: more entries than statements may be read is itself over it.
-    let limits = &col.wanted.limits;
-    if entries.len() > limits.max_statements {
-        col.over_cap(
-            Cap::Statements,
-            limits.max_statements as u64,
-            entries.len() as u64,
-            None,
-        );
+    if col.listing_over_cap(entries.len()) {
         return Ok(());
     }
-    let limit = usize::try_from(limits.max_statement_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(col.wanted.limits.max_statement_bytes).unwrap_or(usize::MAX);
     let mut fetches = futures::stream::iter(entries.into_iter().map(|entry| async move {
         let Some(found) = crate::signature::referrer_bundle(client, image, &entry).await? else {
             return Ok(None);

@@ -94,6 +94,18 @@ impl<'a> Collector<'a> {
         });
     }
 
+    /// Whether a listing of `listed` entries, each a request before any
+    /// statement is read, is already over the statements cap (recorded
+    /// when it is).
+    pub(crate) fn listing_over_cap(&self, listed: usize) -> bool {
+        let max = self.wanted.limits.max_statements;
+        if listed <= max {
+            return false;
+        }
+        self.over_cap(Cap::Statements, max as u64, listed as u64, None);
+        true
+    }
+
     /// The candidates of one listing to read: not those whose annotation
     /// claims a type no requirement wants (the claim may lie; skipping only
     /// ever loses a statement), and none when the listing holds more than
