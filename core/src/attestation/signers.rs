@@ -111,15 +111,9 @@ fn key_signer<'a>(
         })
 }
 
-/// Every keyless authority tried with `verify`; the first signer that
-/// satisfies one, or every authority's reason.
-fn keyless_signer(
-    req: &Requirements,
-    verify: impl Fn(
-        &sigstore::IdentityPolicy,
-        &sigstore::TrustRoot,
-    ) -> Result<VerifiedSignature, SigstoreError>,
-) -> Result<Signer, Refusal> {
+/// The first keyless authority of `req` that `bundle` (for the artifact
+/// `sha256`) verifies under, or every authority's reason.
+fn keyless_signer(req: &Requirements, bundle: &[u8], sha256: [u8; 32]) -> Result<Signer, Refusal> {
     if req.keyless.is_empty() {
         return Err(format!(
             "signed with a certificate, but no keyless signer is allowed (allowed keys: {})",
@@ -132,7 +126,16 @@ fn keyless_signer(
             Some(root) => std::sync::Arc::clone(root),
             None => req.root().map_err(|err| err.to_string())?,
         };
-        match verify(&authority.identity, &root) {
+        // Under the rule's `tlog`, as signatures are: a bundle with a
+        // trusted timestamp and no log entry (GitHub's attestations for
+        // private repositories) passes unless the rule says `required`.
+        match sigstore::verify_keyless_bundle(
+            bundle,
+            ArtifactInput::Sha256(sha256),
+            &authority.identity,
+            req.tlog,
+            &root,
+        ) {
             Ok(verified) => return Ok(Signer::keyless(&verified)),
             Err(err) => {
                 let reason = keyless_reason(err);
@@ -175,14 +178,7 @@ pub(crate) fn bundle_signer(
         material.get("certificate").is_some() || material.get("x509CertificateChain").is_some();
     let sha256 = sha256_of(digest).ok_or_else(|| format!("{digest} is not a sha256 digest"))?;
     if keyless {
-        return keyless_signer(req, |policy, root| {
-            sigstore::verify_bundle_bytes(
-                bundle_bytes,
-                ArtifactInput::Sha256(sha256),
-                &BundlePolicy::Keyless(policy.clone()),
-                root,
-            )
-        });
+        return keyless_signer(req, bundle_bytes, sha256);
     }
     if req.keys.is_empty() {
         return Err(no_keys(req));
@@ -234,14 +230,7 @@ pub(crate) fn legacy_signer(
                 .to_string()
         })?;
         let bundle = v01_bundle(envelope_bytes, Some(certificate), rekor)?;
-        return keyless_signer(req, |policy, root| {
-            sigstore::verify_bundle_bytes(
-                &bundle,
-                ArtifactInput::Sha256(sha256),
-                &BundlePolicy::Keyless(policy.clone()),
-                root,
-            )
-        });
+        return keyless_signer(req, &bundle, sha256);
     }
     if req.keys.is_empty() {
         return Err(no_keys(req));

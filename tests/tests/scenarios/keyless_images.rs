@@ -641,6 +641,37 @@ async fn a_keyless_bundle_with_a_trusted_timestamp_and_no_log_entry_follows_tlog
         assert!(text.to_lowercase().contains("timestamp"), "{text}");
     }
 
+    // The same bundle read as an attestation (of cosign's signing predicate)
+    // follows the same `tlog`.
+    let attested = |image: &str, tlog: &str| {
+        let mut args: Vec<String> = [
+            "verify-attestation",
+            "--type",
+            bundle::COSIGN_SIGN_PREDICATE,
+            "--certificate-identity",
+            IDENTITY,
+            "--certificate-oidc-issuer",
+            ISSUER,
+            "--trusted-root",
+            &root,
+            "--tlog",
+            tlog,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(env.proxy.cli_args());
+        args.push(image.to_string());
+        let out = run_imgate(&args, &[], None).unwrap();
+        (out.status.code(), format!("{out:?}"))
+    };
+    let (code, out) = attested(&trusted, "if-present");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = attested(&trusted, "required");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no transparency-log entry"), "{out}");
+    let (code, out) = attested(&untrusted, "if-present");
+    assert_eq!(code, Some(1), "{out}");
+
     // The same through a policy: the rule's `tlog` decides.
     let manifest = env.dir.path().join("pod.json");
     std::fs::write(&manifest, serde_json::to_vec(&pod(&trusted)).unwrap()).unwrap();
