@@ -22,6 +22,12 @@ use serde_json::Value;
 use crate::admission::PullSecrets;
 use crate::kube::{api_path, checked, KubeClient, KubeError};
 
+/// Pull secrets read for one pod, at most: its own first, then its service
+/// account's. Each is a Kubernetes API read inside the review's deadline,
+/// and both lists are written by the tenant; the kubelet sets no limit, but
+/// pods name one or two.
+pub const MAX_PULL_SECRETS: usize = 16;
+
 /// Errors reading pull secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum PullSecretError {
@@ -118,8 +124,15 @@ impl PodPullSecrets {
         if let Err(err) = checked("namespace", namespace) {
             return (None, vec![skip(err)]);
         }
-        let (names, account) = pull_secret_refs(spec);
+        let (mut names, account) = pull_secret_refs(spec);
         let mut warnings = Vec::new();
+        if names.len() > MAX_PULL_SECRETS {
+            warnings.push(format!(
+                "imgate: reading only the first {MAX_PULL_SECRETS} of the pod's {} pull secrets",
+                names.len()
+            ));
+            names.truncate(MAX_PULL_SECRETS);
+        }
         let mut secrets = Vec::new();
         for name in names {
             match checked("secret", &name) {
@@ -177,23 +190,15 @@ impl KubeClient {
     /// skipped.
     pub async fn credentials_for(&self, pod: &PodPullSecrets) -> BTreeMap<String, Credentials> {
         let namespace = pod.namespace.as_str();
-        let mut names = pod.secrets.clone();
         let listed = match &pod.service_account {
             Some(account) => self.service_account_pull_secrets(namespace, account).await,
             None => Ok(Vec::new()),
         };
-        match listed {
-            Ok(more) => {
-                for name in more {
-                    if !names.contains(&name) {
-                        names.push(name);
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read the service account's pull secrets")
-            }
-        }
+        let account = listed.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot read the service account's pull secrets");
+            Vec::new()
+        });
+        let names = secret_names(&pod.secrets, account);
         let mut out = BTreeMap::new();
         for name in names {
             match self.secret_credentials(namespace, &name).await {
@@ -207,6 +212,21 @@ impl KubeClient {
         }
         out
     }
+}
+
+/// The pod's own secret names, then its service account's not already
+/// named, at most [`MAX_PULL_SECRETS`] in all.
+fn secret_names(own: &[String], account: Vec<String>) -> Vec<String> {
+    let mut names: Vec<String> = own.iter().take(MAX_PULL_SECRETS).cloned().collect();
+    for name in account {
+        if names.len() >= MAX_PULL_SECRETS {
+            break;
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 impl PullSecrets for KubeClient {
@@ -226,6 +246,35 @@ mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn pull_secrets_are_bounded_per_pod() {
+        let many: Vec<Value> = (0..100)
+            .map(|i| serde_json::json!({"name": format!("s{i}")}))
+            .collect();
+        let spec = serde_json::json!({"imagePullSecrets": many});
+        let (pod, warnings) = PodPullSecrets::from_pod_spec("apps", &spec);
+        let pod = pod.unwrap();
+        assert_eq!(pod.secrets.len(), MAX_PULL_SECRETS);
+        assert_eq!(pod.secrets[0], "s0");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("first 16 of the pod's 100")),
+            "{warnings:?}"
+        );
+
+        // The service account's fill what is left, without repeats.
+        let own = vec!["a".to_string(), "b".to_string()];
+        let account: Vec<String> = ["b", "c"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain((0..100).map(|i| format!("sa{i}")))
+            .collect();
+        let names = secret_names(&own, account);
+        assert_eq!(names.len(), MAX_PULL_SECRETS);
+        assert_eq!(&names[..4], ["a", "b", "c", "sa0"]);
     }
 
     #[test]
