@@ -17,8 +17,14 @@ use crate::registry::{RegistryClient, RegistryError};
 /// How often a writer merges again after a concurrent write lost its entry.
 pub(crate) const MAX_ATTEMPTS: u32 = 8;
 /// How long a writer waits after its write before checking that it stuck,
-/// so a concurrent writer that read the tag earlier has landed its write.
+/// so a concurrent writer that read the tag earlier has landed its write:
+/// at least this, and at least twice the writer's own read-to-write time
+/// (a concurrent writer on the same registry and machine takes about as
+/// long, and on a loaded machine a fixed wait lost signatures), at most
+/// [`MAX_SETTLE`].
 const SETTLE: Duration = Duration::from_millis(150);
+/// The longest wait before the re-read.
+const MAX_SETTLE: Duration = Duration::from_secs(5);
 
 /// A document kept at a tag (the `.sig` manifest, the tag-schema index) and
 /// the one entry a writer adds to it.
@@ -116,6 +122,7 @@ pub(crate) async fn append<D: TagDocument>(
 ) -> Result<Digest, TagWriteError> {
     let tag = doc.tag();
     for attempt in 1..=MAX_ATTEMPTS {
+        let started = std::time::Instant::now();
         let existing = match read(client, image, doc).await? {
             Listing::Found((found, current)) if doc.contains(&current) => {
                 // Already there: from an earlier identical write, or merged
@@ -130,7 +137,7 @@ pub(crate) async fn append<D: TagDocument>(
             .merged(existing.as_ref())
             .map_err(TagWriteError::Malformed)?;
         push(client, image, &tag, doc.media_type(), &bytes, &blobs).await?;
-        tokio::time::sleep(SETTLE).await;
+        tokio::time::sleep((started.elapsed() * 2).clamp(SETTLE, MAX_SETTLE)).await;
         if let Listing::Found((found, after)) = read(client, image, doc).await? {
             if doc.contains(&after) {
                 return Ok(found);
